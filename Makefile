@@ -1,0 +1,33 @@
+# The commands a newcomer needs: `make run` and `make test`. Each works on a
+# fresh machine by itself (it installs what is missing first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install system-deps run test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Debian packages the tests start as real peers (Dovecot, smtp-sink, rbldnsd, ...).
+system-deps:
+	sh ci/install-system-packages ci/apt-packages.txt
+
+run: install
+	$(BIN)/repmon parse examples/
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks need the reference tools too (Sisimai, smtp-source); see bench/README.md.
+bench: install system-deps
+	sh ci/install-system-packages bench/apt-packages.txt
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

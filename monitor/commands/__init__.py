@@ -1,0 +1,1 @@
+"""One module per `repmon` sub-command; each defines register(subparsers)."""

@@ -1,0 +1,51 @@
+"""Parsers: pure functions from the bytes of one message or report file to
+typed events (parsers/events.py). No storage, no network.
+
+`parse_bytes` is the one entry point the rest of repmon uses. It recognises
+the container by content, never by file name: zip and gzip archives and bare
+XML/JSON documents are reports (DMARC aggregate, SMTP TLS); everything else is
+read as an email (bounce, complaint, auto-reply, DMARC failure report, or a
+report attached to a mail). Whatever goes wrong inside, the caller gets an
+`unparseable` event with the reason, never an exception.
+"""
+
+from __future__ import annotations
+
+from parsers.events import AnyEvent, UnparseableEvent
+
+__all__ = ["parse_bytes", "looks_like_report_file"]
+
+# Above this a single input is refused outright: a feedback message or report
+# file is at most tens of MB; hundreds of MB is an accident or an attack.
+MAX_INPUT_BYTES = 200 * 1024 * 1024
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def looks_like_report_file(data: bytes) -> bool:
+    """True for the report containers that are not an email: zip, gzip, XML, JSON."""
+    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith((_ZIP_MAGIC, _GZIP_MAGIC, b"<", b"{", b"["))
+
+
+def parse_bytes(data: bytes) -> list[AnyEvent]:
+    """All events in one message or report file; never raises."""
+    if len(data) > MAX_INPUT_BYTES:
+        return [UnparseableEvent(error=f"input is {len(data)} bytes, above the {MAX_INPUT_BYTES}-byte limit")]
+    if not data.strip():
+        return [UnparseableEvent(error="empty input")]
+    try:
+        if looks_like_report_file(data):
+            from parsers.reports import parse_report_bytes
+
+            return parse_report_bytes(data)
+        from parsers.mail import parse_mail
+
+        return parse_mail(data)
+    except MemoryError:
+        return [UnparseableEvent(error="input needs more memory than a parser may use")]
+    except RecursionError:
+        return [UnparseableEvent(error="input is nested too deeply")]
+    except Exception as exc:  # a parser bug must not lose the message: it gets quarantined
+        return [UnparseableEvent(error=f"parser error: {type(exc).__name__}: {exc}"[:500])]
