@@ -19,7 +19,7 @@ system-deps:
 	sh ci/install-system-packages ci/apt-packages.txt
 
 run: install
-	$(BIN)/repmon parse examples/
+	$(BIN)/repmon run --config config.example.toml
 
 test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

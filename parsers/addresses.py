@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from flanker.addresslib import address as _flanker_address
+
+# flanker logs a warning for every address it cannot parse; for bounce text that is
+# the normal case (we try candidates), not news.
+logging.getLogger("flanker").setLevel(logging.ERROR)
 
 _ANGLE_RE = re.compile(r"<([^<>\s]+@[^<>\s]+)>")
 _BARE_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")

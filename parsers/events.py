@@ -134,6 +134,8 @@ class DmarcRecord:
     envelope_from: str | None = None
     dkim_results: list[dict[str, str | None]] = field(default_factory=list)
     spf_results: list[dict[str, str | None]] = field(default_factory=list)
+    envelope_to: str | None = None
+    policy_override_reasons: list[dict[str, str | None]] = field(default_factory=list)  # type, comment
 
 
 @dataclass(slots=True, kw_only=True)
@@ -152,6 +154,13 @@ class DmarcAggregateEvent(Event):
     subdomain_policy: str | None = None
     pct: int | None = None
     errors: list[str] = field(default_factory=list)
+    fo: str | None = None
+    np: str | None = None  # RFC 9990: policy for non-existent subdomains
+    testing: str | None = None  # RFC 9990 t= flag
+    discovery_method: str | None = None  # RFC 9990: psl | treewalk
+    extra_contact_info: str | None = None
+    generator: str | None = None
+    schema: str | None = None  # <version> of the report, "draft" when absent
 
 
 @dataclass(slots=True, kw_only=True)
@@ -167,6 +176,10 @@ class DmarcFailureEvent(Event):
     delivery_result: str | None = None
     dkim_domain: str | None = None
     subject: str | None = None
+    authentication_results: str | None = None
+    identity_alignment: str | None = None  # aligned mechanisms: "dkim,spf", "none"
+    original_message_id: str | None = None
+    user_agent: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -176,6 +189,8 @@ class TlsPolicy:
     successful_session_count: int
     failed_session_count: int
     failure_details: list[dict[str, Any]] = field(default_factory=list)
+    policy_strings: list[str] = field(default_factory=list)
+    mx_host_patterns: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -187,6 +202,7 @@ class TlsReportEvent(Event):
     begin: datetime | None = None
     end: datetime | None = None
     contact_info: str | None = None
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True, kw_only=True)

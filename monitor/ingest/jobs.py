@@ -1,0 +1,26 @@
+"""Ingestion jobs for `repmon run`: one service per IMAP mailbox folder (IDLE
+or polling, reconnecting with back-off) and one interval job per local folder."""
+
+from __future__ import annotations
+
+from monitor.config import ConfigError, RepmonConfig
+from monitor.ingest.folder import FolderReader
+from monitor.ingest.imap import FolderWatcher
+from monitor.runtime import JobSpec, Runtime
+
+
+def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
+    jobs: list[JobSpec] = []
+    for mailbox in config.mailboxes:
+        for folder in mailbox.folders:
+            if folder in (mailbox.processed_folder, mailbox.quarantine_folder):
+                raise ConfigError(f"mailbox {mailbox.display_name}: folder {folder!r} is also the processed or "
+                                  "quarantine folder; messages would be read again and again")
+            watcher = FolderWatcher(config, runtime, mailbox, folder)
+            jobs.append(JobSpec(name=f"imap:{mailbox.display_name}/{folder}", run=watcher.run_once,
+                                service=watcher.serve))
+    for source in config.folders:
+        reader = FolderReader(config, runtime, source)
+        jobs.append(JobSpec(name=f"folder:{source.name or source.path}", run=reader.run_once,
+                            interval_s=source.poll_interval_s))
+    return jobs

@@ -1,0 +1,636 @@
+"""The Prometheus collector: reads the database when Prometheus scrapes.
+
+Each family (events, dmarc, dnsbl, sender lanes, ...) is a few aggregate
+queries. Counters over tables that only grow are kept as running totals
+(monitor/metrics/totals.py) so a scrape reads only the new rows; gauges are
+current states (suppressions, listings, queue depth) read through indexed
+queries. The results are kept for `refresh_s` seconds, so several Prometheus
+servers or a short scrape interval do not multiply the database load.
+
+A family whose table is missing (a database not upgraded yet, a part not
+installed) or whose query fails is left out of that scrape, never the whole
+scrape; `repmon_metrics_family_up` and `repmon_metrics_collect_errors_total`
+say which and why.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from monitor.metrics.catalog import COUNTER, METRICS
+from monitor.metrics.totals import Key, RunningTotals, Scan, grouped_scan
+
+log = logging.getLogger("repmon.metrics")
+
+Values = dict[tuple[str, ...], float]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+OTHER = "other"
+UNROUTED = "unrouted"
+MX_OTHER = "mx:other"  # every per-MX-host lane ("mx:<host>") shares this label value
+# PostgreSQL: rows are settled into the running totals once their id was seen
+# this long ago (no transaction of ours stays open that long).
+PG_SETTLE_S = 300.0
+PG_START_MARGIN = 10_000
+
+FEEDBACK_TYPES = frozenset({"abuse", "auth-failure", "fraud", "not-spam", "opt-out", "other", "virus"})
+AUTH_FAILURES = frozenset({"adsp", "bodyhash", "dkim", "dmarc", "revoked", "signature", "spf"})
+TLS_RESULT_TYPES = frozenset({
+    "starttls-not-supported", "certificate-host-mismatch", "certificate-expired", "certificate-not-trusted",
+    "validation-failure", "tlsa-invalid", "dnssec-invalid", "dane-required", "sts-policy-fetch-error",
+    "sts-policy-invalid", "sts-webpki-invalid",
+})
+ZONE_STATUSES = ("ok", "broken", "dead", "error")
+DNS_AUTH_RECORDS = ("spf", "dmarc", "dkim", "mta_sts", "tls_rpt")
+DNS_AUTH_STATUSES = ("ok", "invalid", "missing", "error")
+REPUTATIONS = ("high", "medium", "low", "bad")
+SNDS_RESULTS = ("green", "yellow", "red")
+LANE_STATES = ("paused", "halted", "suspended", "slowed", "sending")
+
+_TOKEN = re.compile(r"^[a-z0-9][a-z0-9_.:+-]{0,63}$")
+
+
+def token(value: Any, *, allowed: frozenset[str] | None = None) -> str:
+    """A label value from a short vocabulary word; anything odd becomes "other"
+    (a hostile report must not be able to mint new series)."""
+    if value is None or value == "":
+        return ""
+    text = str(value).strip().lower()
+    if allowed is not None:
+        return text if text in allowed else OTHER
+    return text if _TOKEN.match(text) else OTHER
+
+
+def domain_label(value: Any) -> str:
+    text = str(value or "").strip().lower().rstrip(".")
+    return text if text and len(text) <= 253 and re.fullmatch(r"[a-z0-9._-]+", text) else OTHER if text else ""
+
+
+def epoch(value: datetime | date | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
+
+
+def split_lane(lane: str | None) -> tuple[str, str]:
+    """(source_ip, destination) labels of a lane key "ip|destination"."""
+    if not lane:
+        return "", UNROUTED
+    source_ip, _, destination = lane.partition("|")
+    if destination.startswith("mx:"):
+        destination = MX_OTHER
+    return source_ip, destination or UNROUTED
+
+
+def family(name: str, values: Values) -> Metric:
+    definition = METRICS[name]
+    cls = CounterMetricFamily if definition.type == COUNTER else GaugeMetricFamily
+    metric = cls(name, definition.help, labels=list(definition.labels))
+    for labels, value in sorted(values.items()):
+        metric.add_metric(list(labels), value)
+    return metric
+
+
+def _acc(values: Values, labels: tuple[str, ...], amount: float) -> None:
+    values[labels] = values.get(labels, 0.0) + amount
+
+
+def stateset(values: Values, prefix: tuple[str, ...], states: Iterable[str], current: str) -> None:
+    states = list(states)
+    if current and current not in states:
+        states.append(current)
+    for state in states:
+        values[prefix + (state,)] = 1.0 if state == current else 0.0
+
+
+def _mapped(scan: Scan, relabel: Callable[[Key], Key]) -> Scan:
+    """A scan whose keys are turned into label tuples before they are kept, so
+    the running totals hold one entry per series, not per raw value."""
+    def run(conn: Connection, above: int, up_to: int | None) -> dict[Key, float]:
+        out: dict[Key, float] = {}
+        for key, amount in scan(conn, above, up_to).items():
+            new = relabel(key)
+            out[new] = out.get(new, 0.0) + amount
+        return out
+    return run
+
+
+class MissingTable(Exception):
+    pass
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, ImportError):
+        return "unavailable"
+    if isinstance(exc, MissingTable):
+        return "missing_table"
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    text = str(orig or exc).lower()
+    if sqlstate == "42P01" or "no such table" in text:
+        return "missing_table"
+    return "query_error"
+
+
+@dataclass(slots=True)
+class _LaneRef:
+    """What sender.lanes.build_overlay reads of a lane."""
+
+    source_ip: str
+    destination: str
+
+
+class RepmonCollector(Collector):
+    def __init__(self, engine: Engine, *, own_networks: Iterable[str] = (),
+                 lane_rate: Callable[[str], float | None] | None = None, refresh_s: float = 15.0,
+                 dnsbl_series_limit: int = 20000, settle_s: float | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.own_networks: list[Network] = [ipaddress.ip_network(n, strict=False) for n in own_networks]
+        self.lane_rate = lane_rate or (lambda destination: None)
+        self.refresh_s = refresh_s
+        self.dnsbl_series_limit = dnsbl_series_limit
+        sqlite = engine.dialect.name == "sqlite"
+        self.settle_s = (0.0 if sqlite else PG_SETTLE_S) if settle_s is None else settle_s
+        self.margin = 0 if sqlite else PG_START_MARGIN
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._cache: list[Metric] | None = None
+        self._cache_at = 0.0
+        self._totals: dict[str, RunningTotals] = {}
+        self._errors: Values = {}
+        self._last_reason: dict[str, str] = {}
+        self._ip_labels: dict[str, str] = {}
+        self.families: list[tuple[str, Callable[[Connection, float], list[Metric]]]] = [
+            ("events", self._events),
+            ("messages", self._messages),
+            ("quarantine", self._quarantine),
+            ("suppressions", self._suppressions),
+            ("dmarc", self._dmarc),
+            ("dmarc_failures", self._dmarc_failures),
+            ("tls", self._tls),
+            ("dnsbl", self._dnsbl),
+            ("dnsbl_zones", self._dnsbl_zones),
+            ("signal_events", self._signal_events),
+            ("dns_auth", self._dns_auth),
+            ("postmaster", self._postmaster),
+            ("snds", self._snds),
+            ("fetch_states", self._fetch_states),
+            ("sender_queue", self._sender_queue),
+            ("sender_deliveries", self._sender_deliveries),
+            ("sender_lanes", self._sender_lanes),
+            ("health", self._health),
+        ]
+
+    @classmethod
+    def from_config(cls, engine: Engine, config) -> RepmonCollector:
+        """Own networks and lane limits from a RepmonConfig."""
+        metrics = config.metrics
+        networks = list(config.dnsbl.ips) + [ip.address for ip in config.sender.ips]
+        if metrics is not None:
+            networks += list(metrics.dmarc_networks)
+
+        def lane_rate(destination: str) -> float | None:
+            from sender.lanes import lane_settings
+            return lane_settings(config.sender, destination).rate
+
+        return cls(engine, own_networks=networks, lane_rate=lane_rate,
+                   refresh_s=metrics.refresh_s if metrics else 15.0,
+                   dnsbl_series_limit=metrics.dnsbl_series_limit if metrics else 20000)
+
+    # -- prometheus_client interface --------------------------------------------------------
+
+    def describe(self) -> list[Metric]:
+        # Nothing: registering must not query the database.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = self.clock()
+            if self._cache is None or now - self._cache_at >= self.refresh_s:
+                self._cache = self._collect_all(now)
+                self._cache_at = now
+            metrics = self._cache
+        return iter(metrics)
+
+    # -- one collection --------------------------------------------------------------------
+
+    def _collect_all(self, now: float) -> list[Metric]:
+        out: list[Metric] = []
+        up: Values = {}
+        durations: Values = {}
+        try:
+            connection = self.engine.connect()
+        except SQLAlchemyError as exc:
+            self._all_failed(exc, up)
+        else:
+            with connection:
+                conn = connection.execution_options(isolation_level="AUTOCOMMIT")
+                for name, produce in self.families:
+                    started = time.perf_counter()
+                    try:
+                        out.extend(produce(conn, now))
+                    except (SQLAlchemyError, ImportError, MissingTable) as exc:
+                        self._failed(name, failure_reason(exc), exc)
+                        up[(name,)] = 0.0
+                        try:
+                            conn.rollback()
+                        except SQLAlchemyError:
+                            pass
+                    else:
+                        up[(name,)] = 1.0
+                        if self._last_reason.pop(name, None):
+                            log.info("metrics family %s is collected again", name)
+                    durations[(name,)] = time.perf_counter() - started
+        out.extend(self._self_metrics(up, durations, now))
+        return out
+
+    def _all_failed(self, exc: BaseException, up: Values) -> None:
+        for name, _ in self.families:
+            self._failed(name, "connection_error", exc)
+            up[(name,)] = 0.0
+
+    def _failed(self, name: str, reason: str, exc: BaseException) -> None:
+        _acc(self._errors, (name, reason), 1.0)
+        if self._last_reason.get(name) != reason:  # log a change, not every scrape
+            self._last_reason[name] = reason
+            first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            level = logging.INFO if reason in ("missing_table", "unavailable") else logging.WARNING
+            log.log(level, "metrics family %s skipped (%s): %s", name, reason, first_line)
+
+    def _self_metrics(self, up: Values, durations: Values, now: float) -> list[Metric]:
+        from monitor.metrics import version
+
+        return [
+            family("repmon_build_info", {(version(),): 1.0}),
+            family("repmon_metrics_family_up", up),
+            family("repmon_metrics_collect_errors_total", dict(self._errors)),
+            family("repmon_metrics_collect_duration_seconds", durations),
+            family("repmon_metrics_last_collect_timestamp_seconds", {(): now}),
+        ]
+
+    def _running(self, name: str, table, scan: Scan) -> RunningTotals:
+        totals = self._totals.get(name)
+        if totals is None:
+            totals = self._totals[name] = RunningTotals(table, scan, settle_s=self.settle_s, margin=self.margin)
+        return totals
+
+    def ip_label(self, value: str | None) -> str:
+        """A DMARC source IP as a label: itself when it is one of ours, else "other"."""
+        if not value:
+            return ""
+        label = self._ip_labels.get(value)
+        if label is None:
+            try:
+                address = ipaddress.ip_address(value.strip())
+            except ValueError:
+                label = OTHER
+            else:
+                ours = any(address.version == net.version and address in net for net in self.own_networks)
+                label = str(address) if ours else OTHER
+            if len(self._ip_labels) < 100_000:
+                self._ip_labels[value] = label
+        return label
+
+    # -- feedback events and ingestion ----------------------------------------------------------
+
+    def _events(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.storage.models import StoredEvent
+
+        t = StoredEvent.__table__
+
+        def relabel(key: Key) -> Key:
+            kind, reason, hard_or_soft, feedback_type, complaint = key
+            return (token(kind), token(reason), token(hard_or_soft, allowed=frozenset({"hard", "soft"})),
+                    token(feedback_type, allowed=FEEDBACK_TYPES) if kind == "feedback" else "",
+                    "true" if complaint else "false")
+
+        scan = grouped_scan(t, [t.c.kind, t.c.reason, t.c.hard_or_soft, t.c.feedback_type, t.c.is_complaint],
+                            func.count())
+        totals = self._running("events", t, _mapped(scan, relabel)).refresh(conn, now)
+        stored: Values = {}
+        feedback: Values = {}
+        for (kind, reason, hard_or_soft, feedback_type, complaint), n in totals.items():
+            _acc(stored, (kind, reason, hard_or_soft), n)
+            if kind == "feedback":
+                _acc(feedback, (feedback_type, complaint), n)
+        return [family("repmon_events_stored_total", stored), family("repmon_feedback_events_total", feedback)]
+
+    def _messages(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.storage.models import ProcessedMessage
+
+        t = ProcessedMessage.__table__
+        scan = _mapped(grouped_scan(t, [t.c.source, t.c.outcome], func.count()),
+                       lambda key: (str(key[0] or "")[:255], token(key[1])))
+        totals = self._running("messages", t, scan).refresh(conn, now)
+        return [family("repmon_processed_messages_total", totals)]
+
+    def _quarantine(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.storage.models import QuarantinedMessage
+
+        t = QuarantinedMessage.__table__
+        ever = self._running("quarantine", t, grouped_scan(t, [], func.count())).refresh(conn, now)
+        held = conn.execute(select(func.count()).select_from(t).where(t.c.released_at.is_(None))).scalar() or 0
+        return [family("repmon_quarantined_messages_total", {(): ever.get((), 0.0)}),
+                family("repmon_quarantine_held_messages", {(): float(held)})]
+
+    def _suppressions(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.storage.models import Suppression
+
+        t = Suppression.__table__
+        at = datetime.fromtimestamp(now, timezone.utc)
+        rows = conn.execute(select(t.c.reason, func.count()).where(
+            or_(t.c.expires_at.is_(None), t.c.expires_at > at)).group_by(t.c.reason))
+        values: Values = {}
+        for reason, n in rows:
+            _acc(values, (token(reason),), float(n))
+        return [family("repmon_suppressed_addresses", values)]
+
+    # -- DMARC and TLS reports ----------------------------------------------------------------
+
+    def _dmarc(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.storage.models import DmarcRecord
+
+        t = DmarcRecord.__table__
+
+        def relabel(key: Key) -> Key:
+            domain, source_ip, dkim, spf, disposition = key
+            dkim_l, spf_l = token(dkim), token(spf)
+            result = "pass" if "pass" in (dkim_l, spf_l) else "fail"
+            return (domain_label(domain), self.ip_label(source_ip), result, dkim_l, spf_l, token(disposition))
+
+        scan = grouped_scan(t, [t.c.domain, t.c.source_ip, t.c.dkim, t.c.spf, t.c.disposition],
+                            func.coalesce(func.sum(t.c.count), 0))
+        totals = self._running("dmarc", t, _mapped(scan, relabel)).refresh(conn, now)
+        return [family("repmon_dmarc_messages_total", totals)]
+
+    def _dmarc_failures(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.storage.models import DmarcFailure
+
+        t = DmarcFailure.__table__
+
+        def relabel(key: Key) -> Key:
+            domain, failure = key
+            first = str(failure or "").replace(",", " ").split()
+            return (domain_label(domain), token(first[0] if first else None, allowed=AUTH_FAILURES))
+
+        scan = grouped_scan(t, [t.c.reported_domain, t.c.auth_failure], func.count())
+        totals = self._running("dmarc_failures", t, _mapped(scan, relabel)).refresh(conn, now)
+        return [family("repmon_dmarc_failure_reports_total", totals)]
+
+    def _tls(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.storage.models import TlsPolicyResult
+
+        t = TlsPolicyResult.__table__
+
+        def scan(c: Connection, above: int, up_to: int | None) -> dict[Key, float]:
+            query = select(t.c.policy_domain, t.c.policy_type, t.c.successful_session_count,
+                           t.c.failed_session_count, t.c.failure_details).where(t.c.id > above)
+            if up_to is not None:
+                query = query.where(t.c.id <= up_to)
+            out: dict[Key, float] = {}
+            for domain, policy_type, ok, failed, details in c.execute(query):
+                domain, policy_type = domain_label(domain), token(policy_type)
+                _acc(out, ("sessions", domain, policy_type, "successful"), float(ok or 0))
+                _acc(out, ("sessions", domain, policy_type, "failed"), float(failed or 0))
+                for detail in details or []:
+                    if isinstance(detail, dict):
+                        kind = token(detail.get("result_type"), allowed=TLS_RESULT_TYPES)
+                        count = detail.get("failed_session_count")
+                        _acc(out, ("failed", domain, kind), float(count) if isinstance(count, (int, float)) else 0.0)
+            return out
+
+        totals = self._running("tls", t, scan).refresh(conn, now)
+        sessions = {k[1:]: v for k, v in totals.items() if k[0] == "sessions"}
+        failed = {k[1:]: v for k, v in totals.items() if k[0] == "failed"}
+        return [family("repmon_tls_report_sessions_total", sessions),
+                family("repmon_tls_failed_sessions_total", failed)]
+
+    # -- blocklists and other signals ---------------------------------------------------------
+
+    def _dnsbl(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.signals.models import DnsblState
+
+        t = DnsblState.__table__
+        rows = conn.execute(select(t.c.target, t.c.target_kind, t.c.zone, t.c.state, t.c.error_streak)).all()
+        last = conn.execute(select(func.max(t.c.checked_at))).scalar()
+        individual = len(rows) <= self.dnsbl_series_limit
+        listed: Values = {}
+        unknown: Values = {}
+        streak: Values = {}
+        per_zone: Values = {}
+        for target, kind, zone, state, errors in rows:
+            state = token(state)
+            _acc(per_zone, (zone, state), 1.0)
+            if not individual and state == "clean" and not errors:
+                continue  # too many pairs: the clean ones are only counted
+            labels = (target, token(kind), zone)
+            listed[labels] = 1.0 if state == "listed" else 0.0
+            unknown[labels] = 1.0 if state == "unknown" else 0.0
+            streak[labels] = float(errors or 0)
+        for zone in {z for z, _ in list(per_zone)}:
+            for state in ("clean", "listed", "unknown"):
+                per_zone.setdefault((zone, state), 0.0)
+        out = [family("repmon_dnsbl_listed", listed), family("repmon_dnsbl_unknown", unknown),
+               family("repmon_dnsbl_error_streak", streak), family("repmon_dnsbl_targets", per_zone)]
+        if last is not None:
+            out.append(family("repmon_dnsbl_last_check_timestamp_seconds", {(): epoch(last)}))
+        return out
+
+    def _dnsbl_zones(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.signals.models import DnsblZoneHealth
+
+        t = DnsblZoneHealth.__table__
+        values: Values = {}
+        for zone, status in conn.execute(select(t.c.zone, t.c.status)):
+            stateset(values, (zone,), ZONE_STATUSES, token(status))
+        return [family("repmon_dnsbl_zone_status", values)]
+
+    def _signal_events(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.signals.models import SignalEvent
+
+        t = SignalEvent.__table__
+        scan = _mapped(grouped_scan(t, [t.c.source, t.c.kind], func.count()),
+                       lambda key: (token(key[0]), token(key[1])))
+        return [family("repmon_signal_events_total", self._running("signal_events", t, scan).refresh(conn, now))]
+
+    def _dns_auth(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.signals.models import DnsAuthCheck
+
+        t = DnsAuthCheck.__table__
+        latest = (select(t.c.domain, func.max(t.c.checked_at).label("at")).group_by(t.c.domain)).subquery()
+        query = select(t.c.domain, t.c.spf, t.c.dmarc, t.c.dkim, t.c.mta_sts, t.c.tls_rpt, t.c.id).join(
+            latest, and_(t.c.domain == latest.c.domain, t.c.checked_at == latest.c.at)).order_by(t.c.id)
+        values: Values = {}
+        for row in conn.execute(query):  # the last check of a domain wins (two at the same instant: higher id)
+            domain = domain_label(row[0])
+            for record, snapshot in zip(DNS_AUTH_RECORDS, row[1:6]):
+                status = snapshot.get("status") if isinstance(snapshot, dict) else None
+                if status:
+                    stateset(values, (domain, record), DNS_AUTH_STATUSES, token(status))
+        return [family("repmon_dns_auth_status", values)]
+
+    def _postmaster(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.signals.models import PostmasterDomainDay
+
+        t = PostmasterDomainDay.__table__
+        since = datetime.fromtimestamp(now, timezone.utc).date() - timedelta(days=30)
+        latest: dict[tuple[str, str], Any] = {}
+        query = select(t.c.provider, t.c.domain, t.c.day, t.c.api, t.c.spam_rate, t.c.spf_success_rate,
+                       t.c.dkim_success_rate, t.c.dmarc_success_rate, t.c.delivery_error_rate,
+                       t.c.domain_reputation).where(t.c.day >= since)
+        for row in conn.execute(query):
+            key = (token(row.provider), domain_label(row.domain))
+            best = latest.get(key)
+            # The latest day; on the same day the v2 API's figures win over v1's.
+            if best is None or (row.day, row.api == "v2") > (best.day, best.api == "v2"):
+                latest[key] = row
+        spam: Values = {}
+        auth: Values = {}
+        errors: Values = {}
+        reputation: Values = {}
+        day: Values = {}
+        for key, row in latest.items():
+            day[key] = epoch(row.day)
+            if row.spam_rate is not None:
+                spam[key] = float(row.spam_rate)
+            for mechanism, rate in (("spf", row.spf_success_rate), ("dkim", row.dkim_success_rate),
+                                    ("dmarc", row.dmarc_success_rate)):
+                if rate is not None:
+                    auth[key + (mechanism,)] = float(rate)
+            if row.delivery_error_rate is not None:
+                errors[key] = float(row.delivery_error_rate)
+            if row.domain_reputation:
+                stateset(reputation, key, REPUTATIONS, token(row.domain_reputation))
+        return [family("repmon_postmaster_spam_ratio", spam), family("repmon_postmaster_auth_success_ratio", auth),
+                family("repmon_postmaster_delivery_error_ratio", errors),
+                family("repmon_postmaster_domain_reputation", reputation),
+                family("repmon_postmaster_day_timestamp_seconds", day)]
+
+    def _snds(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.signals.models import SndsIpDay, SndsIpStatus
+
+        t = SndsIpDay.__table__
+        since = datetime.fromtimestamp(now, timezone.utc).date() - timedelta(days=30)
+        latest: dict[str, Any] = {}
+        query = select(t.c.ip, t.c.activity_end, t.c.filter_result, t.c.complaint_rate, t.c.trap_hits,
+                       t.c.message_recipients).where(t.c.day >= since)
+        for row in conn.execute(query):
+            best = latest.get(row.ip)
+            if best is None or row.activity_end > best.activity_end:
+                latest[row.ip] = row
+        result: Values = {}
+        complaints: Values = {}
+        traps: Values = {}
+        recipients: Values = {}
+        for ip, row in latest.items():
+            stateset(result, (ip,), SNDS_RESULTS, token(row.filter_result))
+            if row.complaint_rate is not None:
+                complaints[(ip,)] = float(row.complaint_rate)
+            traps[(ip,)] = float(row.trap_hits or 0)
+            recipients[(ip,)] = float(row.message_recipients or 0)
+        s = SndsIpStatus.__table__
+        blocked = conn.execute(select(func.count()).select_from(s).where(s.c.blocked.is_(True))).scalar() or 0
+        return [family("repmon_snds_filter_result", result), family("repmon_snds_complaint_ratio", complaints),
+                family("repmon_snds_trap_hits", traps), family("repmon_snds_recipients", recipients),
+                family("repmon_snds_blocked_ranges", {(): float(blocked)})]
+
+    def _fetch_states(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.signals.models import SignalFetchState
+
+        t = SignalFetchState.__table__
+        up: Values = {}
+        failures: Values = {}
+        for source, status, consecutive in conn.execute(select(t.c.source, t.c.status, t.c.consecutive_failures)):
+            up[(source,)] = 1.0 if status == "ok" else 0.0
+            failures[(source,)] = float(consecutive or 0)
+        return [family("repmon_signal_fetch_up", up), family("repmon_signal_fetch_consecutive_failures", failures)]
+
+    # -- sender ------------------------------------------------------------------------------
+
+    def _sender_queue(self, conn: Connection, now: float) -> list[Metric]:
+        from sender.models import INFLIGHT, QUEUED, SenderMessage
+
+        t = SenderMessage.__table__
+        # Served by the claim index (state, lane, next_attempt_at): only waiting rows are read.
+        rows = conn.execute(select(t.c.state, t.c.lane, func.count()).where(t.c.state.in_((QUEUED, INFLIGHT)))
+                            .group_by(t.c.state, t.c.lane))
+        values: Values = {}
+        for state, lane, n in rows:
+            source_ip, destination = split_lane(lane)
+            _acc(values, (source_ip, destination, state), float(n))
+        return [family("repmon_sender_queue_messages", values)]
+
+    def _sender_deliveries(self, conn: Connection, now: float) -> list[Metric]:
+        from sender.models import SenderDeliveryLog
+
+        t = SenderDeliveryLog.__table__
+        scan = _mapped(grouped_scan(t, [t.c.lane, t.c.outcome], func.count()),
+                       lambda key: split_lane(key[0]) + (token(key[1]),))
+        totals = self._running("sender_deliveries", t, scan).refresh(conn, now)
+        return [family("repmon_sender_deliveries_total", totals)]
+
+    def _sender_lanes(self, conn: Connection, now: float) -> list[Metric]:
+        from sender.control import active_actions, active_directives
+        from sender.lanes import build_overlay
+        from sender.models import SenderLane
+
+        t = SenderLane.__table__
+        directives = active_directives(conn)
+        actions = active_actions(conn)
+        states: Values = {}
+        rates: Values = {}
+        counts: Values = {(state,): 0.0 for state in LANE_STATES}
+        for source_ip, destination in conn.execute(select(t.c.source_ip, t.c.destination)):
+            overlay = build_overlay(_LaneRef(source_ip, destination), directives, actions, now)
+            flags = {
+                "paused": overlay.paused is not None,
+                "halted": overlay.halted is not None,
+                "suspended": overlay.suspended_until is not None and overlay.suspended_until > now,
+                "slowed": overlay.rate is not None or overlay.connections is not None or bool(overlay.slowed_by),
+            }
+            flags["sending"] = not (flags["paused"] or flags["halted"] or flags["suspended"])
+            for state, on in flags.items():
+                counts[(state,)] += 1.0 if on else 0.0
+            if destination.startswith("mx:"):
+                continue  # one lane per MX host: too many for series of their own
+            for state, on in flags.items():
+                states[(source_ip, destination, state)] = 1.0 if on else 0.0
+            rate = overlay.rate if overlay.rate is not None else self.lane_rate(destination)
+            if rate is not None:
+                rates[(source_ip, destination)] = float(rate)
+        in_force = [d for d in directives if d["expires_at"] is None or d["expires_at"] > now]
+        directive_counts: Values = {("pause",): 0.0, ("slow",): 0.0}
+        for d in in_force:
+            if d["kind"] != "resume":
+                _acc(directive_counts, (token(d["kind"]),), 1.0)
+        action_counts: Values = {("suspend",): 0.0, ("slow",): 0.0, ("halt",): 0.0}
+        for a in actions:
+            if a["expires_at"] is None or a["expires_at"] > now:
+                _acc(action_counts, (token(a["action"]),), 1.0)
+        return [family("repmon_sender_lane_state", states),
+                family("repmon_sender_lane_rate_limit_messages_per_second", rates),
+                family("repmon_sender_lanes", counts),
+                family("repmon_sender_lane_directives_active", directive_counts),
+                family("repmon_sender_lane_actions_active", action_counts)]
+
+    # -- health --------------------------------------------------------------------------------
+
+    def _health(self, conn: Connection, now: float) -> list[Metric]:
+        raise MissingTable("monitor.health has no tables yet")

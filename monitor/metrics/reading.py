@@ -1,0 +1,40 @@
+"""The database connection the metrics read through.
+
+The storage engine of SQLite (monitor/storage/db.py) starts every transaction
+with BEGIN IMMEDIATE so writers queue instead of failing; a scrape going
+through it would take the write lock for a read. The metrics get their own
+SQLite engine instead: plain reads in WAL mode, which never block the daemon's
+writers, with `query_only` so no code path can write. PostgreSQL reads do not
+lock, so there the storage engine factory is used as is.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine
+
+from monitor.storage.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, normalize_url
+
+
+def reader_engine(url: str | URL) -> Engine:
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return make_engine(parsed)
+    engine = create_engine(
+        parsed,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=2,
+        max_overflow=2,
+        hide_parameters=True,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA query_only=ON")
+        finally:
+            cursor.close()
+
+    return engine

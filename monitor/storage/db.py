@@ -1,0 +1,162 @@
+"""Engines, sessions and schema upgrades for SQLite and PostgreSQL.
+
+SQLite (the embedded default) runs in WAL mode so the daemon can write while
+`repmon stats` or the HTTP API read; every write transaction starts with
+BEGIN IMMEDIATE so two writers queue on the busy timeout instead of failing
+half-way with "database is locked". PostgreSQL is reached through psycopg 3
+(`postgresql+psycopg://user@host/db`; a bare `postgresql://` URL is taken to
+mean the same).
+
+The schema is managed by Alembic; `upgrade_schema` brings any database to the
+newest revision of every branch (core, signals, sender) and is what `repmon
+run` calls at start-up. Upgrades only add: they never drop user data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError
+from sqlmodel import Session, create_engine
+
+from monitor.config import ConfigError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Any fixed number: all repmon nodes upgrading one PostgreSQL database take
+# this advisory lock so only one runs the migrations.
+_PG_MIGRATION_LOCK = 0x7265706D6F6E  # "repmon"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL; plain postgresql:// means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"database url is not a valid URL: {redact_url(str(url))}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"database url: only sqlite and postgresql are supported, not {parsed.get_backend_name()}")
+    return parsed
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with any password replaced by ***, for logs and errors."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database url>"
+
+
+def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, echo)
+    return create_engine(
+        parsed,
+        echo=echo,
+        pool_size=5,
+        max_overflow=10,
+        pool_pre_ping=True,  # survive a PostgreSQL restart between jobs
+        pool_recycle=1800,
+        hide_parameters=True,  # raw message bytes and addresses stay out of error text
+    )
+
+
+def _sqlite_engine(url: URL, echo: bool) -> Engine:
+    database = url.database or ""
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        echo=echo,
+        # The driver's own transaction handling is switched off (isolation_level
+        # None) so that we can issue BEGIN IMMEDIATE ourselves below.
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
+        pool_size=5,
+        max_overflow=5,
+        hide_parameters=True,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            if database and database != ":memory:":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            # In WAL mode NORMAL is still crash-safe for the database; only the
+            # last transactions before a power cut can roll back.
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits when the block ends and rolls back on an exception."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(connection=None):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_schema(engine_or_url: Engine | str | URL, revision: str = "heads") -> None:
+    """Apply every Alembic migration not applied yet (all branches by default)."""
+    from alembic import command
+
+    engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url)
+    try:
+        with engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                connection.commit()
+            try:
+                command.upgrade(alembic_config(connection), revision)
+                connection.commit()
+            finally:
+                if connection.dialect.name == "postgresql":
+                    connection.rollback()
+                    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                    connection.commit()
+    finally:
+        if engine is not engine_or_url:
+            engine.dispose()
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    """The Alembic revisions the database is at (empty before the first upgrade)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())

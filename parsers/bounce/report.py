@@ -1,0 +1,21 @@
+"""What every bounce reader extracts: one `RecipientReport` per recipient,
+before classification. Readers fill what their format states; the package
+entry point classifies and turns reports into events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(slots=True)
+class RecipientReport:
+    recipient: str | None
+    action: str | None = None  # failed | delayed | delivered | relayed | expanded
+    status: str | None = None  # c.s.d as stated by the message
+    reply_code: int | None = None
+    diagnostic: str = ""
+    diagnostic_type: str | None = None  # DSN Diagnostic-Code type: smtp, x-unix, ...
+    remote_mta: str | None = None
+    arrival_date: datetime | None = None
+    command: str | None = None  # SMTP command the failure answered: MAIL, RCPT, DATA, CONN, HELO

@@ -1,0 +1,134 @@
+"""Injection: a template and a recipient CSV into the durable queue.
+
+Rows are read, checked, personalised and written in chunks (one transaction
+each); the suppression list is checked per chunk, and a suppressed address
+is recorded as such (never queued), so the campaign's counts add up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flanker.addresslib import address as flanker_address
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from monitor.config import SenderConfig
+from monitor.storage.suppression import suppressed_addresses
+from sender.dkim import signer_for
+from sender.message import Personaliser, Template, TemplateError
+from sender.models import SUPPRESSED
+from sender.queue import NewMessage, enqueue
+
+CHUNK = 2000
+
+
+class CampaignError(ValueError):
+    """Input that cannot be sent (bad CSV, template/column mismatch), for people."""
+
+
+@dataclass
+class InjectResult:
+    queued: int = 0
+    suppressed: int = 0
+    invalid: list[tuple[int, str, str]] = field(default_factory=list)  # (line, value, why)
+    first_id: int | None = None
+
+
+def clean_address(value: str) -> str | None:
+    """A strict recipient: one addr-spec, domain lower-cased, or None."""
+    value = value.strip().strip("<>").strip()
+    if not value or " " in value or value.count("@") != 1:
+        return None
+    parsed = flanker_address.parse(value, addr_spec_only=True)
+    if parsed is None:
+        return None
+    local, _, domain = parsed.address.rpartition("@")
+    if "." not in domain and domain != "localhost":
+        return None
+    return f"{local}@{domain.lower()}"
+
+
+def read_recipients(path: Path, template: Template) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """CSV header and an iterator of (line number, row); checks the columns."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CampaignError(f"cannot read recipients {path}: {exc.strerror}") from None
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CampaignError(f"{path}: not UTF-8 text ({exc})") from None
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    if "email" not in columns:
+        raise CampaignError(f"{path}: the CSV needs an 'email' column (found: {', '.join(columns) or 'no header'})")
+    missing = sorted(template.placeholders - set(columns))
+    if missing:
+        raise CampaignError(f"the template uses {', '.join('{{' + m + '}}' for m in missing)} but {path} has no such column")
+    reader.fieldnames = columns
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        for row in reader:
+            yield reader.line_num, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+
+    return columns, rows()
+
+
+def inject(engine: Engine, config: SenderConfig, template_path: Path, recipients_path: Path, *,
+           campaign: str, pool: str, unsubscribe_header=None) -> InjectResult:
+    if "|" in campaign or not campaign.strip():
+        raise CampaignError("campaign names may not be empty or contain '|'")
+    try:
+        template = Template.load(template_path)
+    except TemplateError as exc:
+        raise CampaignError(str(exc)) from None
+    signers = {k.domain.lower(): k for k in config.dkim}
+    sign = bool(signers) and _has_signer(signers, template.from_domain)
+    personaliser = Personaliser(template, campaign, pool, config.feedback_id_sender,
+                                unsubscribe_header=unsubscribe_header, sign_body=sign)
+    _, rows = read_recipients(recipients_path, template)
+    result = InjectResult()
+    with engine.connect() as conn:
+        result.first_id = (conn.execute(text("SELECT MAX(id) FROM sender_message")).scalar() or 0) + 1
+    chunk: list[tuple[int, str, dict[str, str]]] = []
+    for line, row in rows:
+        address = clean_address(row.get("email", ""))
+        if address is None:
+            result.invalid.append((line, row.get("email", ""), "not an email address"))
+            continue
+        row["email"] = address
+        chunk.append((line, address, row))
+        if len(chunk) >= CHUNK:
+            _write_chunk(engine, personaliser, config.mail_from, campaign, pool, chunk, result)
+            chunk = []
+    if chunk:
+        _write_chunk(engine, personaliser, config.mail_from, campaign, pool, chunk, result)
+    return result
+
+
+def _has_signer(signers: dict, domain: str) -> bool:
+    return signer_for(signers, domain) is not None  # type: ignore[arg-type]
+
+
+def _write_chunk(engine: Engine, personaliser: Personaliser, mail_from: str, campaign: str, pool: str,
+                 chunk: list[tuple[int, str, dict[str, str]]], result: InjectResult) -> None:
+    with engine.begin() as conn:
+        with Session(bind=conn) as session:
+            blocked = suppressed_addresses(session, [address for _, address, _ in chunk])
+        messages = []
+        for _, address, row in chunk:
+            if address in blocked:
+                messages.append(NewMessage(campaign, pool, address, mail_from, "", b"", b"", None, False, state=SUPPRESSED))
+                result.suppressed += 1
+                continue
+            rendered = personaliser.render(address, row)
+            messages.append(NewMessage(campaign, pool, address, mail_from, rendered.message_id, rendered.headers,
+                                       rendered.body, rendered.body_hash, rendered.eight_bit))
+            result.queued += 1
+        enqueue(conn, messages)

@@ -1,0 +1,356 @@
+"""The durable queue: SQL over SQLite or PostgreSQL, always in batches.
+
+Delivery is at-least-once. A message is claimed (state inflight, with a
+lease naming its owner) before its transaction starts and marked delivered
+only after the server's 250 to the end of data; a sender that dies leaves
+inflight rows behind, and they go back to the queue when their owner is
+known dead (same host, process gone) or their lease has run out. So a crash
+can only repeat messages that were in flight, never lose one.
+
+Every function here does one batch in the caller's transaction: one claim
+for up to `limit` messages, one flush for hundreds of outcomes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from sender.models import BOUNCED, DELIVERED, EXPIRED, INFLIGHT, QUEUED, SUPPRESSED
+
+LEASE_SECONDS = 900.0  # longer than any SMTP transaction may take
+
+_COLUMNS = ("id, campaign, pool, recipient, domain, mail_from, message_id, headers, body, body_hash, "
+            "eight_bit, attempts, created_at, source_ip")
+
+
+def owner_id() -> str:
+    """host:pid:start — enough to tell, on this host, whether the owner lives."""
+    return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
+
+
+def owner_alive(owner: str, host: str | None = None) -> bool | None:
+    """True/False for an owner on this host, None when it is elsewhere."""
+    name, _, rest = owner.partition(":")
+    if name != (host or socket.gethostname()):
+        return None
+    pid_text = rest.partition(":")[0]
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _same_process(pid, rest)
+
+
+def _same_process(pid: int, rest: str) -> bool:
+    """A recycled pid is another process: compare its start time with the owner's."""
+    started = rest.partition(":")[2]
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rpartition(b")")[2].split()
+        ticks = int(fields[19])
+        with open("/proc/stat", "rb") as fh:
+            btime = next(int(line.split()[1]) for line in fh if line.startswith(b"btime"))
+        proc_start = btime + ticks / os.sysconf("SC_CLK_TCK")
+        return proc_start <= int(started) + 2  # started after the owner was named: a new process
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True  # cannot tell: assume alive, the lease expiry still applies
+
+
+@dataclass(slots=True)
+class QueuedMessage:
+    id: int
+    campaign: str
+    pool: str
+    recipient: str
+    domain: str
+    mail_from: str
+    message_id: str
+    headers: bytes
+    body: bytes
+    body_hash: str | None
+    eight_bit: bool
+    attempts: int
+    created_at: float
+    source_ip: str | None
+    lane: str = ""
+
+
+@dataclass(slots=True)
+class NewMessage:
+    campaign: str
+    pool: str
+    recipient: str
+    mail_from: str
+    message_id: str
+    headers: bytes
+    body: bytes
+    body_hash: str | None
+    eight_bit: bool
+    state: str = QUEUED
+
+
+def enqueue(conn: Connection, messages: Sequence[NewMessage], now: float | None = None) -> int:
+    """Insert messages (queued, unrouted, due now); returns how many."""
+    if not messages:
+        return 0
+    now = time.time() if now is None else now
+    rows = [{
+        "campaign": m.campaign, "pool": m.pool, "recipient": m.recipient,
+        "domain": m.recipient.rpartition("@")[2].lower(), "mail_from": m.mail_from, "message_id": m.message_id,
+        "headers": None if m.state != QUEUED else m.headers, "body": None if m.state != QUEUED else m.body,
+        "body_hash": m.body_hash, "eight_bit": m.eight_bit, "state": m.state, "now": now,
+        "reason": "suppressed" if m.state == SUPPRESSED else None,
+    } for m in messages]
+    conn.execute(text(
+        "INSERT INTO sender_message (campaign, pool, recipient, domain, mail_from, message_id, headers, body, "
+        "body_hash, eight_bit, state, lane, attempts, created_at, next_attempt_at, updated_at, reason) VALUES "
+        "(:campaign, :pool, :recipient, :domain, :mail_from, :message_id, :headers, :body, :body_hash, :eight_bit, "
+        ":state, '', 0, :now, :now, :now, :reason)"), rows)
+    return len(rows)
+
+
+def unrouted(conn: Connection, limit: int, now: float) -> list[QueuedMessage]:
+    """Due messages that have no lane yet (without their content)."""
+    rows = conn.execute(text(
+        "SELECT id, campaign, pool, recipient, domain, mail_from, message_id, NULL, NULL, NULL, eight_bit, attempts, "
+        "created_at, source_ip FROM sender_message WHERE state = 'queued' AND lane = '' "
+        "AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"), {"now": now, "limit": limit})
+    return [QueuedMessage(*r) for r in rows]
+
+
+def set_lanes(conn: Connection, routed: Iterable[tuple[int, str, str | None]], now: float) -> None:
+    """Give messages their lane and source IP: (id, lane, source_ip)."""
+    rows = [{"id": i, "lane": lane, "ip": ip, "now": now} for i, lane, ip in routed]
+    if rows:
+        conn.execute(text("UPDATE sender_message SET lane = :lane, source_ip = :ip, updated_at = :now "
+                          "WHERE id = :id AND state = 'queued'"), rows)
+
+
+def defer_unrouted(conn: Connection, ids_until: Iterable[tuple[int, float, str]], now: float) -> None:
+    """Messages that cannot be routed yet (DNS trouble, warm-up caps): (id, when, why)."""
+    rows = [{"id": i, "at": at, "why": why, "now": now} for i, at, why in ids_until]
+    if rows:
+        conn.execute(text("UPDATE sender_message SET next_attempt_at = :at, last_reply = :why, updated_at = :now "
+                          "WHERE id = :id AND state = 'queued'"), rows)
+
+
+def claim(conn: Connection, lane: str, limit: int, owner: str, now: float) -> list[QueuedMessage]:
+    """Lease up to `limit` due messages of one lane, oldest first."""
+    lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+    rows = conn.execute(text(
+        f"UPDATE sender_message SET state = 'inflight', lease_owner = :owner, lease_until = :until, updated_at = :now "
+        f"WHERE id IN (SELECT id FROM sender_message WHERE state = 'queued' AND lane = :lane "
+        f"AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit{lock}) RETURNING {_COLUMNS}"),
+        {"owner": owner, "until": now + LEASE_SECONDS, "now": now, "lane": lane, "limit": limit}).all()
+    out = [QueuedMessage(*r, lane=lane) for r in rows]
+    out.sort(key=lambda m: m.id)
+    return out
+
+
+def due_lanes(conn: Connection, now: float) -> dict[str, int]:
+    """Lanes with due messages, and how many are due (for the dispatcher)."""
+    rows = conn.execute(text(
+        "SELECT lane, COUNT(*) FROM sender_message WHERE state = 'queued' AND next_attempt_at <= :now "
+        "GROUP BY lane"), {"now": now})
+    return {r[0]: r[1] for r in rows}
+
+
+def release(conn: Connection, ids: Iterable[int], owner: str, now: float) -> None:
+    """Hand leased messages back untouched (a lane paused before sending them)."""
+    rows = [{"id": i, "owner": owner, "now": now} for i in ids]
+    if rows:
+        conn.execute(text("UPDATE sender_message SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
+                          "updated_at = :now WHERE id = :id AND lease_owner = :owner"), rows)
+
+
+def reclaim_dead(conn: Connection, now: float, host: str | None = None) -> int:
+    """Inflight messages whose owner died (or whose lease ran out) go back to the queue."""
+    owners = [r[0] for r in conn.execute(text(
+        "SELECT DISTINCT lease_owner FROM sender_message WHERE state = 'inflight'"))]
+    dead = [o for o in owners if o is None or owner_alive(o, host) is False]
+    count = 0
+    for owner in dead:
+        if owner is None:
+            result = conn.execute(text("UPDATE sender_message SET state = 'queued', updated_at = :now "
+                                       "WHERE state = 'inflight' AND lease_owner IS NULL"), {"now": now})
+        else:
+            result = conn.execute(text("UPDATE sender_message SET state = 'queued', lease_owner = NULL, "
+                                       "lease_until = NULL, updated_at = :now WHERE state = 'inflight' "
+                                       "AND lease_owner = :owner"), {"now": now, "owner": owner})
+        count += result.rowcount or 0
+    result = conn.execute(text("UPDATE sender_message SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
+                               "updated_at = :now WHERE state = 'inflight' AND lease_until < :now"), {"now": now})
+    return count + (result.rowcount or 0)
+
+
+# --- outcomes ------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one claimed message; written by `record_outcomes`."""
+
+    message: QueuedMessage
+    outcome: str  # delivered | deferred | bounced | expired | suppressed | released
+    at: float
+    reply_code: int | None = None
+    status: str | None = None
+    reply: str | None = None
+    reason: str | None = None
+    retry_at: float | None = None  # deferred: when to try again
+
+
+def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], owner: str) -> None:
+    """Write a batch of outcomes: message states, the delivery log, lane counters."""
+    final: list[dict] = []
+    deferred: list[dict] = []
+    released: list[dict] = []
+    log: list[dict] = []
+    lanes: dict[str, list[int]] = {}
+    for o in outcomes:
+        m = o.message
+        if o.outcome == "released":
+            released.append({"id": m.id, "owner": owner, "now": o.at})
+            continue
+        attempt = m.attempts + (0 if o.outcome == "suppressed" else 1)
+        if o.outcome == "deferred":
+            deferred.append({"id": m.id, "owner": owner, "at": o.retry_at or o.at, "reply": o.reply,
+                             "reason": o.reason, "now": o.at})
+        else:
+            state = {"delivered": DELIVERED, "bounced": BOUNCED, "expired": EXPIRED, "suppressed": SUPPRESSED}[o.outcome]
+            final.append({"id": m.id, "owner": owner, "state": state, "reply": o.reply, "reason": o.reason,
+                          "attempts": attempt, "now": o.at})
+        log.append({"ref": m.id, "at": o.at, "lane": m.lane, "rcpt": m.recipient, "outcome": o.outcome,
+                    "attempt": attempt, "code": o.reply_code, "status": o.status, "reply": o.reply, "reason": o.reason})
+        counts = lanes.setdefault(m.lane, [0, 0, 0, 0])
+        index = {"delivered": 0, "deferred": 1, "bounced": 2, "expired": 2}.get(o.outcome)
+        if index is not None:
+            counts[index] += 1
+        if o.reply:
+            counts[3] = 1
+    if final:
+        # Content is dropped once a message is done: the log keeps what happened.
+        conn.execute(text("UPDATE sender_message SET state = :state, lease_owner = NULL, lease_until = NULL, "
+                          "attempts = :attempts, last_reply = :reply, reason = :reason, headers = NULL, body = NULL, "
+                          "updated_at = :now WHERE id = :id AND lease_owner = :owner"), final)
+    if deferred:
+        conn.execute(text("UPDATE sender_message SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
+                          "attempts = attempts + 1, next_attempt_at = :at, last_reply = :reply, reason = :reason, "
+                          "updated_at = :now WHERE id = :id AND lease_owner = :owner"), deferred)
+    if released:
+        conn.execute(text("UPDATE sender_message SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
+                          "updated_at = :now WHERE id = :id AND lease_owner = :owner"), released)
+    if log:
+        conn.execute(text("INSERT INTO sender_delivery_log (message_ref, at, lane, recipient, outcome, attempt, "
+                          "reply_code, status, reply, reason) VALUES (:ref, :at, :lane, :rcpt, :outcome, :attempt, "
+                          ":code, :status, :reply, :reason)"), log)
+    if lanes:
+        now = max(o.at for o in outcomes)
+        bump_lane_counters(conn, {lane: tuple(c[:3]) for lane, c in lanes.items()}, now)
+        last = {}
+        for o in outcomes:
+            if o.reply and o.outcome != "released":
+                last[o.message.lane] = o.reply
+        if last:
+            conn.execute(text("UPDATE sender_lane SET last_reply = :reply WHERE lane = :lane"),
+                         [{"lane": k, "reply": v[:2000]} for k, v in last.items()])
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+
+
+def ensure_lanes(conn: Connection, lanes: Iterable[tuple[str, str, str]], now: float) -> None:
+    """Register lanes (lane, source_ip, destination) that are not there yet."""
+    day = utc_day(now)
+    existing = {r[0] for r in conn.execute(text("SELECT lane FROM sender_lane"))}
+    rows = [{"lane": lane, "ip": ip, "dest": dest, "day": day, "now": now}
+            for lane, ip, dest in lanes if lane not in existing]
+    if rows:
+        conn.execute(text("INSERT INTO sender_lane (lane, source_ip, destination, day, delivered_today, "
+                          "deferred_today, bounced_today, delivered_total, updated_at) "
+                          "VALUES (:lane, :ip, :dest, :day, 0, 0, 0, 0, :now)"), rows)
+
+
+def bump_lane_counters(conn: Connection, counts: dict[str, tuple[int, int, int]], now: float) -> None:
+    day = utc_day(now)
+    rows = [{"lane": lane, "d": c[0], "f": c[1], "b": c[2], "day": day, "now": now} for lane, c in counts.items()]
+    # A new UTC day starts the daily counters from zero.
+    conn.execute(text("UPDATE sender_lane SET delivered_today = 0, deferred_today = 0, bounced_today = 0, day = :day "
+                      "WHERE lane = :lane AND day <> :day"), rows)
+    conn.execute(text("UPDATE sender_lane SET delivered_today = delivered_today + :d, deferred_today = deferred_today + :f, "
+                      "bounced_today = bounced_today + :b, delivered_total = delivered_total + :d, updated_at = :now "
+                      "WHERE lane = :lane"), rows)
+
+
+def lane_counters_today(conn: Connection, now: float) -> dict[str, int]:
+    day = utc_day(now)
+    rows = conn.execute(text("SELECT lane, delivered_today FROM sender_lane WHERE day = :day"), {"day": day})
+    return {r[0]: r[1] for r in rows}
+
+
+def expire_old(conn: Connection, max_age: float, now: float, blocked_lanes: Sequence[str] = (),
+               limit: int = 1000) -> list[tuple[QueuedMessage, str | None]]:
+    """Queued messages past max_age that are not about to be tried (waiting
+    for a retry, or in a lane that cannot send): they expire here. Due ones
+    in open lanes expire when their next attempt fails."""
+    params: dict = {"cutoff": now - max_age, "now": now, "limit": limit}
+    lanes = ""
+    if blocked_lanes:
+        names = [f":b{i}" for i in range(len(blocked_lanes))]
+        params.update({f"b{i}": lane for i, lane in enumerate(blocked_lanes)})
+        lanes = f" OR lane IN ({', '.join(names)})"
+    rows = conn.execute(text(
+        f"SELECT {_COLUMNS}, lane, last_reply FROM sender_message WHERE state = 'queued' AND created_at < :cutoff "
+        f"AND (next_attempt_at > :now{lanes}) LIMIT :limit"), params).all()
+    return [(QueuedMessage(*r[:-2], lane=r[-2]), r[-1]) for r in rows]
+
+
+def lease_ids(conn: Connection, ids: Sequence[int], owner: str, now: float) -> None:
+    """Lease queued messages by id (to expire or bounce them without a send)."""
+    if ids:
+        conn.execute(text("UPDATE sender_message SET state = 'inflight', lease_owner = :owner, lease_until = :until "
+                          "WHERE id = :id AND state = 'queued'"),
+                     [{"id": i, "owner": owner, "until": now + LEASE_SECONDS} for i in ids])
+
+
+def counts_by_state(conn: Connection, campaign: str | None = None, min_id: int | None = None) -> dict[str, int]:
+    where, params = [], {}
+    if campaign is not None:
+        where.append("campaign = :campaign")
+        params["campaign"] = campaign
+    if min_id is not None:
+        where.append("id >= :min_id")
+        params["min_id"] = min_id
+    sql = "SELECT state, COUNT(*) FROM sender_message" + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY state"
+    return {r[0]: r[1] for r in conn.execute(text(sql), params)}
+
+
+def pending_count(conn: Connection, now: float, blocked_lanes: Sequence[str] = ()) -> int:
+    """Messages deliverable now (queued and due, or in flight), outside blocked lanes."""
+    rows = conn.execute(text(
+        "SELECT lane, COUNT(*) FROM sender_message WHERE (state = 'queued' AND next_attempt_at <= :now) "
+        "OR state = 'inflight' GROUP BY lane"), {"now": now})
+    blocked = set(blocked_lanes)
+    return sum(n for lane, n in rows if lane not in blocked)
+
+
+__all__ = [
+    "INFLIGHT", "LEASE_SECONDS", "NewMessage", "Outcome", "QueuedMessage", "claim", "counts_by_state", "enqueue",
+    "expire_old", "owner_alive", "owner_id", "reclaim_dead", "record_outcomes", "release", "set_lanes", "unrouted",
+]

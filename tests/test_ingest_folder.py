@@ -1,0 +1,73 @@
+"""The local folder source: .eml / report files and maildirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from monitor.ingest.folder import FolderReader, list_files
+from monitor.runtime import Runtime
+from tests.fixtures.feedback_messages import arf_report, broken_report, dmarc_aggregate_gz, dsn_bounce, mixed_batch
+from tests.ingest_helpers import expected_events, make_config, quarantine_reasons, stored_events
+
+
+def reader(engine, db_url: str, path: Path, tmp_path: Path) -> FolderReader:
+    config = make_config(db_url, tmp_path, folders=[{"path": str(path), "name": "local"}])
+    return FolderReader(config, Runtime(config, engine), config.folders[0])
+
+
+async def test_folder_of_files_read_once(engine, migrated_db_url, tmp_path):
+    folder = tmp_path / "drop"
+    (folder / "sub").mkdir(parents=True)
+    messages = mixed_batch(30, prefix="f")
+    for i, raw in enumerate(messages):
+        (folder / ("sub" if i % 2 else "") / f"m{i}.eml").write_bytes(raw)
+    (folder / "report.xml.gz").write_bytes(dmarc_aggregate_gz("file-report"))
+    (folder / ".hidden.eml").write_bytes(dsn_bounce("hidden@example.org"))
+
+    result = await reader(engine, migrated_db_url, folder, tmp_path).run_once()
+    assert result.stored == 31
+    assert stored_events(engine) == expected_events(messages + [dmarc_aggregate_gz("file-report")])
+
+    again = await reader(engine, migrated_db_url, folder, tmp_path).run_once()
+    assert again.messages == 0  # unchanged files are not even read
+    (folder / "copy.eml").write_bytes(messages[0])  # same content under another name
+    third = await reader(engine, migrated_db_url, folder, tmp_path).run_once()
+    assert (third.stored, third.duplicates) == (0, 1)
+    assert stored_events(engine) == expected_events(messages + [dmarc_aggregate_gz("file-report")])
+
+
+async def test_maildir_skips_tmp_and_quarantines_broken_files(engine, migrated_db_url, tmp_path):
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "new" / "1.host").write_bytes(arf_report("md@example.org"))
+    (maildir / "cur" / "2.host:2,S").write_bytes(broken_report("md"))
+    (maildir / "tmp" / "3.host").write_bytes(dsn_bounce("half-delivered@example.org"))
+    assert sorted(f.path.name for f in list_files(maildir)) == ["1.host", "2.host:2,S"]
+
+    result = await reader(engine, migrated_db_url, maildir, tmp_path).run_once()
+    assert (result.stored, result.quarantined) == (1, 1)
+    assert stored_events(engine)[("feedback", "md@example.org")] == 1
+    assert len(quarantine_reasons(engine)) == 1
+    assert all(p.exists() for p in (maildir / "new" / "1.host", maildir / "cur" / "2.host:2,S"))  # never moved
+
+
+async def test_changed_file_is_read_again(engine, migrated_db_url, tmp_path):
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    path = folder / "a.eml"
+    path.write_bytes(dsn_bounce("first@example.org"))
+    await reader(engine, migrated_db_url, folder, tmp_path).run_once()
+    path.write_bytes(dsn_bounce("second@example.org"))
+    os.utime(path, ns=(1, 1))
+    result = await reader(engine, migrated_db_url, folder, tmp_path).run_once()
+    assert result.stored == 1
+    assert {r for (_, r) in stored_events(engine)} == {"first@example.org", "second@example.org"}
+
+
+async def test_missing_folder_is_a_clear_error(engine, migrated_db_url, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        await reader(engine, migrated_db_url, tmp_path / "nope", tmp_path).run_once()
