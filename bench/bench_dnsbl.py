@@ -153,7 +153,8 @@ def main() -> None:
     targets, zones, zone_data, truth = build_world(args.ips)
     queries = len(targets) * len(zones)
     assert classify(zones[0], ["127.255.255.254"]).status == "error"
-    server = Rbldnsd(Path(tempfile.mkdtemp(prefix="repmon-bench-")), zone_data)
+    workdir = tempfile.TemporaryDirectory(prefix="repmon-bench-dnsbl-")
+    server = Rbldnsd(Path(workdir.name), zone_data)
     server.start()
     try:
         host, port = "127.0.0.1", server.port
@@ -183,6 +184,7 @@ def main() -> None:
         reference_sequential = per_query * queries
     finally:
         server.stop()
+        workdir.cleanup()
 
     print(f"# {queries:,} lookups ({len(targets):,} IPs x {len(zones)} zones), rounds={args.rounds}, "
           f"concurrency={CONCURRENCY}", file=sys.stderr)

@@ -619,7 +619,7 @@ class HealthConfig(Section):
 
 MetricName = Literal["complaint_rate", "spam_rate", "hard_bounce_rate", "bounce_rate", "deferral_rate",
                      "block_rate", "dmarc_pass_rate", "dkim_pass_rate", "spf_pass_rate", "score",
-                     "complaints", "hard_bounces", "deferred", "delivered", "sent", "hostunknown"]
+                     "hostunknown_rate", "complaints", "hard_bounces", "deferred", "delivered", "sent", "hostunknown"]
 
 
 class PolicyRuleConfig(Section):

@@ -65,7 +65,7 @@ class BounceEvent(Event):
 
     kind: ClassVar[str] = "bounce"
     recipient: str | None
-    reason: str  # vocabulary: parsers/reasons.py
+    reason: str  # vocabulary: parsers/bounce/reasons.py
     hard_or_soft: HardOrSoft
     status: str | None = None  # enhanced status, class.subject.detail
     reply_code: int | None = None  # SMTP basic reply code, e.g. 550

@@ -56,6 +56,9 @@ FLUSH_INTERVAL_S = 0.025
 MAX_CONNECT_BACKOFF_S = 300.0
 
 
+_CONNECTION_ERRORS = (OSError, EOFError, TimeoutError, asyncio.TimeoutError, ConnectionError)
+
+
 def retry_delay(attempts: int, reply_text: str, initial: float, maximum: float, rng: random.Random) -> float:
     """Exponential back-off with jitter; a server's "try again in N" wins."""
     hint = _RETRY_HINT.search(reply_text or "")
@@ -133,6 +136,9 @@ class Sender:
         self._last_scan = 0.0
         self._unrouted_empty_until = 0.0
         self._pending_leases: list[int] = []  # queued messages to lease in the next flush (to bounce them)
+        self._pending_lanes: list[tuple[str, str, str]] = []  # lanes to register in sender_lane
+        self._known_lanes: set[str] = set()
+        self._route_targets: set[Lane] = set()
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -187,9 +193,7 @@ class Sender:
                 await asyncio.gather(*list(self._tasks), return_exceptions=True)
             await self._release_buffers()
             self._flush_wake.set()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)  # each loop ends on _stopping
             await self._flush_now()
             self._db.shutdown(wait=True)
         return self.stats
@@ -213,11 +217,13 @@ class Sender:
                 log.info("took back %d messages left in flight by a sender that stopped", n)
             self.warmup = load_states(conn)
             counters = queue.lane_counters_today(conn, now)
+            known = [r[0] for r in conn.exec_driver_sql("SELECT lane FROM sender_lane")]
         day = queue.utc_day(now)
         for key, delivered in counters.items():
             ip, _, dest = key.partition("|")
             lane = self.lane_for(ip, dest)
             lane.delivered_today, lane.day = delivered, day
+        self._known_lanes = set(known)
 
     # -- feeding lanes -----------------------------------------------------------------
 
@@ -227,7 +233,7 @@ class Sender:
         while not self._stopping.is_set():
             now = time.time()
             worked = False
-            if now >= self._unrouted_empty_until:
+            if now >= self._unrouted_empty_until and self._route_has_room(now):
                 routed = await self._route_batch(now)
                 worked |= routed > 0
                 if routed < self.batch:
@@ -251,10 +257,14 @@ class Sender:
                     if idle_checks >= 2:
                         return
             self._feed_wake.clear()
-            try:
-                await asyncio.wait_for(self._feed_wake.wait(), 0.05 if worked else 0.2)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._feed_wake, 0.05 if worked else 0.2)
+
+    def _route_has_room(self, now: float) -> bool:
+        """Route more only while a lane that took routed mail last time has room."""
+        if not self._route_targets:
+            return True
+        return any(not lane.blocked(now) and lane.buffered() < max(1, lane.buffer_target(self.batch) // 2)
+                   for lane in self._route_targets)
 
     def _busy(self) -> bool:
         return bool(self._tasks) or any(lane.buffered() for lane in self.lanes.values()) or bool(self._pending.outcomes)
@@ -325,44 +335,48 @@ class Sender:
     # -- routing -----------------------------------------------------------------------
 
     async def _route_batch(self, now: float) -> int:
-        rows: list[QueuedMessage] = await self._run_db(self._unrouted, now)
-        if not rows:
-            return 0
-        assigned: list[tuple[int, str, str | None]] = []
-        waits: list[tuple[int, float, str]] = []
-        new_lanes: dict[str, tuple[str, str, str]] = {}
-        for m in rows:
+        """Claim unrouted messages, give each its lane (MX or relay, then an IP
+        of its pool) and keep them in the lane's buffer when it has room; the
+        others go back to the queue with their lane set, for the lane to
+        claim when it can send."""
+        claimed, suppressed = await self._run_db(self._claim, "", self.batch, now)
+        self._route_targets = set()
+        for message in suppressed:
+            self._add_outcome(Outcome(message, "suppressed", now, reason="suppressed"))
+        for m in claimed:
             try:
                 site = self._relay_site or await self.router.site_for(m.domain)
             except RouteError as exc:
-                if exc.permanent:
-                    self._route_failed(m, exc, now, leased=False)
-                else:
-                    waits.append((m.id, now + retry_delay(m.attempts, "", self.retry_initial, self.retry_max, self.rng),
-                                  str(exc)))
+                self._route_failed(m, exc, now)
                 continue
             source = self._pick_source(m.pool, site.destination, now)
             if source is None:
-                waits.append((m.id, _next_utc_midnight(now), f"warm-up caps of pool {m.pool} reached for {site.destination}"))
+                # Every IP of the pool is at its warm-up cap for this provider: wait for tomorrow.
+                m.attempts -= 1  # not an attempt
+                self._add_outcome(Outcome(m, "deferred", now, reply=f"warm-up caps of pool {m.pool} reached for "
+                                          f"{site.destination}", reason="warmup", retry_at=_next_utc_midnight(now)))
                 continue
             lane = self.lane_for(source.address, site.destination)
-            assigned.append((m.id, lane.key, source.bind))
-            new_lanes[lane.key] = (lane.key, source.address, site.destination)
-            lane.db_empty_until = 0.0
-        dirty = [s for s in self.warmup.values() if s.dirty]
-        await self._run_db(self._store_routes, assigned, waits, list(new_lanes.values()), dirty, now)
-        return len(rows)
-
-    def _unrouted(self, now: float) -> list[QueuedMessage]:
-        with self.engine.connect() as conn:
-            return queue.unrouted(conn, self.batch, now)
-
-    def _store_routes(self, assigned, waits, new_lanes, warmups, now) -> None:
-        with self.engine.begin() as conn:
-            queue.ensure_lanes(conn, new_lanes, now)
-            queue.set_lanes(conn, assigned, now)
-            queue.defer_unrouted(conn, waits, now)
-            save_states(conn, warmups, now)
+            self._route_targets.add(lane)
+            m.lane, m.source_ip = lane.key, source.bind
+            if lane.key not in self._known_lanes:
+                self._known_lanes.add(lane.key)
+                self._pending_lanes.append((lane.key, source.address, site.destination))
+            if lane.blocked(now) or lane.buffered() >= lane.buffer_target(self.batch):
+                self._add_outcome(Outcome(m, "released", now))
+                lane.db_empty_until = 0.0
+                continue
+            buf = lane.buffers.get(site.key)
+            if buf is None:
+                buf = lane.buffers[site.key] = deque()
+                lane.sites[site.key] = site
+                lane.site_active.setdefault(site.key, 0)
+            buf.append(m)
+        for lane in self.lanes.values():
+            if lane.buffered():
+                lane.notify()
+                self._pump(lane)
+        return len(claimed) + len(suppressed)
 
     def _pick_source(self, pool: str, destination: str, now: float) -> _Source | None:
         """Smooth weighted round robin over the pool's IPs that are under
@@ -403,14 +417,10 @@ class Sender:
         state.roll_over(today, self.config.warmup)
         return state
 
-    def _route_failed(self, m: QueuedMessage, exc: RouteError, now: float, leased: bool = True) -> None:
+    def _route_failed(self, m: QueuedMessage, exc: RouteError, now: float) -> None:
         if not exc.permanent:
-            self._add_outcome(Outcome(m, "deferred", now, reply=str(exc), reason=exc.reason,
-                                      retry_at=now + retry_delay(m.attempts, "", self.retry_initial, self.retry_max, self.rng)))
+            self._transient(None, m, None, str(exc), now)
             return
-        if not leased:
-            m.lane = m.lane or f"{DEFAULT_SOURCE}|unroutable"
-            self._pending_leases.append(m.id)
         self._bounce(m, None, None, str(exc), exc.reason, "hard" if exc.reason in HARD_REASONS else "soft", now, None)
 
     # -- connections -------------------------------------------------------------------
@@ -450,36 +460,41 @@ class Sender:
         raise failure or SmtpFailure(f"no address for {', '.join(site.hosts)}")
 
     async def _worker(self, lane: Lane, site: Site) -> None:
+        """One connection of a lane: takes messages from the site's buffer
+        while the lane may send, up to the lane's deliveries per connection."""
         conn: SmtpConnection | None = None
         sent = 0
         buf = lane.buffers[site.key]
+        message: QueuedMessage | None = None
         try:
-            while True:
-                message = await self._next_message(lane, buf)
-                if message is None:
-                    break
+            message = await self._next_message(lane, buf)
+            while message is not None:
                 if conn is None:
                     try:
                         conn = await self._open(lane, site)
                     except SmtpFailure as exc:
                         buf.appendleft(message)
+                        message = None
                         self._connect_failed(lane, site, exc)
                         return
                     lane.connect_failures = 0
-                try:
-                    result = await self._deliver(conn, lane, message)
-                except (SmtpFailure, OSError, EOFError, TimeoutError, asyncio.TimeoutError, ConnectionError) as exc:
-                    # The message may or may not have arrived: it is retried (at least once).
-                    self._transient(lane, message, None, f"connection to {conn.host} lost: {exc or type(exc).__name__}",
-                                    time.time())
+                if conn.pipelining:
+                    sent, message = await self._pipelined(conn, lane, site, buf, message, sent)
+                else:
+                    sent += 1
+                    await self._one(conn, lane, site, message)
+                    message = None
+                if not conn.usable:
                     conn.abort()
                     conn = None
+                    break  # a fresh worker (and connection) takes over through _pump
+                if sent >= lane.deliveries_per_connection():
                     break
-                self._handle(lane, site, message, result)
-                sent += 1
-                if sent >= lane.deliveries_per_connection() or not conn.usable:
-                    break
+                if message is None:
+                    message = await self._next_message(lane, buf)
         finally:
+            if message is not None:
+                buf.appendleft(message)  # taken but never attempted
             if conn is not None:
                 await conn.quit()
             lane.active -= 1
@@ -487,6 +502,98 @@ class Sender:
             self._pump(lane)
             if self._feed_wake is not None:
                 self._feed_wake.set()
+
+    async def _one(self, conn: SmtpConnection, lane: Lane, site: Site, m: QueuedMessage) -> None:
+        """A transaction on a server without PIPELINING."""
+        verp, content = self._prepare(lane, m)
+        try:
+            result = await conn.send(verp, m.recipient, content, eight_bit=m.eight_bit)
+        except _CONNECTION_ERRORS as exc:
+            self._lost(conn, lane, m, exc)
+            return
+        self._handle(lane, site, m, result)
+
+    async def _pipelined(self, conn: SmtpConnection, lane: Lane, site: Site, buf: deque, m: QueuedMessage,
+                         sent: int) -> tuple[int, QueuedMessage | None]:
+        """Transactions chained on one connection: the content and final dot
+        of one message leave in the same write as MAIL/RCPT/DATA of the next
+        (RFC 2920 lets message content open a command group), so a steady
+        stream costs one write and one wake-up per message.
+
+        Returns the updated count and a message taken but not attempted (the
+        connection closed before its envelope got any reply), or None."""
+        limit = lane.deliveries_per_connection()
+        verp, content = self._prepare(lane, m)
+        try:
+            conn.write(conn.envelope(verp, m.recipient, m.eight_bit))
+            replies = await conn.read(3)
+        except _CONNECTION_ERRORS as exc:
+            self._lost(conn, lane, m, exc)
+            return sent + 1, None
+        while True:
+            r_mail, r_rcpt, r_data = replies
+            sent += 1
+            if r_mail.code != 250 or r_rcpt.code not in (250, 251) or r_data.code != 354:
+                stage, reply = (("mail", r_mail) if r_mail.code != 250 else
+                                ("rcpt", r_rcpt) if r_rcpt.code not in (250, 251) else ("data", r_data))
+                self._handle(lane, site, m, TransactionResult(stage, reply))
+                try:
+                    await conn.end_failed_envelope(r_data)
+                except (SmtpFailure, *_CONNECTION_ERRORS):
+                    conn.abort()
+                    return sent, None
+                nxt = self._take_now(lane, buf) if sent < limit else None
+                if nxt is None:
+                    return sent, None
+                m = nxt
+                verp, content = self._prepare(lane, m)
+                try:
+                    conn.write(conn.envelope(verp, m.recipient, m.eight_bit))
+                    replies = await conn.read(3)
+                except _CONNECTION_ERRORS as exc:
+                    self._lost(conn, lane, m, exc)
+                    return sent + 1, None
+                continue
+            nxt = self._take_now(lane, buf) if sent < limit else None
+            if nxt is None:
+                try:
+                    conn.write(content + b".\r\n")
+                    (r_end,) = await conn.read(1)
+                except _CONNECTION_ERRORS as exc:
+                    self._lost(conn, lane, m, exc)
+                    return sent, None
+                self._handle(lane, site, m, TransactionResult("end", r_end))
+                return sent, None
+            next_verp, next_content = self._prepare(lane, nxt)
+            try:
+                conn.write(content + b".\r\n" + conn.envelope(next_verp, nxt.recipient, nxt.eight_bit))
+                got = await conn.read(4, partial=True)
+            except _CONNECTION_ERRORS as exc:
+                self._lost(conn, lane, m, exc)
+                return sent, nxt
+            self._handle(lane, site, m, TransactionResult("end", got[0]))
+            if len(got) < 4:  # closed after the end of data (e.g. a per-connection cap)
+                conn.abort()
+                return sent, nxt
+            replies = got[1:]
+            m, content = nxt, next_content
+
+    def _take_now(self, lane: Lane, buf: deque) -> QueuedMessage | None:
+        """The next message if it may go right now (no pause, rate slot free)."""
+        if not buf or lane.blocked() or lane.active > lane.effective_connections():
+            return None
+        gcra = lane.gcra
+        if gcra is not None and gcra.try_acquire() > 0:
+            return None
+        message = buf.popleft()
+        if len(buf) < self.batch // 2 and self._feed_wake is not None:
+            self._feed_wake.set()
+        return message
+
+    def _lost(self, conn: SmtpConnection, lane: Lane, m: QueuedMessage, exc: BaseException) -> None:
+        # The message may or may not have arrived: it is retried (at least once).
+        self._transient(lane, m, None, f"connection to {conn.host} lost: {exc or type(exc).__name__}", time.time())
+        conn.abort()
 
     async def _next_message(self, lane: Lane, buf: deque) -> QueuedMessage | None:
         """The next message this connection may send now, honouring pauses and
@@ -498,7 +605,9 @@ class Sender:
             if lane.blocked(now) or lane.active > lane.effective_connections():
                 return None
             if not buf:
-                if time.monotonic() - idle_since > IDLE_CLOSE_S:
+                # Close soon when the queue has nothing more for this lane.
+                idle_limit = 0.1 if lane.db_empty_until > now and not lane.claiming else IDLE_CLOSE_S
+                if time.monotonic() - idle_since > idle_limit:
                     return None
                 if self._feed_wake is not None:
                     self._feed_wake.set()
@@ -535,18 +644,19 @@ class Sender:
                 else:
                     self._transient(lane, m, reply, str(exc), now)
 
-    async def _deliver(self, conn: SmtpConnection, lane: Lane, m: QueuedMessage) -> TransactionResult:
+    def _prepare(self, lane: Lane, m: QueuedMessage) -> tuple[str, bytes]:
+        """VERP envelope sender and the content in wire form: the tracking
+        header and, where a key matches the From: domain, a DKIM signature
+        are the only per-delivery work on the stored message."""
+        self.stats.transactions += 1
         token = tracking.encode(m.message_id, lane.source_ip if lane.bind_ip else "", m.campaign)
         headers = b"X-Repmon-Track: " + token.encode("ascii") + b"\r\n" + m.headers
         if self.signers:
             signer = signer_for(self.signers, _from_domain(m.headers))
             if signer is not None:
-                bh = m.body_hash or body_hash_of_wire(m.body)
-                headers = signer.sign(headers, bh) + headers
+                headers = signer.sign(headers, m.body_hash or body_hash_of_wire(m.body)) + headers
         local, _, domain = m.mail_from.rpartition("@")
-        verp = tracking.verp_address(local, token, domain)
-        self.stats.transactions += 1
-        return await conn.send(verp, m.recipient, headers + b"\r\n" + m.body, eight_bit=m.eight_bit)
+        return tracking.verp_address(local, token, domain), headers + b"\r\n" + m.body
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -585,7 +695,7 @@ class Sender:
         if lane is not None:
             self._warmup_outcome(lane, delivered=False)
 
-    def _transient(self, lane: Lane, m: QueuedMessage, reply: Reply | None, text: str, now: float) -> None:
+    def _transient(self, lane: Lane | None, m: QueuedMessage, reply: Reply | None, text: str, now: float) -> None:
         if now - m.created_at >= self.max_age:
             self._bounce(m, reply.code if reply else None, reply.status if reply else None,
                          f"gave up after {m.attempts + 1} attempts over {self.max_age / 3600:.0f} h; last: {text}",
@@ -594,7 +704,8 @@ class Sender:
         delay = retry_delay(m.attempts, text, self.retry_initial, self.retry_max, self.rng)
         self._add_outcome(Outcome(m, "deferred", now, reply.code if reply else None, reply.status if reply else None,
                                   text, "deferred", retry_at=now + delay))
-        self._warmup_outcome(lane, delivered=False, deferred=True)
+        if lane is not None:
+            self._warmup_outcome(lane, delivered=False, deferred=True)
 
     def _warmup_outcome(self, lane: Lane, delivered: bool, deferred: bool = False) -> None:
         state = self.warmup.get((lane.source_ip, lane.destination))
@@ -664,27 +775,32 @@ class Sender:
 
     async def _flusher(self) -> None:
         assert self._flush_wake is not None and self._stopping is not None
-        while True:
-            try:
-                await asyncio.wait_for(self._flush_wake.wait(), FLUSH_INTERVAL_S)
-            except asyncio.TimeoutError:
-                pass
+        while not self._stopping.is_set():
+            await wait_event(self._flush_wake, FLUSH_INTERVAL_S)
             self._flush_wake.clear()
-            await self._flush_now()
+            try:
+                await self._flush_now()
+            except Exception:
+                log.exception("writing delivery outcomes failed; retrying")
+                await asyncio.sleep(1.0)
 
     async def _flush_now(self) -> None:
         pending = self._pending
         leases = self._pending_leases
-        if not (pending.outcomes or pending.bounces or pending.actions):
+        if not (pending.outcomes or pending.bounces or pending.actions or self._pending_lanes):
             return
         self._pending = _PendingWrite()
         self._pending_leases = []
+        new_lanes, self._pending_lanes = self._pending_lanes, []
         warmups = [s for s in self.warmup.values() if s.dirty]
-        await self._run_db(self._write, pending, leases, warmups)
+        await self._run_db(self._write, pending, leases, warmups, new_lanes)
 
-    def _write(self, pending: _PendingWrite, leases: list[int], warmups: list[WarmupState]) -> None:
+    def _write(self, pending: _PendingWrite, leases: list[int], warmups: list[WarmupState],
+               new_lanes: list[tuple[str, str, str]]) -> None:
         now = time.time()
         with self.engine.begin() as conn:
+            if new_lanes:
+                queue.ensure_lanes(conn, new_lanes, now)
             if leases:
                 queue.lease_ids(conn, leases, self.owner, now)
             queue.record_outcomes(conn, pending.outcomes, self.owner)
@@ -731,7 +847,9 @@ class Sender:
     async def _control_loop(self) -> None:
         assert self._stopping is not None
         while not self._stopping.is_set():
-            await asyncio.sleep(CONTROL_POLL_S)
+            await wait_event(self._stopping, CONTROL_POLL_S)
+            if self._stopping.is_set():
+                return
             try:
                 await self._poll_control()
             except Exception:  # a database hiccup must not stop delivery
@@ -774,11 +892,9 @@ class Sender:
         messages, expire messages stuck past max age in blocked lanes."""
         assert self._stopping is not None
         while not self._stopping.is_set():
-            try:
-                await asyncio.wait_for(self._stopping.wait(), 5.0)
+            await wait_event(self._stopping, 5.0)
+            if self._stopping.is_set():
                 return
-            except asyncio.TimeoutError:
-                pass
             try:
                 now = time.time()
                 blocked = [key for key, lane in self.lanes.items() if lane.blocked(now)]
@@ -798,6 +914,25 @@ class Sender:
             control.end_expired(conn, now)
             queue.reclaim_dead(conn, now)
             return queue.expire_old(conn, self.max_age, now, blocked)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait for an event or a timeout, whichever first. (asyncio.wait_for
+    costs a task per call and, on 3.11, can lose a cancellation that races
+    with the event; this costs one future and a timer.)"""
+    if event.is_set():
+        return
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    waiter = asyncio.ensure_future(event.wait())
+    waiter.add_done_callback(lambda _w: fut.done() or fut.set_result(None))
+    handle = loop.call_later(timeout, lambda: fut.done() or fut.set_result(None))
+    try:
+        await fut
+    finally:
+        handle.cancel()
+        if not waiter.done():
+            waiter.cancel()
 
 
 def _from_domain(headers: bytes) -> str:

@@ -33,7 +33,6 @@ class SenderMessage(SQLModel, table=True):
         # The claim query: due messages of one lane, oldest first.
         Index("ix_sender_message_claim", "state", "lane", "next_attempt_at"),
         Index("ix_sender_message_campaign", "campaign", "state"),
-        Index("ix_sender_message_lease", "lease_owner"),
     )
 
     id: int | None = Field(default=None, sa_type=BigId, primary_key=True)

@@ -172,21 +172,27 @@ class _SmtpProtocol(asyncio.Protocol):
             self._drain_waiter = asyncio.get_running_loop().create_future()
             await self._drain_waiter
 
-    async def replies(self, count: int, timeout: float) -> list[Reply]:
-        """The next `count` replies, in order."""
+    async def replies(self, count: int, timeout: float, partial: bool = False) -> list[Reply]:
+        """The next `count` replies, in order. With `partial`, a connection
+        closed after at least one reply returns the replies it gave."""
         got = self._replies
         if len(got) < count:
-            if self.closed_exc is not None:
-                raise self.closed_exc
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
-            self._waiter, self._wanted = waiter, count
-            timer = loop.call_later(timeout, _expire, waiter)
             try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+                if self.closed_exc is not None:
+                    raise self.closed_exc
+                loop = asyncio.get_running_loop()
+                waiter = loop.create_future()
+                self._waiter, self._wanted = waiter, count
+                timer = loop.call_later(timeout, _expire, waiter)
+                try:
+                    await waiter
+                finally:
+                    timer.cancel()
+                    self._waiter = None
+            except (OSError, EOFError, ConnectionError):
+                if partial and got:
+                    return [got.popleft() for _ in range(len(got))]
+                raise
         return [got.popleft() for _ in range(count)]
 
 
@@ -283,6 +289,31 @@ class SmtpConnection:
         self._write(line)
         (reply,) = await self._p.replies(1, self.command_timeout)
         return reply
+
+    def envelope(self, mail_from: str, recipient: str, eight_bit: bool = False) -> bytes:
+        """MAIL, RCPT and DATA as one pipelined group (RFC 2920)."""
+        body_param = b" BODY=8BITMIME" if eight_bit and "8BITMIME" in self.extensions else b""
+        return (b"MAIL FROM:<" + mail_from.encode() + b">" + body_param + b"\r\nRCPT TO:<" + recipient.encode()
+                + b">\r\nDATA\r\n")
+
+    def write(self, data: bytes) -> None:
+        self.transactions += data.count(b"\r\nDATA\r\n")
+        self._write(data)
+
+    async def read(self, count: int, partial: bool = False) -> list[Reply]:
+        return await self._p.replies(count, self.command_timeout, partial)
+
+    async def end_failed_envelope(self, r_data: Reply) -> None:
+        """After a refused MAIL or RCPT in a pipelined group: close a DATA the
+        server accepted anyway (RFC 2920 says to send just the dot), then RSET."""
+        if r_data.code == 354:
+            self._write(b".\r\n")
+            await self._p.replies(1, self.command_timeout)
+        await self._reset()
+
+    @property
+    def pipelining(self) -> bool:
+        return "PIPELINING" in self.extensions
 
     def _write(self, data: bytes) -> None:
         if self._p.closed_exc is not None:

@@ -300,3 +300,16 @@ def test_amazon_ses_arrival_date_is_when_ses_accepted_the_message() -> None:
     notification = {**SES_BOUNCE, "mail": {**SES_BOUNCE["mail"], "timestamp": "2025-03-03T10:00:00.000Z"}}
     (event,) = bounce("From: SES <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message", json.dumps(notification))
     assert event.arrival_date is not None and event.arrival_date.isoformat() == "2025-03-03T10:00:00+00:00"
+
+
+def test_marker_found_after_letters_that_lower_case_to_two() -> None:
+    # "İ".lower() is two characters: positions must still point into the original text
+    text = "İstanbul relay could not deliver\n--- Below this line is a copy of the message.\nReturn-Path: <a@b.example>\n"
+    assert cut_original(text) == "İstanbul relay could not deliver\n"
+
+
+def test_amazon_ses_names_the_original_message() -> None:
+    mail = {**SES_BOUNCE["mail"], "commonHeaders": {"messageId": "<ses-1@sender.example>"}}
+    (event,) = bounce("From: SES <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message",
+                      json.dumps({**SES_BOUNCE, "mail": mail}))
+    assert (event.original_message_id, event.original_mail_from) == ("<ses-1@sender.example>", "news@sender.example")

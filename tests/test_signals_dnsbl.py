@@ -161,6 +161,16 @@ async def test_failing_resolver_gives_errors(resolver, mode, outcome):
     assert all(outcome in o.reason for o in result.observations)
 
 
+async def test_truncated_reply_is_retried_over_tcp(dns_server_factory):
+    long_reason = "Listed for sending spam to our traps; see https://bl.example/lookup " + "x" * 600
+    server = dns_server_factory({"10.2.0.192.tcp.bl.test": {"A": ["127.0.0.2"], "TXT": [long_reason]},
+                                 "2.0.0.127.tcp.bl.test": {"A": ["127.0.0.2"]}}, udp_limit=512)
+    async with client(server.resolver) as dns:
+        result = await check(dns, [ip_zone("tcp.bl.test")], [Target("192.0.2.10", "ip")])
+    (observation,) = result.observations
+    assert observation.status == "listed" and observation.txt == long_reason
+
+
 async def test_resolver_down_gives_errors_quickly():
     async with client(dead_resolver_address(), timeout=1.0) as dns:
         result = await check(dns, [ip_zone("good.bl.test")], IPS[:3])

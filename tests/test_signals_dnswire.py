@@ -136,3 +136,13 @@ def test_a_record_with_wrong_length_is_an_error():
     question, _ = make_question("x.bl.test", "A")
     with pytest.raises(WireError):
         answer_values(decode_reply(broken), question)
+
+
+def test_question_less_reply_is_accepted_only_as_a_truncation_signal():
+    question, _ = make_question("x.bl.test", "A")
+    truncated = struct.pack("!HHHHHH", 77, 0x8000 | 0x0200 | 0x0100, 0, 0, 0, 0)
+    assert answers_question(decode_reply(truncated), 77, question)
+    assert decode_reply(truncated).truncated
+    not_truncated = struct.pack("!HHHHHH", 77, 0x8000 | 0x0100, 0, 0, 0, 0)
+    assert not answers_question(decode_reply(not_truncated), 77, question)
+    assert not answers_question(decode_reply(truncated), 78, question)

@@ -186,8 +186,11 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
         }
         for p in fresh
     ]
-    ids = session.execute(
-        insert(ProcessedMessage).returning(ProcessedMessage.id, sort_by_parameter_order=True), ledger_rows
+    # Core inserts with executemany: one cached statement, no ORM bookkeeping.
+    connection = session.connection()
+    ledger = ProcessedMessage.__table__
+    ids = connection.execute(
+        insert(ledger).returning(ledger.c.id, sort_by_parameter_order=True), ledger_rows
     ).scalars().all()
     message_pk = dict(zip((p.sha256 for p in fresh), ids))
 
@@ -223,10 +226,11 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
             result.stored += 1
 
     if event_rows:
-        inserted = session.execute(
-            insert(StoredEvent).returning(
-                StoredEvent.id, StoredEvent.kind, StoredEvent.recipient, StoredEvent.occurred_at,
-                StoredEvent.hard_or_soft, StoredEvent.reason, StoredEvent.feedback_type,
+        events = StoredEvent.__table__
+        inserted = connection.execute(
+            insert(events).returning(
+                events.c.id, events.c.kind, events.c.recipient, events.c.occurred_at,
+                events.c.hard_or_soft, events.c.reason, events.c.feedback_type,
                 sort_by_parameter_order=True,
             ),
             event_rows,
@@ -237,7 +241,7 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
                   for r in inserted]
         result.suppressions += apply_suppressions(session, stored, settings)
     if failure_rows:
-        session.execute(insert(DmarcFailure), failure_rows)
+        connection.execute(insert(DmarcFailure.__table__), failure_rows)
         result.events += len(failure_rows)
     session.flush()
 
@@ -253,10 +257,12 @@ def _store_aggregate(session: Session, event: DmarcAggregateEvent, message_pk: i
     ).first()
     if exists:
         return 0
-    report_pk = session.execute(insert(DmarcReport).returning(DmarcReport.id), [row]).scalar_one()
+    reports = DmarcReport.__table__
+    connection = session.connection()
+    report_pk = connection.execute(insert(reports).returning(reports.c.id), row).scalar_one()
     records = dmarc_record_rows(event, report_pk=report_pk)
     if records:
-        session.execute(insert(DmarcRecord), records)
+        connection.execute(insert(DmarcRecord.__table__), records)
     return 1
 
 
@@ -269,10 +275,12 @@ def _store_tls(session: Session, event: TlsReportEvent, message_pk: int) -> int:
     ).first()
     if exists:
         return 0
-    report_pk = session.execute(insert(TlsReport).returning(TlsReport.id), [row]).scalar_one()
+    reports = TlsReport.__table__
+    connection = session.connection()
+    report_pk = connection.execute(insert(reports).returning(reports.c.id), row).scalar_one()
     policies = tls_policy_rows(event, report_pk=report_pk)
     if policies:
-        session.execute(insert(TlsPolicyResult), policies)
+        connection.execute(insert(TlsPolicyResult.__table__), policies)
     return 1
 
 
@@ -292,8 +300,8 @@ def _record_imap_progress(session: Session, source: str, batch: list[Prepared], 
                       "uid": prepared.uid, "target": target, "created_at": utcnow()})
     upsert = _upsert(session)
     if moves:
-        session.execute(upsert(PendingMove).values(moves).on_conflict_do_nothing(
-            index_elements=["source", "folder", "uidvalidity", "uid"]))
+        session.connection().execute(upsert(PendingMove.__table__).on_conflict_do_nothing(
+            index_elements=["source", "folder", "uidvalidity", "uid"]), moves)
     if imap.checkpoint_uid is not None:
         save_checkpoint(session, source, imap.folder, imap.uidvalidity, imap.checkpoint_uid)
 
@@ -323,14 +331,13 @@ def _record_seen_files(session: Session, source: str, files: list[SeenFile]) -> 
     upsert = _upsert(session)
     rows = [{"source": source[:255], "path": f.path[:1024], "size": f.size, "mtime_ns": f.mtime_ns,
              "content_sha256": f.sha256, "seen_at": utcnow()} for f in files]
-    for start in range(0, len(rows), 500):
-        stmt = upsert(FolderFile).values(rows[start:start + 500])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["source", "path"],
-            set_={"size": stmt.excluded.size, "mtime_ns": stmt.excluded.mtime_ns,
-                  "content_sha256": stmt.excluded.content_sha256, "seen_at": stmt.excluded.seen_at},
-        )
-        session.execute(stmt)
+    stmt = upsert(FolderFile.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["source", "path"],
+        set_={"size": stmt.excluded.size, "mtime_ns": stmt.excluded.mtime_ns,
+              "content_sha256": stmt.excluded.content_sha256, "seen_at": stmt.excluded.seen_at},
+    )
+    session.connection().execute(stmt, rows)
 
 
 def record_failure(engine: Engine, source: str, prepared: Prepared, error: BaseException,

@@ -37,6 +37,7 @@ T = TypeVar("T")
 # UIDs per MOVE / STORE command: keeps command lines short and the server's
 # burst of EXPUNGE responses small (aioimaplib parses a burst recursively).
 _UIDS_PER_COMMAND = 250
+_UIDS_PER_FETCH = 50
 # A backlog at least this large gets a progress bar (when one is wanted).
 PROGRESS_THRESHOLD = 1000
 # IDLE is renewed before servers drop it (RFC 2177 says 29 minutes).
@@ -269,6 +270,14 @@ class ImapConnection:
 
     async def fetch_bodies(self, uids: list[int]) -> dict[int, bytes]:
         """Raw messages by UID (BODY.PEEK[] leaves the \\Seen flag alone)."""
+        bodies: dict[int, bytes] = {}
+        # aioimaplib re-scans a FETCH response's lines on every line it
+        # receives (quadratic): a few small FETCH commands beat one big one.
+        for chunk in _chunks(uids, _UIDS_PER_FETCH):
+            bodies.update(await self._fetch_bodies(chunk))
+        return bodies
+
+    async def _fetch_bodies(self, uids: list[int]) -> dict[int, bytes]:
         assert self.client is not None
         response = self._check(await self._call(self.client.uid("fetch", uid_set(uids), "(UID BODY.PEEK[])"),
                                                 "UID FETCH bodies"), "UID FETCH bodies")

@@ -491,22 +491,19 @@ class RepmonCollector(Collector):
 
         t = PostmasterDomainDay.__table__
         since = datetime.fromtimestamp(now, timezone.utc).date() - timedelta(days=30)
-        latest: dict[tuple[str, str], Any] = {}
         query = select(t.c.provider, t.c.domain, t.c.day, t.c.api, t.c.spam_rate, t.c.spf_success_rate,
                        t.c.dkim_success_rate, t.c.dmarc_success_rate, t.c.delivery_error_rate,
                        t.c.domain_reputation).where(t.c.day >= since)
-        for row in conn.execute(query):
-            key = (token(row.provider), domain_label(row.domain))
-            best = latest.get(key)
-            # The latest day; on the same day the v2 API's figures win over v1's.
-            if best is None or (row.day, row.api == "v2") > (best.day, best.api == "v2"):
-                latest[key] = row
+        # Per figure the latest day that has it (v1 alone has the reputation,
+        # Google leaves days out); on one day the v2 API's figure wins over v1's.
+        rows = sorted(conn.execute(query), key=lambda r: (r.day, r.api == "v2"))
         spam: Values = {}
         auth: Values = {}
         errors: Values = {}
-        reputation: Values = {}
+        reputation: dict[tuple[str, ...], str] = {}
         day: Values = {}
-        for key, row in latest.items():
+        for row in rows:
+            key = (token(row.provider), domain_label(row.domain))
             day[key] = epoch(row.day)
             if row.spam_rate is not None:
                 spam[key] = float(row.spam_rate)
@@ -517,10 +514,13 @@ class RepmonCollector(Collector):
             if row.delivery_error_rate is not None:
                 errors[key] = float(row.delivery_error_rate)
             if row.domain_reputation:
-                stateset(reputation, key, REPUTATIONS, token(row.domain_reputation))
+                reputation[key] = token(row.domain_reputation)
+        reputations: Values = {}
+        for key, current in reputation.items():
+            stateset(reputations, key, REPUTATIONS, current)
         return [family("repmon_postmaster_spam_ratio", spam), family("repmon_postmaster_auth_success_ratio", auth),
                 family("repmon_postmaster_delivery_error_ratio", errors),
-                family("repmon_postmaster_domain_reputation", reputation),
+                family("repmon_postmaster_domain_reputation", reputations),
                 family("repmon_postmaster_day_timestamp_seconds", day)]
 
     def _snds(self, conn: Connection, now: float) -> list[Metric]:

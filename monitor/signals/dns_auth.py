@@ -105,6 +105,18 @@ def _dns_failure(*texts: Any) -> str | None:
     return None
 
 
+def _unusable(raw: dict[str, Any], warnings: list[str] | None = None) -> dict[str, str] | None:
+    """Status and error of a checkdmarc result that is not a usable record, else None."""
+    failure = _dns_failure(raw.get("error"), warnings or [])
+    if failure:
+        return {"status": "error", "error": f"DNS lookup failed: {failure}"}
+    if raw.get("valid"):
+        return None
+    error = str(raw.get("error") or "invalid")
+    status = "missing" if raw.get("record") is None and NOT_FOUND.search(error) else "invalid"
+    return {"status": status, "error": error}
+
+
 def _spf(target: AuthTarget, nameservers, resolver, settings: DnsSettings) -> dict[str, Any]:
     from checkdmarc.spf import check_spf
 
@@ -112,13 +124,9 @@ def _spf(target: AuthTarget, nameservers, resolver, settings: DnsSettings) -> di
     warnings = list(raw.get("warnings") or [])
     out: dict[str, Any] = {"record": raw.get("record"), "lookups": raw.get("dns_lookups"),
                            "void_lookups": raw.get("void_dns_lookups"), "warnings": warnings[:20]}
-    failure = _dns_failure(raw.get("error"), warnings)
-    if failure:
-        return {**out, "status": "error", "error": f"DNS lookup failed: {failure}"}
-    if not raw.get("valid"):
-        error = str(raw.get("error") or "invalid")
-        status = "missing" if raw.get("record") is None and NOT_FOUND.search(error) else "invalid"
-        return {**out, "status": status, "error": error}
+    failed = _unusable(raw, warnings)
+    if failed:
+        return {**out, **failed}
     lookups, voids = raw.get("dns_lookups") or 0, raw.get("void_dns_lookups") or 0
     if lookups > MAX_SPF_LOOKUPS:
         out.update(status="invalid", error=f"{lookups} DNS lookups, more than the {MAX_SPF_LOOKUPS} RFC 7208 allows")
@@ -154,13 +162,9 @@ def _dmarc(domain: str, nameservers, settings: DnsSettings) -> dict[str, Any]:
     raw = check_dmarc(domain, nameservers=nameservers, timeout=settings.timeout_s, retries=0)
     out: dict[str, Any] = {"record": raw.get("record"), "location": raw.get("location"),
                            "warnings": list(raw.get("warnings") or [])[:20]}
-    failure = _dns_failure(raw.get("error"))
-    if failure:
-        return {**out, "status": "error", "error": f"DNS lookup failed: {failure}"}
-    if not raw.get("valid"):
-        error = str(raw.get("error") or "invalid")
-        status = "missing" if raw.get("record") is None and NOT_FOUND.search(error) else "invalid"
-        return {**out, "status": status, "error": error}
+    failed = _unusable(raw)
+    if failed:
+        return {**out, **failed}
     tags = raw.get("tags") or {}
 
     def tag(name: str, default: Any = None) -> Any:

@@ -147,9 +147,17 @@ def decode_reply(data: bytes) -> WireReply:
 
 
 def answers_question(reply: WireReply, query_id: int, question: Question) -> bool:
-    """A reply to *this* query: our id, a response, a standard query, same question."""
-    return (reply.id == query_id and bool(reply.flags & FLAG_QR) and not reply.flags & OPCODE_MASK
-            and reply.question == question)
+    """A reply to *this* query: our id, a response, a standard query, same question.
+
+    A truncated reply may come without its question section (some servers
+    send just the header); it is accepted only as the signal to retry over
+    TCP - it carries no answers, and the TCP reply is checked in full.
+    """
+    if reply.id != query_id or not reply.flags & FLAG_QR or reply.flags & OPCODE_MASK:
+        return False
+    if reply.question is None and reply.truncated and not reply.records:
+        return True
+    return reply.question == question
 
 
 def answer_values(reply: WireReply, question: Question) -> list[str]:

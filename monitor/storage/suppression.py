@@ -150,11 +150,10 @@ def suppress_many(session: Session, entries: Sequence[SuppressionEntry]) -> dict
     inserted: set[str] = set()
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    for start in range(0, len(insert_rows), _CHUNK):
-        chunk = insert_rows[start:start + _CHUNK]
-        stmt = insert(Suppression).values(chunk).on_conflict_do_nothing(index_elements=["address"])
-        result = session.execute(stmt.returning(Suppression.address))
-        inserted.update(result.scalars())
+    table = Suppression.__table__
+    if insert_rows:  # executemany of one cached statement; conflicting rows return nothing
+        stmt = insert(table).on_conflict_do_nothing(index_elements=["address"]).returning(table.c.address)
+        inserted.update(session.connection().execute(stmt, insert_rows).scalars())
 
     rows: dict[str, Suppression] = {}
     addresses = list(merged)

@@ -2,17 +2,37 @@
 `BounceEvent`, a 2.x.x DSN becomes a `DeliverySuccessEvent`.
 
 Readers, most structured first:
-1. RFC 3464 delivery-status parts (dsn.py);
-2. provider notifications with a format of their own (vendors.py, e.g.
-   Amazon SES JSON);
+1. RFC 3464 delivery-status parts (dsn.py), also when written into a text
+   part;
+2. provider notifications with a format of their own (vendors.py: Amazon
+   SES/SNS JSON);
 3. the human-readable notice (plaintext.py), which also completes DSN
    records that lack a diagnostic or the SMTP command.
-Each recipient is then classified (classify.py) from its status, reply code
-and diagnostic text.
+Each recipient is then classified (classify.py) from its status, reply code,
+diagnostic text and SMTP command; assemble.py ties these together.
 """
 
 from __future__ import annotations
 
-from parsers.bounce.assemble import parse_bounce
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from parsers.events import BounceEvent, DeliverySuccessEvent
+    from parsers.mime import MailPart
 
 __all__ = ["parse_bounce"]
+
+
+def parse_bounce(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccessEvent] | None:
+    """Events for a bounce or DSN, or None when the message is not one."""
+    return _reader()(msg, data)
+
+
+@cache
+def _reader():
+    # imported on first use: the sender imports parsers.bounce.classify alone
+    # and need not load the readers (and flanker, through the address parser)
+    from parsers.bounce.assemble import parse_bounce
+
+    return parse_bounce

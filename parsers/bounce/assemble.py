@@ -62,7 +62,7 @@ _BR_RE: Final = re.compile(r"<br\s*/?>|</p>|</div>|</tr>", re.IGNORECASE)
 def parse_bounce(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccessEvent] | None:
     """Events for a bounce or DSN, or None when the message is not one."""
     special = vendors.special_reports(msg)
-    if special is not None and not special:
+    if special is not None and not special[0]:
         return None  # a provider notification of another kind (e.g. an SES complaint)
     dsn_parts = dsn_parts_of(msg)
     notice_text = notice_text_of(msg)
@@ -74,10 +74,13 @@ def parse_bounce(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySucce
     boundary = original_start(notice_text)
     quoted = notice_text[boundary[1]:] if boundary else ""
     notice_text = notice_text[: boundary[0]] if boundary else notice_text
-    original = from_parts(msg) or (from_text(quoted) if quoted else None) or Original()
+    if special is not None:
+        original = special[1]
+    else:
+        original = from_parts(msg) or (from_text(quoted) if quoted else None) or Original()
     notice = _read_notice(msg, notice_text, original)
     if special is not None:
-        reports = special
+        reports = special[0]
     else:
         reports = []
         for part in dsn_parts:

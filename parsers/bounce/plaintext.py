@@ -86,11 +86,20 @@ class Notice:
     boilerplate: str = ""  # the lines about no recipient: the MTA's own wording, not the servers' replies
 
 
+def lower_in_place(text: str) -> str:
+    """text.lower() with every character at its own offset: a few letters
+    lower-case to two ("İ"), which would shift positions found in the copy."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c if len(low := c.lower()) != 1 else low for c in text)
+
+
 def original_start(text: str) -> tuple[int, int] | None:
     """Where the returned original begins in a notice text: (start, end) of
     the marker line, or of nothing when its headers simply begin; None when
     the text quotes no original."""
-    lowered = text.lower()
+    lowered = lower_in_place(text)
     starts = set()  # starts of the lines that hold a marker key, found by str.find (fast)
     for key in ORIGINAL_KEYS:
         at = lowered.find(key)
@@ -117,7 +126,7 @@ def cut_original(text: str) -> str:
 def _line_kind(line: str, excluded: frozenset[str]) -> tuple[int, str | None, str]:
     """(strength, address, tail) of a line: 2 = a recipient line, 1 = a line
     that merely mentions an address, 0 = no address."""
-    match = ADDR_RE.search(line)
+    match = ADDR_RE.search(line) if "@" in line else None
     if not match:
         return 0, None, ""
     address = match.group(0)
@@ -198,7 +207,7 @@ def read_notice(notice: str, excluded: frozenset[str] = frozenset(), only_strong
 def _stated(notice: str) -> str:
     """The paragraphs that follow the notice's lead-ins ("The response was:")."""
     pieces = []
-    lowered = notice.lower()
+    lowered = lower_in_place(notice)
     position = 0
     for line in lowered.split("\n"):
         if (":" in line or "transcript" in line) and (match := LEAD_IN_RE.search(line)):

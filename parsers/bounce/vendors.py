@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from parsers.bounce.address import address as parse_address
 from parsers.bounce.dsn import strip_type
+from parsers.bounce.original import Original
 from parsers.bounce.report import RecipientReport
 from parsers.bounce.status import find_reply_code, parse_status
 from parsers.mime import MailPart
@@ -158,21 +159,36 @@ def _iso_date(value: Any) -> datetime | None:
         return None
 
 
-def special_reports(msg: MailPart) -> list[RecipientReport] | None:
-    """Reports from a non-mail-shaped notification, [] for one that is not a
-    bounce (an SES complaint), None when the message is not such a notification."""
+def ses_original(event: dict[str, Any]) -> Original:
+    """The sent message an SES event is about: its Message-ID and sender."""
+    mail = event.get("mail") or {}
+    common = mail.get("commonHeaders") or {}
+    message_id = common.get("messageId")
+    if not isinstance(message_id, str):
+        message_id = next((h.get("value") for h in mail.get("headers") or []
+                           if isinstance(h, dict) and str(h.get("name", "")).lower() == "message-id"), None)
+    source = mail.get("source")
+    return Original(message_id=message_id if isinstance(message_id, str) else None,
+                    mail_from=parse_address(source) if isinstance(source, str) else None)
+
+
+def special_reports(msg: MailPart) -> tuple[list[RecipientReport], Original] | None:
+    """Reports (and the original) of a non-mail-shaped notification; no
+    reports for one that is not a bounce (an SES complaint); None when the
+    message is not such a notification."""
     event = ses_notification(msg)
     if event is None:
         return None
-    return ses_reports(event)
+    return ses_reports(event), ses_original(event)
 
 
 # --- which MTA / provider wrote the bounce ----------------------------------
 
 # (agent, markers) in order: provider-specific markers before generic MTA
 # ones. Markers are lower-case substrings of the bounce's From, Subject,
-# Received and X-Mailer headers and of its notice text (substring tests, not
-# regular expressions: this runs for every bounce).
+# Message-ID, X-Mailer and generating Received header and of its notice's
+# boilerplate (substring tests, not regular expressions: this runs for every
+# bounce).
 _AGENT_MARKERS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("AmazonSES", ("amazonses.com", "x-ses-outgoing", "notificationtype")),
     ("GoogleGroups", ("google groups", "googlegroups.com", "groups.google.com")),
@@ -194,8 +210,8 @@ _AGENT_MARKERS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("PowerMTA", ("powermta", "pmta")),
     ("Exchange2007", ("diagnostic information for administrators", "delivery has failed to these recipients")),
     ("Exchange2003", ("did not reach the following recipient", "msexch", "x-ms-embedded-report")),
+    ("Notes", ("lotus notes", "notes mail")),
     ("Domino", ("lotus", "domino")),
-    ("Notes", ("notes",)),
     ("Courier", ("courier mail server", "courier-mta")),
     ("OpenSMTPD", ("opensmtpd", "your message could not be delivered to one or more recipients:")),
     ("DragonFly", ("dragonfly mail agent",)),

@@ -112,7 +112,6 @@ def upgrade() -> None:
     )
     op.create_index('ix_sender_message_campaign', 'sender_message', ['campaign', 'state'], unique=False)
     op.create_index('ix_sender_message_claim', 'sender_message', ['state', 'lane', 'next_attempt_at'], unique=False)
-    op.create_index('ix_sender_message_lease', 'sender_message', ['lease_owner'], unique=False)
     op.create_table('sender_warmup',
     sa.Column('source_ip', sa.String(length=64), nullable=False),
     sa.Column('destination', sa.String(length=255), nullable=False),
@@ -131,7 +130,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('sender_warmup')
-    op.drop_index('ix_sender_message_lease', table_name='sender_message')
     op.drop_index('ix_sender_message_claim', table_name='sender_message')
     op.drop_index('ix_sender_message_campaign', table_name='sender_message')
     op.drop_table('sender_message')

@@ -1,0 +1,406 @@
+"""The incremental roll-up: new rows of the event tables -> health_counts.
+
+Each source table is read by id, from where the last pass stopped
+(`health_cursors`), in id ranges. The database groups each range by
+5-minute bucket and the columns health needs, so a pass costs one indexed
+range scan per source plus one upsert per touched counter row, however many
+events share a bucket; the counters of a 7-day window are then a handful of
+rows, never a rescan of the events. Counters and cursor move in one
+transaction: a crash re-reads the range, it never counts it twice.
+
+Sources:
+- sender_delivery_log (the sender): delivered / deferred / bounced attempts
+  per lane, and which destination each recipient domain goes to;
+- events (ingestion and the sender's own 5xx bounces): hard / soft bounces,
+  reputation blocks, host-unknown, complaints;
+- dmarc_records (DMARC aggregate reports): messages, DMARC / DKIM / SPF pass;
+- signal_events (blocklists, postmaster): nothing to count, but their
+  subjects need a new assessment.
+
+On PostgreSQL a transaction holding a lower id can commit after a higher id
+was read; such ids are remembered as gaps and looked for again until
+`GAP_TIMEOUT_S` (then they were rolled back). SQLite has one writer at a
+time, so its ids arrive in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+
+from monitor.health.counts import GRAIN_RETENTION_S, GRAIN_SECONDS
+from monitor.health.models import COUNTERS, HealthCount, HealthRoute
+from monitor.health.subjects import DomainMapper, domain_of, provider_guess
+
+log = logging.getLogger("repmon.health")
+
+SOURCES = ("delivery_log", "events", "dmarc_records", "signal_events")
+TABLES = {"delivery_log": "sender_delivery_log", "events": "events", "dmarc_records": "dmarc_records",
+          "signal_events": "signal_events"}
+GAP_TIMEOUT_S = 600.0
+MAX_GAPS = 10_000
+# Bounce reasons that refuse the sender, not the recipient.
+BLOCK_REASONS = frozenset({"blocked", "badreputation", "requireptr"})
+_IDX = {name: i for i, name in enumerate(COUNTERS)}
+_N = len(COUNTERS)
+
+
+@dataclass
+class RollupResult:
+    rows: dict[str, int] = field(default_factory=dict)  # source rows read
+    dirty_ips: set[str] = field(default_factory=set)
+    dirty_lanes: set[tuple[str, str]] = field(default_factory=set)
+    dirty_domains: set[str] = field(default_factory=set)
+    dirty_rdomains: set[str] = field(default_factory=set)
+    signals: int = 0  # new signal events (listings, postmaster changes)
+    full: bool = False  # a change that concerns every subject (a zone broke, a feed came back)
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.dirty_ips or self.dirty_lanes or self.dirty_domains or self.dirty_rdomains or self.signals)
+
+    def merge(self, other: RollupResult) -> None:
+        for source, n in other.rows.items():
+            self.rows[source] = self.rows.get(source, 0) + n
+        self.dirty_ips |= other.dirty_ips
+        self.dirty_lanes |= other.dirty_lanes
+        self.dirty_domains |= other.dirty_domains
+        self.dirty_rdomains |= other.dirty_rdomains
+        self.signals += other.signals
+        self.full = self.full or other.full
+
+
+class _Accumulator:
+    """Counter deltas of one pass, per (grain, bucket, scope, key, destination)."""
+
+    def __init__(self, now: float, day_retention_s: float, result: RollupResult) -> None:
+        self.rows: dict[tuple, list[int]] = {}
+        self.now = now
+        self.oldest = {grain: now - keep for grain, keep in GRAIN_RETENTION_S.items()}
+        self.oldest["1d"] = now - day_retention_s
+        self.result = result
+
+    def add(self, bucket5: int, scope: str, key: str, destination: str, deltas: dict[str, int],
+            grains: tuple[str, ...] = ("5m", "1h", "1d")) -> None:
+        for grain in grains:
+            bucket = (bucket5 // GRAIN_SECONDS[grain]) * GRAIN_SECONDS[grain]
+            if bucket + GRAIN_SECONDS[grain] <= self.oldest[grain]:
+                continue  # older than this grain keeps: the coarser grain has it
+            row = self.rows.get((grain, bucket, scope, key, destination))
+            if row is None:
+                row = self.rows[(grain, bucket, scope, key, destination)] = [0] * _N
+            for name, n in deltas.items():
+                row[_IDX[name]] += n
+        if scope == "ip":
+            self.result.dirty_ips.add(key)
+            if destination:
+                self.result.dirty_lanes.add((key, destination))
+        elif scope == "domain":
+            self.result.dirty_domains.add(key)
+        elif scope == "rdomain":
+            self.result.dirty_rdomains.add(key)
+
+
+class Rollup:
+    def __init__(self, engine: Engine, *, mapper: DomainMapper, own_ips: set[str] | None = None,
+                 dmarc_own_ips_only: bool = True, retention_days: int = 400, batch: int = 200_000) -> None:
+        self.engine = engine
+        self.mapper = mapper
+        self.own_ips = own_ips or set()
+        self.dmarc_own_ips_only = dmarc_own_ips_only
+        self.day_retention_s = retention_days * 86400.0
+        self.batch = batch
+        self.dialect = engine.dialect.name
+        self.routes: dict[str, str] | None = None  # recipient domain -> destination
+        self._last_prune = 0.0
+
+    # -- one pass ---------------------------------------------------------------------
+
+    def run(self, now: float, max_rows: int = 2_000_000) -> RollupResult:
+        """Read what is new in every source (at most about max_rows per
+        source, so one busy table cannot starve the loop)."""
+        total = RollupResult()
+        for source in SOURCES:
+            read = 0
+            while read < max_rows:
+                result, more = self._one_range(source, now)
+                total.merge(result)
+                read += result.rows.get(source, 0)
+                if not more:
+                    break
+        if now - self._last_prune > 600:
+            self.prune(now)
+        return total
+
+    def _one_range(self, source: str, now: float) -> tuple[RollupResult, bool]:
+        result = RollupResult()
+        with self.engine.begin() as conn:
+            if not self._table_exists(conn, source):
+                return result, False
+            if self.routes is None:
+                self.routes = {r[0]: r[1] for r in conn.execute(text(
+                    "SELECT recipient_domain, destination FROM health_routes"))}
+            last_id, gaps = self._cursor(conn, source)
+            acc = _Accumulator(now, self.day_retention_s, result)
+            found_gaps, gaps = self._recheck_gaps(conn, source, gaps, acc, now)
+            max_id = conn.execute(text(f"SELECT MAX(id) FROM {TABLES[source]}")).scalar() or 0
+            more = False
+            if max_id > last_id:
+                hi = min(last_id + self.batch, max_id)
+                more = hi < max_id
+                if self.dialect == "postgresql":
+                    gaps += self._new_gaps(conn, source, last_id, hi, now)
+                n = self._aggregate(conn, source, acc, (int(last_id), int(hi)))
+                result.rows[source] = n + found_gaps
+                last_id = hi
+            elif found_gaps:
+                result.rows[source] = found_gaps
+            if not result.rows and not gaps:
+                return result, False
+            self._write(conn, acc)
+            cursors = _cursor_table()
+            conn.execute(update(cursors).where(cursors.c.source == source)
+                         .values(last_id=last_id, gaps=gaps, updated_at=now))
+        return result, more
+
+    # -- cursors ----------------------------------------------------------------------
+
+    _existing: set[str] | None = None
+
+    def _table_exists(self, conn: Connection, source: str) -> bool:
+        if self._existing is None:
+            from sqlalchemy import inspect
+            self._existing = set(inspect(conn).get_table_names())
+        return TABLES[source] in self._existing and (source != "delivery_log" or "sender_message" in self._existing)
+
+    def _cursor(self, conn: Connection, source: str) -> tuple[int, list]:
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        row = conn.execute(text(f"SELECT last_id, gaps FROM health_cursors WHERE source = :s{lock}"),
+                           {"s": source}).first()
+        if row is None:
+            insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+            conn.execute(insert(_cursor_table()).values(source=source, last_id=0, gaps=[], updated_at=0.0)
+                         .on_conflict_do_nothing(index_elements=["source"]))
+            row = conn.execute(text(f"SELECT last_id, gaps FROM health_cursors WHERE source = :s{lock}"),
+                               {"s": source}).first()
+        gaps = row[1]
+        if isinstance(gaps, str):
+            import json
+            gaps = json.loads(gaps)
+        return int(row[0]), [list(g) for g in (gaps or [])]
+
+    def _new_gaps(self, conn: Connection, source: str, lo: int, hi: int, now: float) -> list:
+        table = TABLES[source]
+        count = conn.execute(text(f"SELECT COUNT(*) FROM {table} WHERE id > :lo AND id <= :hi"),
+                             {"lo": lo, "hi": hi}).scalar() or 0
+        if count == hi - lo:
+            return []
+        present = {r[0] for r in conn.execute(text(f"SELECT id FROM {table} WHERE id > :lo AND id <= :hi"),
+                                              {"lo": lo, "hi": hi})}
+        missing = [i for i in range(lo + 1, hi + 1) if i not in present]
+        return [[i, now] for i in missing[:MAX_GAPS]]
+
+    def _recheck_gaps(self, conn: Connection, source: str, gaps: list, acc: _Accumulator,
+                      now: float) -> tuple[int, list]:
+        if not gaps:
+            return 0, gaps
+        ids = [int(g[0]) for g in gaps]
+        table = TABLES[source]
+        present = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            present |= {r[0] for r in conn.execute(text(f"SELECT id FROM {table} WHERE id IN ({','.join(map(str, chunk))})"))}
+        found = 0
+        if present:
+            found = self._aggregate(conn, source, acc, sorted(present))
+        kept = [g for g in gaps if g[0] not in present and now - g[1] < GAP_TIMEOUT_S]
+        return found, kept
+
+    # -- reading the sources ------------------------------------------------------------
+
+    def _bucket_epoch(self, column: str) -> str:
+        if self.dialect == "postgresql":
+            return f"(FLOOR({column} / 300) * 300)::bigint"
+        return f"((CAST({column} AS INTEGER) / 300) * 300)"
+
+    def _bucket_time(self, column: str) -> str:
+        if self.dialect == "postgresql":
+            return f"(FLOOR(EXTRACT(EPOCH FROM {column}) / 300) * 300)::bigint"
+        return f"((CAST(strftime('%s', {column}) AS INTEGER) / 300) * 300)"
+
+    def _aggregate(self, conn: Connection, source: str, acc: _Accumulator, ids: tuple[int, int] | list[int]) -> int:
+        """Count the rows of an id range (lo, hi] or of a list of ids."""
+        return {"delivery_log": self._delivery_log, "events": self._events, "dmarc_records": self._dmarc,
+                "signal_events": self._signals}[source](conn, acc, ids)
+
+    def _delivery_log(self, conn: Connection, acc: _Accumulator, ids) -> int:
+        where = _where("l.id", ids)
+        rows = conn.execute(text(
+            f"SELECT {self._bucket_epoch('l.at')} AS b, l.lane, l.outcome, m.mail_from, m.domain, COUNT(*) "
+            f"FROM sender_delivery_log l LEFT JOIN sender_message m ON m.id = l.message_ref "
+            f"WHERE {where} GROUP BY 1, 2, 3, 4, 5"))
+        total = 0
+        new_routes: dict[str, tuple[str, int]] = {}
+        for bucket, lane, outcome, mail_from, rdomain, n in rows:
+            total += n
+            deltas = _DELIVERY_DELTAS.get(outcome)
+            ip, _, destination = (lane or "").partition("|")
+            if deltas is None or not ip or not destination:
+                continue
+            deltas = {k: v * n for k, v in deltas.items()}
+            acc.add(bucket, "ip", ip, destination, deltas)
+            domain = self.mapper(domain_of(mail_from))
+            if domain:
+                acc.add(bucket, "domain", domain, destination, deltas)
+            if rdomain:
+                acc.add(bucket, "rdomain", rdomain.lower(), "", deltas, grains=("1d",))
+                previous = new_routes.get(rdomain)
+                if previous is None or bucket >= previous[1]:
+                    new_routes[rdomain.lower()] = (destination, bucket)
+        self._save_routes(conn, new_routes)
+        return total
+
+    def _events(self, conn: Connection, acc: _Accumulator, ids) -> int:
+        where = _where("id", ids)
+        rows = conn.execute(text(
+            f"SELECT {self._bucket_time('occurred_at')} AS b, sending_ip, sending_domain, recipient_domain, kind, "
+            f"hard_or_soft, reason, is_complaint, CASE WHEN smtp_agent = 'repmon-sender' THEN remote_mta END, "
+            f"COUNT(*) FROM events WHERE {where} AND (kind = 'bounce' OR is_complaint = :yes) "
+            f"AND COALESCE(action, 'failed') NOT IN ('delayed', 'delivered', 'relayed', 'expanded') "
+            f"GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"), {"yes": True})
+        total = 0
+        routes = self.routes or {}
+        for bucket, ip, sdomain, rdomain, kind, hard_or_soft, reason, is_complaint, dest, n in rows:
+            total += n
+            if kind == "bounce":
+                deltas = {"hard_bounces" if hard_or_soft == "hard" else "soft_bounces": n}
+                if reason in BLOCK_REASONS:
+                    deltas["blocks"] = n
+                if reason == "hostunknown":
+                    deltas["hostunknown"] = n
+            else:
+                deltas = {"complaints": n}
+            rdomain = rdomain.lower() if rdomain else None
+            destination = dest or (routes.get(rdomain) if rdomain else None) or provider_guess(rdomain)
+            if ip:
+                acc.add(bucket, "ip", ip, destination, deltas)
+            domain = self.mapper(sdomain)
+            if domain:
+                acc.add(bucket, "domain", domain, destination, deltas)
+            if rdomain:
+                acc.add(bucket, "rdomain", rdomain, "", deltas, grains=("1d",))
+        return total
+
+    def _dmarc(self, conn: Connection, acc: _Accumulator, ids) -> int:
+        where = _where("id", ids)
+        rows = conn.execute(text(
+            f"SELECT {self._bucket_time('begin')} AS b, domain, header_from, source_ip, dkim, spf, SUM(count), COUNT(*) "
+            f"FROM dmarc_records WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6"))
+        total = 0
+        for bucket, domain, header_from, source_ip, dkim, spf, messages, n in rows:
+            total += n
+            own = source_ip in self.own_ips
+            dkim_ok, spf_ok = (dkim or "").lower() == "pass", (spf or "").lower() == "pass"
+            deltas = {"dmarc_messages": int(messages or 0), "dmarc_pass": int(messages or 0) if (dkim_ok or spf_ok) else 0,
+                      "dkim_pass": int(messages or 0) if dkim_ok else 0, "spf_pass": int(messages or 0) if spf_ok else 0}
+            # Reports are per day: only the day grain has a meaningful bucket.
+            if own:
+                acc.add(bucket, "ip", source_ip, "", deltas, grains=("1d",))
+            if own or not (self.dmarc_own_ips_only and self.own_ips):
+                mapped = self.mapper(header_from or domain)
+                if mapped:
+                    acc.add(bucket, "domain", mapped, "", deltas, grains=("1d",))
+        return total
+
+    def _signals(self, conn: Connection, acc: _Accumulator, ids) -> int:
+        rows = conn.execute(text(f"SELECT source, subject FROM signal_events WHERE {_where('id', ids)}")).all()
+        for source, subject in rows:
+            subject = (subject or "").strip()
+            if source in ("dnsbl", "dns_auth") and subject:
+                if _looks_like_ip(subject):
+                    acc.result.dirty_ips.add(subject)
+                else:
+                    acc.result.dirty_domains.add(self.mapper(subject) or subject.lower())
+            else:
+                # a zone that broke or recovered, a postmaster feed: every subject may change
+                acc.result.full = True
+        acc.result.signals += len(rows)
+        return len(rows)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _save_routes(self, conn: Connection, new_routes: dict[str, tuple[str, int]]) -> None:
+        assert self.routes is not None
+        changed = {d: dest for d, (dest, _b) in new_routes.items() if self.routes.get(d) != dest}
+        if not changed:
+            return
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        now = time.time()
+        rows = [{"recipient_domain": d[:255], "destination": dest[:255], "seen_at": now} for d, dest in changed.items()]
+        for start in range(0, len(rows), 1000):
+            stmt = insert(HealthRoute.__table__).values(rows[start:start + 1000])
+            stmt = stmt.on_conflict_do_update(index_elements=["recipient_domain"],
+                                              set_={"destination": stmt.excluded.destination,
+                                                    "seen_at": stmt.excluded.seen_at})
+            conn.execute(stmt)
+        self.routes.update(changed)
+
+    def _write(self, conn: Connection, acc: _Accumulator) -> None:
+        if not acc.rows:
+            return
+        table = HealthCount.__table__
+        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        base = insert(table)
+        stmt = base.on_conflict_do_update(
+            index_elements=["grain", "bucket", "scope", "key", "destination"],
+            set_={name: table.c[name] + base.excluded[name] for name in COUNTERS})
+        rows = [dict(zip(("grain", "bucket", "scope", "key", "destination"), (k[0], k[1], k[2], k[3][:255], k[4][:255])),
+                     **dict(zip(COUNTERS, v))) for k, v in acc.rows.items()]
+        for start in range(0, len(rows), 5000):
+            conn.execute(stmt, rows[start:start + 5000])
+
+    def prune(self, now: float) -> int:
+        """Drop buckets older than their grain keeps."""
+        self._last_prune = now
+        removed = 0
+        with self.engine.begin() as conn:
+            for grain, keep in (*GRAIN_RETENTION_S.items(), ("1d", self.day_retention_s)):
+                removed += conn.execute(text("DELETE FROM health_counts WHERE grain = :g AND bucket < :b"),
+                                        {"g": grain, "b": int(now - keep - GRAIN_SECONDS[grain])}).rowcount or 0
+        return removed
+
+
+# outcome of the delivery log -> counters
+_DELIVERY_DELTAS: dict[str, dict[str, int]] = {
+    "delivered": {"attempts": 1, "delivered": 1, "sent": 1},
+    "deferred": {"attempts": 1, "deferred": 1},
+    "bounced": {"attempts": 1, "sent": 1},
+    # expired / suppressed: no SMTP verdict; the expiry's bounce event counts as a soft bounce
+}
+
+
+def _looks_like_ip(value: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _cursor_table():
+    from monitor.health.models import HealthCursor
+    return HealthCursor.__table__
+
+
+def _where(column: str, ids: tuple[int, int] | list[int]) -> str:
+    if isinstance(ids, tuple):
+        return f"{column} > {int(ids[0])} AND {column} <= {int(ids[1])}"
+    return f"{column} IN ({','.join(str(int(i)) for i in ids)})"

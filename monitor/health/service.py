@@ -1,0 +1,348 @@
+"""Gathering what an assessment needs (roll-up windows, listings, SNDS,
+postmaster data), assessing every subject or only the ones new rows touched,
+and storing the result in health_states."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine
+
+from monitor.config import RepmonConfig
+from monitor.health.assess import (
+    Assessment,
+    Listing,
+    PostmasterDay,
+    SndsDay,
+    SubjectInputs,
+    Thresholds,
+    assess,
+)
+from monitor.health.counts import WINDOWS, Counts
+from monitor.health.rollup import RollupResult
+from monitor.health.subjects import DomainMapper, Subject
+from monitor.health.windows import read_windows
+from monitor.health.zones import ZoneTable
+
+log = logging.getLogger("repmon.health")
+
+
+def sending_domains(config: RepmonConfig) -> list[str]:
+    if config.health.domains:
+        return list(config.health.domains)
+    found = list(config.dnsbl.domains) + list(config.dns_auth.domains or [])
+    google = config.postmaster.google
+    if google is not None:
+        found += [d.lower() for d in google.domains]
+    return sorted(set(found))
+
+
+def own_ips(config: RepmonConfig) -> set[str]:
+    """Sending addresses named in the config (single addresses of [dnsbl] ips too)."""
+    found = {ip.address for ip in config.sender.ips}
+    for entry in config.dnsbl.ips:
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            continue
+        if network.num_addresses == 1:
+            found.add(str(network.network_address))
+    return found
+
+
+@dataclass
+class Wanted:
+    """Which subjects to assess: all, or the ones touched since the last pass."""
+
+    full: bool = True
+    ips: set[str] = field(default_factory=set)
+    domains: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_rollup(cls, result: RollupResult) -> Wanted:
+        if result.full:
+            return cls(full=True)
+        ips = set(result.dirty_ips) | {ip for ip, _ in result.dirty_lanes}
+        return cls(full=False, ips=ips, domains=set(result.dirty_domains))
+
+    @property
+    def empty(self) -> bool:
+        return not self.full and not self.ips and not self.domains
+
+
+class HealthService:
+    def __init__(self, engine: Engine, config: RepmonConfig) -> None:
+        self.engine = engine
+        self.config = config
+        self.thresholds = Thresholds(config.health)
+        self.zones = ZoneTable.from_config(config.health.zones)
+        self.domains = sending_domains(config)
+        self.mapper = DomainMapper(self.domains)
+        self.own_ips = own_ips(config)
+        self._tables: set[str] | None = None
+
+    def tables(self, conn: Connection) -> set[str]:
+        if self._tables is None:
+            self._tables = set(inspect(conn).get_table_names())
+        return self._tables
+
+    # -- assessing ---------------------------------------------------------------------
+
+    def assess(self, conn: Connection, now: float, wanted: Wanted | None = None) -> list[Assessment]:
+        wanted = wanted or Wanted()
+        if wanted.empty:
+            return []
+        keys = None if wanted.full else {"ip": wanted.ips, "domain": wanted.domains}
+        windows = read_windows(conn, now, keys=keys)
+        listings, broken = self._listings(conn, None if wanted.full else wanted.ips | wanted.domains)
+        today = datetime.fromtimestamp(now, timezone.utc).date()
+        snds, snds_blocked = self._snds(conn, today)
+        postmaster = self._postmaster(conn, today)
+
+        ips: set[str] = set()
+        lanes: set[tuple[str, str]] = set()
+        domains: set[str] = set()
+        for by_key in windows.values():
+            for (scope, key), by_dest in by_key.items():
+                if scope == "ip":
+                    ips.add(key)
+                    lanes.update((key, d) for d in by_dest if d)
+                elif scope == "domain":
+                    domains.add(key)
+        known_lanes = self._sender_lanes(conn)
+        if wanted.full:
+            ips |= self.own_ips | {ip for ip, _ in known_lanes} | set(snds) | set(snds_blocked)
+            ips |= {t for t, items in listings.items() if _is_ip(t)}
+            domains |= set(self.domains) | set(postmaster) | {t for t in listings if not _is_ip(t)}
+            lanes |= known_lanes
+        else:
+            ips |= wanted.ips
+            domains |= wanted.domains
+            lanes |= {(ip, d) for ip, d in known_lanes if ip in wanted.ips}
+        out: list[Assessment] = []
+        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        for ip in sorted(ips):
+            inputs = SubjectInputs(Subject("ip", ip), _windows_for(windows, "ip", ip), listings.get(ip, []),
+                                   broken.get(ip, []), snds.get(ip, []), snds_blocked.get(ip))
+            out.append(assess(inputs, self.thresholds, now=now_dt))
+        for ip, destination in sorted(lanes):
+            per_window = {w: {destination: by.get(destination, Counts())}
+                          for w, by in _windows_for(windows, "ip", ip).items()}
+            inputs = SubjectInputs(Subject("lane", ip, destination), per_window, listings.get(ip, []),
+                                   broken.get(ip, []), snds.get(ip, []) if destination == "microsoft" else [],
+                                   snds_blocked.get(ip) if destination == "microsoft" else None)
+            out.append(assess(inputs, self.thresholds, now=now_dt))
+        for domain in sorted(domains):
+            inputs = SubjectInputs(Subject("domain", domain), _windows_for(windows, "domain", domain),
+                                   listings.get(domain, []), broken.get(domain, []),
+                                   postmaster=postmaster.get(domain, []))
+            out.append(assess(inputs, self.thresholds, now=now_dt))
+        return out
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def _listings(self, conn: Connection, targets: set[str] | None) -> tuple[dict[str, list[Listing]], dict[str, list[Listing]]]:
+        if "dnsbl_states" not in self.tables(conn):
+            return {}, {}
+        broken = set()
+        if "dnsbl_zone_health" in self.tables(conn):
+            broken = {r[0] for r in conn.execute(text("SELECT zone FROM dnsbl_zone_health WHERE status = 'broken'"))}
+        rows = conn.execute(text(
+            "SELECT target, zone, codes, reason, state, changed_at, delist_url FROM dnsbl_states "
+            "WHERE state = 'listed' OR (state = 'unknown' AND last_known = 'listed')")).all()
+        listed: dict[str, list[Listing]] = {}
+        ignored: dict[str, list[Listing]] = {}
+        for target, zone, codes, reason, state, changed_at, delist_url in rows:
+            if targets is not None and target not in targets and target.lower() not in targets:
+                continue
+            codes = _json(codes) or []
+            since = _as_datetime(changed_at) if state == "listed" else None
+            key = target if _is_ip(target) else (self.mapper(target) or target.lower())
+            listing = Listing(target, zone, tuple(codes), reason or "", state, since, delist_url,
+                              self.zones.lookup(zone, codes))
+            (ignored if zone in broken else listed).setdefault(key, []).append(listing)
+        return listed, ignored
+
+    def _snds(self, conn: Connection, today: date) -> tuple[dict[str, list[SndsDay]], dict[str, str]]:
+        days: dict[str, list[SndsDay]] = {}
+        blocked: dict[str, str] = {}
+        tables = self.tables(conn)
+        if "snds_ip_days" in tables:
+            for ip, day, result, rate_value, rate_text, below, traps, recipients in conn.execute(text(
+                    "SELECT ip, day, filter_result, complaint_rate, complaint_rate_text, complaint_rate_below, "
+                    "trap_hits, message_recipients FROM snds_ip_days WHERE day >= :since"),
+                    {"since": today - timedelta(days=7)}):
+                days.setdefault(ip, []).append(SndsDay(ip, _as_date(day), result or "", rate_value, rate_text or "",
+                                                       int(traps or 0), int(recipients or 0), bool(below)))
+        if "snds_ip_status" in tables:
+            ranges = conn.execute(text("SELECT first_ip, last_ip, reason FROM snds_ip_status WHERE blocked = :yes"),
+                                  {"yes": True}).all()
+            if ranges:
+                candidates = self.own_ips | set(days)
+                for first, last, reason in ranges:
+                    try:
+                        lo, hi = ipaddress.ip_address(first), ipaddress.ip_address(last)
+                    except ValueError:
+                        continue
+                    for ip in candidates:
+                        address = ipaddress.ip_address(ip) if _is_ip(ip) else None
+                        if address is not None and address.version == lo.version and lo <= address <= hi:
+                            blocked[ip] = reason or "blocked"
+                    if lo == hi:
+                        blocked.setdefault(str(lo), reason or "blocked")
+        return days, blocked
+
+    def _postmaster(self, conn: Connection, today: date) -> dict[str, list[PostmasterDay]]:
+        if "postmaster_domain_days" not in self.tables(conn):
+            return {}
+        merged: dict[tuple[str, date], dict[str, Any]] = {}
+        for domain, day, api, spam, upper, reputation, dmarc in conn.execute(text(
+                "SELECT domain, day, api, spam_rate, spam_rate_upper, domain_reputation, dmarc_success_rate "
+                "FROM postmaster_domain_days WHERE provider = 'google' AND day >= :since ORDER BY api DESC"),
+                {"since": today - timedelta(days=7)}):
+            key = (self.mapper(domain) or domain, _as_date(day))
+            entry = merged.setdefault(key, {})
+            # v2 first (ORDER BY api DESC), v1 fills what v2 lacks (reputation, the upper bound)
+            value = upper if upper is not None else spam
+            if entry.get("spam") is None:
+                entry["spam"] = value
+            entry.setdefault("reputation", reputation) if reputation else None
+            if entry.get("dmarc") is None:
+                entry["dmarc"] = dmarc
+        out: dict[str, list[PostmasterDay]] = {}
+        for (domain, day), entry in sorted(merged.items(), key=lambda kv: kv[0][1]):
+            out.setdefault(domain, []).append(PostmasterDay(domain, day, entry.get("spam"), entry.get("reputation"),
+                                                            entry.get("dmarc")))
+        return out
+
+    def _sender_lanes(self, conn: Connection) -> set[tuple[str, str]]:
+        if "sender_lane" not in self.tables(conn):
+            return set()
+        return {(ip, dest) for ip, dest in conn.execute(text("SELECT source_ip, destination FROM sender_lane"))
+                if ip and dest}
+
+    def lanes_of(self, conn: Connection, ip: str, now: float) -> set[str]:
+        """Destinations the IP has sent to (sender lanes and the last 7 days of roll-ups)."""
+        found = {d for i, d in self._sender_lanes(conn) if i == ip}
+        for by_key in read_windows(conn, now, keys={"ip": {ip}}, windows=("7d", "24h")).values():
+            found |= {d for d in by_key.get(("ip", ip), {}) if d}
+        return found
+
+
+def _windows_for(windows: dict[str, dict], scope: str, key: str) -> dict[str, dict[str, Counts]]:
+    return {w: by_key.get((scope, key), {}) for w, by_key in windows.items()}
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        import json
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, str):
+        return date.fromisoformat(value[:10])
+    if isinstance(value, datetime):
+        return value.date()
+    return value
+
+
+# --- storing ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """What changed for one subject since the last stored assessment."""
+
+    subject: str
+    kind: str
+    old_state: str | None
+    new_state: str
+    old_findings: dict[str, dict]  # cause -> finding
+    new_findings: dict[str, dict]
+
+
+class HealthStore:
+    """health_states, with an in-memory copy so unchanged subjects cost no write."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[str, int, tuple[str, ...], dict[str, dict]]] | None = None
+
+    def _load(self, conn: Connection) -> None:
+        self._cache = {}
+        for subject, state, score, reasons, findings in conn.execute(text(
+                "SELECT subject, state, score, reasons, findings FROM health_states")):
+            found = {f["cause"]: f for f in (_json(findings) or [])}
+            self._cache[subject] = (state, int(score), tuple(_json(reasons) or []), found)
+
+    def previous(self, conn: Connection) -> dict[str, tuple[str, int, tuple[str, ...], dict[str, dict]]]:
+        if self._cache is None:
+            self._load(conn)
+        assert self._cache is not None
+        return self._cache
+
+    def save(self, conn: Connection, assessments: list[Assessment], now: float) -> list[StateChange]:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        from monitor.health.models import HealthState
+
+        cache = self.previous(conn)
+        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        changes: list[StateChange] = []
+        rows: list[dict[str, Any]] = []
+        for a in assessments:
+            findings = {f.cause: f.as_dict() for f in a.findings}
+            before = cache.get(a.name)
+            key = (a.state, a.score, tuple(a.reasons))
+            if before is not None and before[:3] == key:
+                continue
+            old_state = before[0] if before else None
+            changes.append(StateChange(a.name, a.subject.kind, old_state, a.state, before[3] if before else {}, findings))
+            rows.append({"subject": a.name[:320], "kind": a.subject.kind, "state": a.state, "score": a.score,
+                         "reasons": list(a.reasons), "findings": list(findings.values()), "figures": a.figures,
+                         "evaluated_at": now_dt,
+                         "changed_at": now_dt if old_state != a.state else None})
+            cache[a.name] = (a.state, a.score, tuple(a.reasons), findings)
+        if rows:
+            table = HealthState.__table__
+            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            base = insert(table)
+            kept = {k: base.excluded[k] for k in ("kind", "state", "score", "reasons", "findings", "figures",
+                                                   "evaluated_at")}
+            moved = [r for r in rows if r["changed_at"] is not None]
+            same = [r for r in rows if r["changed_at"] is None]
+            for r in same:
+                r["changed_at"] = now_dt  # used only when the row is new
+            if moved:
+                conn.execute(base.on_conflict_do_update(index_elements=["subject"],
+                                                        set_={**kept, "changed_at": base.excluded.changed_at}), moved)
+            if same:
+                conn.execute(base.on_conflict_do_update(index_elements=["subject"], set_=kept), same)
+        return changes

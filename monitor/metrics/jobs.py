@@ -1,0 +1,89 @@
+"""The metrics job of `repmon run`: a service serving /metrics while the
+daemon runs ([metrics] section present). With `--once` its pass reads every
+metric family once and logs which could not be read, so a configuration can
+be checked without starting the endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+from sqlalchemy.engine import Engine
+
+from monitor.config import RepmonConfig
+from monitor.metrics import SHARED_COLLECTORS_KEY
+from monitor.metrics.collector import RepmonCollector
+from monitor.metrics.reading import reader_engine
+from monitor.metrics.server import MetricsServer
+from monitor.runtime import JobSpec, Runtime
+
+log = logging.getLogger("repmon.metrics")
+
+
+def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
+    if config.metrics is None:
+        return []
+    exporter = Exporter(config, runtime)
+    return [JobSpec(name="metrics:http", run=exporter.run_once, service=exporter.serve)]
+
+
+def build_registry(collector: RepmonCollector, extra: list | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    for other in extra or []:
+        registry.register(other)
+    return registry
+
+
+class Exporter:
+    def __init__(self, config: RepmonConfig, runtime: Runtime) -> None:
+        assert config.metrics is not None
+        self.config = config
+        self.settings = config.metrics
+        self.runtime = runtime
+
+    def _engine(self) -> tuple[Engine, bool]:
+        """The engine to read with, and whether it is ours to dispose."""
+        url = self.config.database_url
+        if url.startswith("sqlite") and ":memory:" in url:
+            return self.runtime.engine, False  # another engine would open another, empty, database
+        return reader_engine(url), True
+
+    def _registry(self, engine: Engine) -> tuple[CollectorRegistry, RepmonCollector]:
+        collector = RepmonCollector.from_config(engine, self.config)
+        extra = list(self.runtime.shared.get(SHARED_COLLECTORS_KEY, []))
+        return build_registry(collector, extra), collector
+
+    async def run_once(self) -> None:
+        engine, owned = self._engine()
+        try:
+            _, collector = self._registry(engine)
+            metrics = await asyncio.to_thread(lambda: list(collector.collect()))
+            up = next(m for m in metrics if m.name == "repmon_metrics_family_up")
+            down = sorted(s.labels["family"] for s in up.samples if s.value == 0)
+            series = sum(len(m.samples) for m in metrics)
+            if down:
+                log.warning("metrics: %d series; families skipped: %s", series, ", ".join(down))
+            else:
+                log.info("metrics: %d series, every family read", series)
+        finally:
+            if owned:
+                engine.dispose()
+
+    async def serve(self) -> None:
+        engine, owned = self._engine()
+        registry, _ = self._registry(engine)
+        server = MetricsServer(registry, self.settings.listen_address, self.settings.port)
+        try:
+            await server.start()
+            log.info("metrics at %s", server.url)
+            await self.runtime.stopping.wait()
+        finally:
+            await server.stop()
+            if owned:
+                engine.dispose()

@@ -1,0 +1,501 @@
+"""The Prometheus collector against real databases (SQLite and PostgreSQL):
+metric names, labels and values from stored rows, running totals, caching,
+label hygiene and families whose tables are missing.
+
+`store_batch_a` / `store_batch_b` are also used by test_metrics_prometheus.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+from sqlalchemy import delete, text
+from sqlalchemy.engine import Engine
+
+from monitor.metrics.catalog import METRICS
+from monitor.metrics.collector import RepmonCollector
+from monitor.metrics.reading import reader_engine
+from monitor.storage.db import session_scope
+
+OURS = ["192.0.2.0/28"]
+_seq = itertools.count(1)
+
+
+def _sha() -> str:
+    return hashlib.sha256(f"msg-{next(_seq)}-{time.time_ns()}".encode()).hexdigest()
+
+
+def _events(engine: Engine, now: datetime, rows: list[dict]) -> None:
+    from monitor.storage.models import StoredEvent
+
+    with session_scope(engine) as session:
+        for row in rows:
+            session.add(StoredEvent(occurred_at=now, recipient="someone@example.net",
+                                    recipient_domain="example.net", **row))
+
+
+def _bounces(reason: str, hard_or_soft: str, n: int) -> list[dict]:
+    return [{"kind": "bounce", "reason": reason, "hard_or_soft": hard_or_soft}] * n
+
+
+def _feedback(feedback_type: str, complaint: bool, n: int) -> list[dict]:
+    return [{"kind": "feedback", "feedback_type": feedback_type, "is_complaint": complaint}] * n
+
+
+def _deliveries(engine: Engine, at: float, counts: dict[tuple[str, str], int]) -> None:
+    from sender.models import SenderDeliveryLog
+
+    with session_scope(engine) as session:
+        for (lane, outcome), n in counts.items():
+            for _ in range(n):
+                session.add(SenderDeliveryLog(message_ref=next(_seq), at=at, lane=lane,
+                                              recipient="rcpt@example.org", outcome=outcome))
+
+
+def _dmarc(engine: Engine, now: datetime, records: list[tuple[str, str, str, str, int]]) -> None:
+    from monitor.storage.models import DmarcRecord, DmarcReport
+
+    with session_scope(engine) as session:
+        report = DmarcReport(report_id=f"r{next(_seq)}", org_name="google.com", domain="example.com",
+                             begin=now - timedelta(days=1), end=now)
+        session.add(report)
+        session.flush()
+        for source_ip, dkim, spf, disposition, count in records:
+            session.add(DmarcRecord(report_pk=report.id, domain="example.com", begin=report.begin, end=report.end,
+                                    source_ip=source_ip, count=count, disposition=disposition, dkim=dkim, spf=spf))
+
+
+def _tls(engine: Engine, now: datetime, ok: int, failed: int, details: list[dict]) -> None:
+    from monitor.storage.models import TlsPolicyResult, TlsReport
+
+    with session_scope(engine) as session:
+        report = TlsReport(report_id=f"t{next(_seq)}", organization_name="google.com", begin=now - timedelta(days=1),
+                           end=now)
+        session.add(report)
+        session.flush()
+        session.add(TlsPolicyResult(report_pk=report.id, policy_domain="example.com", policy_type="sts",
+                                    successful_session_count=ok, failed_session_count=failed,
+                                    failure_details=details))
+
+
+def store_batch_a(engine: Engine, now: datetime) -> None:
+    """Something in every family, every series the dashboards query."""
+    from monitor.signals.models import (
+        DnsAuthCheck,
+        DnsblState,
+        DnsblZoneHealth,
+        PostmasterDomainDay,
+        SignalEvent,
+        SignalFetchState,
+        SndsIpDay,
+        SndsIpStatus,
+    )
+    from monitor.storage.models import DmarcFailure, ProcessedMessage, QuarantinedMessage, Suppression
+    from sender.control import add_action, add_directive
+    from sender.models import SenderLane, SenderMessage
+
+    ts = now.timestamp()
+    _events(engine, now, _bounces("userunknown", "hard", 3) + _bounces("mailboxfull", "soft", 2)
+            + _feedback("abuse", True, 2) + _feedback("opt-out", False, 1)
+            + [{"kind": "auto_reply"}])
+    with session_scope(engine) as session:
+        for outcome, n in (("stored", 5), ("quarantined", 1)):
+            for _ in range(n):
+                session.add(ProcessedMessage(content_sha256=_sha(), size=100, source="imap:fbl", outcome=outcome))
+        session.add(QuarantinedMessage(content_sha256=_sha(), source="imap:fbl", size=10, reason="not mail"))
+        session.add(QuarantinedMessage(content_sha256=_sha(), source="imap:fbl", size=10, reason="not mail",
+                                       released_at=now))
+        for i, (reason, expires) in enumerate([("hard_bounce", None)] * 3 + [("complaint", None)] * 2
+                                              + [("soft_bounce", now - timedelta(days=1)),
+                                                 ("soft_bounce", now + timedelta(days=10)), ("manual", None)]):
+            session.add(Suppression(address=f"user{i}@example.net", domain="example.net", reason=reason,
+                                    source="test", first_seen_at=now, last_seen_at=now, expires_at=expires))
+        for auth_failure in ("dkim", "dkim", "spf"):
+            session.add(DmarcFailure(occurred_at=now, reported_domain="example.com", source_ip="203.0.113.7",
+                                     auth_failure=auth_failure))
+        session.add_all([
+            DnsblState(target="192.0.2.10", zone="zen.spamhaus.org", state="listed", last_known="listed",
+                       checked_at=now),
+            DnsblState(target="192.0.2.10", zone="bl.spamcop.net", state="clean", last_known="clean", checked_at=now),
+            DnsblState(target="192.0.2.11", zone="zen.spamhaus.org", state="clean", last_known="clean",
+                       checked_at=now - timedelta(minutes=5)),
+            DnsblState(target="192.0.2.11", zone="bl.spamcop.net", state="clean", last_known="clean", error_streak=1,
+                       checked_at=now),
+            DnsblState(target="example.com", target_kind="domain", zone="dbl.spamhaus.org", state="unknown",
+                       error_streak=4, checked_at=now),
+            DnsblZoneHealth(zone="zen.spamhaus.org", status="ok", detail=""),
+            DnsblZoneHealth(zone="bl.spamcop.net", status="ok", detail=""),
+            DnsblZoneHealth(zone="dbl.spamhaus.org", status="broken", detail="test point not listed"),
+            SignalEvent(source="dnsbl", kind="listed", subject="192.0.2.10", zone="zen.spamhaus.org"),
+            SignalEvent(source="dnsbl", kind="delisted", subject="192.0.2.11", zone="zen.spamhaus.org"),
+            SignalEvent(source="dnsbl_zone", kind="zone_broken", subject="dbl.spamhaus.org"),
+            DnsAuthCheck(domain="example.com", checked_at=now - timedelta(hours=2), status="ok",
+                         spf={"status": "ok"}, dmarc={"status": "ok"}, dkim={"status": "ok"}),
+            DnsAuthCheck(domain="example.com", checked_at=now, status="partial", spf={"status": "ok"},
+                         dmarc={"status": "ok"}, dkim={"status": "invalid"}, mta_sts={"status": "missing"},
+                         tls_rpt={"status": "ok"}),
+            PostmasterDomainDay(api="v2", domain="example.com", day=(now - timedelta(days=2)).date(),
+                                spam_rate=0.0015, spf_success_rate=1.0, dkim_success_rate=0.99,
+                                dmarc_success_rate=0.98, delivery_error_rate=0.01),
+            PostmasterDomainDay(api="v2", domain="example.com", day=(now - timedelta(days=1)).date(),
+                                spam_rate=0.002, spf_success_rate=1.0, dkim_success_rate=0.97,
+                                dmarc_success_rate=0.96, delivery_error_rate=0.02),
+            PostmasterDomainDay(api="v1", domain="example.com", day=(now - timedelta(days=1)).date(),
+                                spam_rate=0.5, domain_reputation="HIGH"),
+            SndsIpDay(ip="192.0.2.10", day=(now - timedelta(days=2)).date(), activity_start=now - timedelta(days=2),
+                      activity_end=now - timedelta(days=2, hours=-20), filter_result="RED", complaint_rate=0.2,
+                      trap_hits=9, message_recipients=100),
+            SndsIpDay(ip="192.0.2.10", day=(now - timedelta(days=1)).date(), activity_start=now - timedelta(days=1),
+                      activity_end=now - timedelta(hours=4), filter_result="GREEN", complaint_rate=0.001,
+                      trap_hits=0, message_recipients=5000),
+            SndsIpDay(ip="192.0.2.11", day=(now - timedelta(days=1)).date(), activity_start=now - timedelta(days=1),
+                      activity_end=now - timedelta(hours=4), filter_result="YELLOW", complaint_rate=0.004,
+                      trap_hits=2, message_recipients=800),
+            SndsIpStatus(first_ip="192.0.2.12", last_ip="192.0.2.12", reason="junked"),
+            SignalFetchState(source="google:v2:example.com", status="ok"),
+            SignalFetchState(source="snds:data", status="error", consecutive_failures=3, error="HTTP 500"),
+        ])
+        for lane, ip, destination in (("192.0.2.10|gmail", "192.0.2.10", "gmail"),
+                                      ("192.0.2.10|yahoo", "192.0.2.10", "yahoo"),
+                                      ("192.0.2.11|gmail", "192.0.2.11", "gmail"),
+                                      ("192.0.2.11|mx:mx.example.net", "192.0.2.11", "mx:mx.example.net")):
+            session.add(SenderLane(lane=lane, source_ip=ip, destination=destination, day=now.date().isoformat(),
+                                   updated_at=ts))
+        for lane, state, n in (("192.0.2.10|gmail", "queued", 4), ("192.0.2.10|yahoo", "queued", 2),
+                               ("192.0.2.11|gmail", "inflight", 1), ("", "queued", 3),
+                               ("192.0.2.10|gmail", "delivered", 5)):
+            for _ in range(n):
+                session.add(SenderMessage(campaign="c1", pool="default", recipient=f"r{next(_seq)}@example.org",
+                                          domain="example.org", mail_from="bounces@example.com",
+                                          message_id=f"m{next(_seq)}@example.com", state=state, lane=lane,
+                                          created_at=ts, next_attempt_at=ts, updated_at=ts))
+    with engine.begin() as conn:
+        add_directive(conn, "pause", "192.0.2.10", "yahoo", reason="complaints", now=ts)
+        add_directive(conn, "slow", "192.0.2.11", "gmail", rate=2.0, reason="warming", now=ts)
+        add_action(conn, source_ip="192.0.2.10", destination="gmail", action="suspend", rule="gmail-421",
+                   pattern="421", response="421 4.7.28 try later", expires_at=ts + 3600, now=ts)
+        add_action(conn, source_ip="192.0.2.11", destination="mx:mx.example.net", action="halt", rule="blocked",
+                   pattern="554", response="554 blocked", expires_at=None, now=ts)
+    _deliveries(engine, ts, {("192.0.2.10|gmail", "delivered"): 50, ("192.0.2.10|gmail", "deferred"): 5,
+                             ("192.0.2.10|gmail", "bounced"): 2, ("192.0.2.10|yahoo", "delivered"): 20,
+                             ("192.0.2.10|yahoo", "deferred"): 10, ("192.0.2.11|gmail", "delivered"): 30,
+                             ("192.0.2.11|gmail", "suppressed"): 1,
+                             ("192.0.2.11|mx:mx.example.net", "delivered"): 4,
+                             ("192.0.2.11|mx:mx.example.net", "expired"): 1})
+    _dmarc(engine, now, [("192.0.2.10", "pass", "pass", "none", 100), ("192.0.2.10", "fail", "pass", "none", 5),
+                         ("203.0.113.7", "fail", "fail", "reject", 20),
+                         ("198.51.100.9", "fail", "fail", "quarantine", 7)])
+    _tls(engine, now, 1000, 10, [{"result_type": "certificate-expired", "failed_session_count": 6},
+                                 {"result_type": "starttls-not-supported", "failed_session_count": 4}])
+
+
+def store_batch_b(engine: Engine, now: datetime) -> None:
+    """More of what the counters count, only in series batch A created."""
+    from monitor.signals.models import SignalEvent
+    from monitor.storage.models import ProcessedMessage
+
+    _events(engine, now, _bounces("userunknown", "hard", 2) + _bounces("mailboxfull", "soft", 1)
+            + _feedback("abuse", True, 3) + _feedback("opt-out", False, 1))
+    _deliveries(engine, now.timestamp(), {("192.0.2.10|gmail", "delivered"): 100,
+                                          ("192.0.2.10|gmail", "bounced"): 2,
+                                          ("192.0.2.10|yahoo", "delivered"): 50,
+                                          ("192.0.2.10|yahoo", "deferred"): 10,
+                                          ("192.0.2.11|gmail", "delivered"): 50})
+    _dmarc(engine, now, [("192.0.2.10", "pass", "pass", "none", 50), ("203.0.113.7", "fail", "fail", "reject", 10)])
+    _tls(engine, now, 990, 10, [{"result_type": "certificate-expired", "failed_session_count": 10}])
+    with session_scope(engine) as session:
+        session.add(ProcessedMessage(content_sha256=_sha(), size=100, source="imap:fbl", outcome="stored"))
+        session.add(SignalEvent(source="dnsbl", kind="listed", subject="192.0.2.11", zone="bl.spamcop.net"))
+
+
+# What batch B adds, for the checks of rates.
+B_COMPLAINTS = 3
+B_DELIVERED = 200
+B_BOUNCE_EVENTS = 3
+B_BOUNCED_AT_SMTP = 2
+B_DMARC_PASS, B_DMARC_ALL = 50, 60
+B_TLS_FAILED, B_TLS_ALL = 10, 1000
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def samples(collector: RepmonCollector) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """{sample name: {sorted label items: value}}."""
+    out: dict[str, dict] = {}
+    for metric in collector.collect():
+        for sample in metric.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(found: dict, name: str, **labels: str) -> float:
+    key = tuple(sorted(labels.items()))
+    assert key in found.get(name, {}), f"{name}{labels} not exported; have {sorted(found.get(name, {}))[:20]}"
+    return found[name][key]
+
+
+@pytest.fixture
+def reader(migrated_db_url: str):
+    engine = reader_engine(migrated_db_url)
+    yield engine
+    engine.dispose()
+
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def make_collector(reader: Engine, **kwargs) -> RepmonCollector:
+    rates = {"gmail": 20.0, "yahoo": 10.0}
+    return RepmonCollector(reader, own_networks=OURS, lane_rate=rates.get, refresh_s=0, **kwargs)
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+def test_every_family_from_stored_rows(engine: Engine, reader: Engine) -> None:
+    store_batch_a(engine, NOW)
+    found = samples(make_collector(reader))
+
+    down = {dict(k)["family"] for k, v in found["repmon_metrics_family_up"].items() if v == 0}
+    assert down <= {"health"}, down
+
+    assert value(found, "repmon_events_stored_total", kind="bounce", reason="userunknown", hard_or_soft="hard") == 3
+    assert value(found, "repmon_events_stored_total", kind="bounce", reason="mailboxfull", hard_or_soft="soft") == 2
+    assert value(found, "repmon_events_stored_total", kind="feedback", reason="", hard_or_soft="") == 3
+    assert value(found, "repmon_events_stored_total", kind="auto_reply", reason="", hard_or_soft="") == 1
+    assert value(found, "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 2
+    assert value(found, "repmon_feedback_events_total", feedback_type="opt-out", complaint="false") == 1
+    assert value(found, "repmon_processed_messages_total", source="imap:fbl", outcome="stored") == 5
+    assert value(found, "repmon_quarantined_messages_total") == 2
+    assert value(found, "repmon_quarantine_held_messages") == 1
+
+    # Suppressions: the expired soft bounce is not counted.
+    assert value(found, "repmon_suppressed_addresses", reason="hard_bounce") == 3
+    assert value(found, "repmon_suppressed_addresses", reason="soft_bounce") == 1
+    assert sum(found["repmon_suppressed_addresses"].values()) == 7
+
+    # DMARC: our IP keeps its label, the others are "other"; result = aligned DKIM or SPF pass.
+    assert value(found, "repmon_dmarc_messages_total", domain="example.com", source_ip="192.0.2.10", result="pass",
+                 dkim="pass", spf="pass", disposition="none") == 100
+    assert value(found, "repmon_dmarc_messages_total", domain="example.com", source_ip="192.0.2.10", result="pass",
+                 dkim="fail", spf="pass", disposition="none") == 5
+    assert value(found, "repmon_dmarc_messages_total", domain="example.com", source_ip="other", result="fail",
+                 dkim="fail", spf="fail", disposition="reject") == 20
+    assert value(found, "repmon_dmarc_failure_reports_total", domain="example.com", auth_failure="dkim") == 2
+    assert value(found, "repmon_tls_report_sessions_total", policy_domain="example.com", policy_type="sts",
+                 result="failed") == 10
+    assert value(found, "repmon_tls_report_sessions_total", policy_domain="example.com", policy_type="sts",
+                 result="successful") == 1000
+    assert value(found, "repmon_tls_failed_sessions_total", policy_domain="example.com",
+                 result_type="certificate-expired") == 6
+
+    # Blocklists.
+    assert value(found, "repmon_dnsbl_listed", target="192.0.2.10", target_kind="ip", zone="zen.spamhaus.org") == 1
+    assert value(found, "repmon_dnsbl_listed", target="192.0.2.10", target_kind="ip", zone="bl.spamcop.net") == 0
+    assert value(found, "repmon_dnsbl_unknown", target="example.com", target_kind="domain",
+                 zone="dbl.spamhaus.org") == 1
+    assert value(found, "repmon_dnsbl_error_streak", target="example.com", target_kind="domain",
+                 zone="dbl.spamhaus.org") == 4
+    assert value(found, "repmon_dnsbl_targets", zone="zen.spamhaus.org", state="clean") == 1
+    assert value(found, "repmon_dnsbl_targets", zone="zen.spamhaus.org", state="unknown") == 0
+    assert value(found, "repmon_dnsbl_last_check_timestamp_seconds") == NOW.timestamp()
+    assert value(found, "repmon_dnsbl_zone_status", zone="dbl.spamhaus.org", status="broken") == 1
+    assert value(found, "repmon_dnsbl_zone_status", zone="dbl.spamhaus.org", status="ok") == 0
+    assert value(found, "repmon_signal_events_total", source="dnsbl", kind="listed") == 1
+
+    # Latest DNS check wins; postmaster per figure latest day, v2 over v1 on the same day.
+    assert value(found, "repmon_dns_auth_status", domain="example.com", record="dkim", status="invalid") == 1
+    assert value(found, "repmon_dns_auth_status", domain="example.com", record="dkim", status="ok") == 0
+    assert value(found, "repmon_dns_auth_status", domain="example.com", record="mta_sts", status="missing") == 1
+    assert value(found, "repmon_postmaster_spam_ratio", provider="google", domain="example.com") == 0.002
+    assert value(found, "repmon_postmaster_auth_success_ratio", provider="google", domain="example.com",
+                 mechanism="dkim") == 0.97
+    assert value(found, "repmon_postmaster_domain_reputation", provider="google", domain="example.com",
+                 reputation="high") == 1
+    day = datetime.combine((NOW - timedelta(days=1)).date(), datetime.min.time(), timezone.utc)
+    assert value(found, "repmon_postmaster_day_timestamp_seconds", provider="google",
+                 domain="example.com") == day.timestamp()
+    assert value(found, "repmon_snds_filter_result", ip="192.0.2.10", result="green") == 1
+    assert value(found, "repmon_snds_filter_result", ip="192.0.2.10", result="red") == 0
+    assert value(found, "repmon_snds_complaint_ratio", ip="192.0.2.11") == 0.004
+    assert value(found, "repmon_snds_blocked_ranges") == 1
+    assert value(found, "repmon_signal_fetch_up", source="snds:data") == 0
+    assert value(found, "repmon_signal_fetch_consecutive_failures", source="snds:data") == 3
+
+    # Sender: queue, deliveries, lanes (per-MX lanes folded into "mx:other").
+    assert value(found, "repmon_sender_queue_messages", source_ip="192.0.2.10", destination="gmail",
+                 state="queued") == 4
+    assert value(found, "repmon_sender_queue_messages", source_ip="", destination="unrouted", state="queued") == 3
+    assert value(found, "repmon_sender_queue_messages", source_ip="192.0.2.11", destination="gmail",
+                 state="inflight") == 1
+    assert value(found, "repmon_sender_deliveries_total", source_ip="192.0.2.10", destination="gmail",
+                 result="delivered") == 50
+    assert value(found, "repmon_sender_deliveries_total", source_ip="192.0.2.11", destination="mx:other",
+                 result="expired") == 1
+    lane = {"source_ip": "192.0.2.10", "destination": "yahoo"}
+    assert value(found, "repmon_sender_lane_state", state="paused", **lane) == 1
+    assert value(found, "repmon_sender_lane_state", state="sending", **lane) == 0
+    assert value(found, "repmon_sender_lane_state", source_ip="192.0.2.10", destination="gmail",
+                 state="suspended") == 1
+    assert value(found, "repmon_sender_lane_state", source_ip="192.0.2.11", destination="gmail", state="slowed") == 1
+    assert value(found, "repmon_sender_lane_state", source_ip="192.0.2.11", destination="gmail", state="sending") == 1
+    assert value(found, "repmon_sender_lane_rate_limit_messages_per_second", source_ip="192.0.2.11",
+                 destination="gmail") == 2.0
+    assert value(found, "repmon_sender_lane_rate_limit_messages_per_second", source_ip="192.0.2.10",
+                 destination="yahoo") == 10.0
+    assert not any(dict(k)["destination"].startswith("mx:") for k in found["repmon_sender_lane_state"])
+    assert value(found, "repmon_sender_lanes", state="halted") == 1  # the per-MX lane
+    assert value(found, "repmon_sender_lanes", state="sending") == 1  # only 192.0.2.11|gmail
+    assert value(found, "repmon_sender_lane_directives_active", kind="pause") == 1
+    assert value(found, "repmon_sender_lane_actions_active", action="halt") == 1
+
+    # Every exported name is in the catalog, with the catalog's labels.
+    for name, series in found.items():
+        if name.startswith("repmon_"):
+            assert name in METRICS, name
+            for labels in series:
+                assert tuple(k for k, _ in labels) == tuple(sorted(METRICS[name].labels)), name
+
+
+def test_running_totals_add_new_rows_and_survive_deletion(engine: Engine, reader: Engine) -> None:
+    from monitor.storage.models import StoredEvent
+
+    clock = [1000.0]
+    collector = make_collector(reader, clock=lambda: clock[0])
+    store_batch_a(engine, NOW)
+    first = samples(collector)
+    clock[0] += 400  # past PostgreSQL's settle time: batch A is in the kept totals
+    store_batch_b(engine, NOW)
+    second = samples(collector)
+    clock[0] += 400
+    samples(collector)  # settles batch B into the kept totals (PostgreSQL)
+    key = {"kind": "bounce", "reason": "userunknown", "hard_or_soft": "hard"}
+    assert value(first, "repmon_events_stored_total", **key) == 3
+    assert value(second, "repmon_events_stored_total", **key) == 5
+    assert value(second, "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 2 + B_COMPLAINTS
+    assert value(second, "repmon_dmarc_messages_total", domain="example.com", source_ip="192.0.2.10",
+                 result="pass", dkim="pass", spf="pass", disposition="none") == 150
+    assert value(second, "repmon_tls_failed_sessions_total", policy_domain="example.com",
+                 result_type="certificate-expired") == 16
+    delivered = sum(v for k, v in second["repmon_sender_deliveries_total"].items()
+                    if dict(k)["result"] == "delivered")
+    assert delivered == 104 + B_DELIVERED
+
+    # Retention deletes old rows: a counter counts what was stored, it does not go down.
+    with session_scope(engine) as session:
+        session.execute(delete(StoredEvent).where(StoredEvent.kind == "bounce"))
+    third = samples(collector)
+    assert value(third, "repmon_events_stored_total", **key) == 5
+
+    # A new process starts from what the table holds now.
+    fresh = samples(make_collector(reader))
+    assert ("repmon_events_stored_total" not in fresh
+            or tuple(sorted(key.items())) not in fresh["repmon_events_stored_total"])
+
+
+def test_results_are_cached_for_refresh_s(engine: Engine, reader: Engine) -> None:
+    clock = [1000.0]
+    collector = RepmonCollector(reader, refresh_s=30, clock=lambda: clock[0])
+    _events(engine, NOW, _feedback("abuse", True, 1))
+    assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 1
+    _events(engine, NOW, _feedback("abuse", True, 1))
+    clock[0] += 29
+    assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 1
+    clock[0] += 1
+    assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 2
+
+
+def test_hostile_values_do_not_mint_series_and_no_address_is_exported(engine: Engine, reader: Engine) -> None:
+    from monitor.storage.models import DmarcFailure
+
+    _events(engine, NOW, [{"kind": "feedback", "feedback_type": "x-evil\"}{a=\"b\"}", "is_complaint": True},
+                          {"kind": "feedback", "feedback_type": "Abuse", "is_complaint": True},
+                          {"kind": "bounce", "reason": "Evil Reason!\n", "hard_or_soft": "hard"}])
+    with session_scope(engine) as session:
+        session.add(DmarcFailure(occurred_at=NOW, reported_domain="exa mple.com\n", auth_failure="dkim, spf"))
+    registry = CollectorRegistry()
+    registry.register(make_collector(reader))
+    text_out = generate_latest(registry).decode()
+    assert 'repmon_feedback_events_total{complaint="true",feedback_type="other"} 1.0' in text_out
+    assert 'repmon_feedback_events_total{complaint="true",feedback_type="abuse"} 1.0' in text_out
+    assert 'reason="other"' in text_out
+    assert 'repmon_dmarc_failure_reports_total{auth_failure="dkim",domain="other"} 1.0' in text_out
+    assert "someone@example.net" not in text_out and "example.net" not in text_out
+
+
+def test_dnsbl_series_limit_keeps_only_interesting_pairs(engine: Engine, reader: Engine) -> None:
+    store_batch_a(engine, NOW)
+    found = samples(make_collector(reader, dnsbl_series_limit=3))
+    pairs = {(dict(k)["target"], dict(k)["zone"]) for k in found["repmon_dnsbl_listed"]}
+    # listed, unknown and the clean pair with failing lookups stay; quiet clean pairs go.
+    assert pairs == {("192.0.2.10", "zen.spamhaus.org"), ("example.com", "dbl.spamhaus.org"),
+                     ("192.0.2.11", "bl.spamcop.net")}
+    assert value(found, "repmon_dnsbl_targets", zone="bl.spamcop.net", state="clean") == 2
+
+
+def test_missing_tables_skip_their_family_only(db_url: str) -> None:
+    from monitor.storage.db import make_engine, upgrade_schema
+
+    upgrade_schema(db_url, revision="0001_core")  # no signals or sender tables
+    writer = make_engine(db_url)
+    reader = reader_engine(db_url)
+    try:
+        _events(writer, NOW, _feedback("abuse", True, 2))
+        collector = make_collector(reader)
+        samples(collector)
+        found = samples(collector)
+        up = {dict(k)["family"]: v for k, v in found["repmon_metrics_family_up"].items()}
+        assert up["events"] == 1 and up["suppressions"] == 1
+        for name in ("dnsbl", "dnsbl_zones", "postmaster", "snds", "sender_queue", "sender_deliveries",
+                     "sender_lanes"):
+            assert up[name] == 0, name
+            assert value(found, "repmon_metrics_collect_errors_total", family=name, reason="missing_table") == 2
+        assert value(found, "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 2
+        assert "repmon_dnsbl_listed" not in found
+    finally:
+        writer.dispose()
+        reader.dispose()
+
+
+def test_unreachable_database_still_answers(tmp_path) -> None:
+    engine = reader_engine(f"sqlite:///{tmp_path / 'missing' / 'nothing' / 'x.db'}")
+    found = samples(RepmonCollector(engine, refresh_s=0))
+    assert set(found["repmon_metrics_family_up"].values()) == {0.0}
+    assert list(found["repmon_build_info"].values()) == [1.0]
+
+
+@pytest.mark.postgres
+def test_rows_committed_out_of_id_order_are_counted(postgres_url: str) -> None:
+    """PostgreSQL hands out ids at insert time: a transaction that commits late
+    makes a lower id appear after a higher one. The running totals must
+    still count it (rows settle only after settle_s)."""
+    from monitor.storage.db import make_engine, upgrade_schema
+
+    upgrade_schema(postgres_url)
+    writer = make_engine(postgres_url)
+    reader = reader_engine(postgres_url)
+    clock = [1000.0]
+    collector = RepmonCollector(reader, refresh_s=0, settle_s=300, clock=lambda: clock[0])
+    try:
+        with writer.connect() as slow:
+            slow.begin()
+            slow.execute(text("INSERT INTO events (kind, occurred_at, stored_at, is_complaint, feedback_type) "
+                              "VALUES ('feedback', now(), now(), true, 'abuse')"))  # takes the lower id, commits later
+            _events(writer, NOW, _feedback("abuse", True, 1))
+            assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse",
+                         complaint="true") == 1
+            clock[0] += 10
+            slow.commit()
+        assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 2
+        clock[0] += 600  # both settle into the kept totals, counted once
+        assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 2
+        _events(writer, NOW, _feedback("abuse", True, 1))
+        assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 3
+    finally:
+        writer.dispose()
+        reader.dispose()
