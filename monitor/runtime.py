@@ -34,6 +34,7 @@ PROVIDERS = (
     "monitor.signals.jobs:provide",
     "sender.jobs:provide",
     "monitor.metrics.jobs:provide",
+    "monitor.health.jobs:provide",
 )
 
 log = logging.getLogger("repmon.runtime")

@@ -159,6 +159,18 @@ def new_message_id(domain: str) -> str:
     return f"{secrets.token_hex(8)}.{int(time.time()) % 100_000_000:x}@{domain or 'localhost'}"
 
 
+_date_cache: list = [0, b""]
+
+
+def _date_header() -> bytes:
+    """Date: of now, formatted once per second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0] = now
+        _date_cache[1] = b"Date: " + format_datetime(datetime.fromtimestamp(now, timezone.utc)).encode("ascii") + b"\r\n"
+    return _date_cache[1]
+
+
 def _clean_feedback_field(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "-", value)[:60] or "-"
 
@@ -189,7 +201,7 @@ class Personaliser:
         message_id = new_message_id(template.from_domain)
         extra = [b"Message-ID: <" + message_id.encode("ascii") + b">\r\n"]
         if not template.has_date:
-            extra.append(b"Date: " + format_datetime(datetime.now(timezone.utc)).encode("ascii") + b"\r\n")
+            extra.append(_date_header())
         if not template.has_to:
             extra.append(b"To: <" + recipient.encode("utf-8") + b">\r\n")
         fid = ":".join(_clean_feedback_field(x) for x in (self.campaign, self.pool, "bulk", self.feedback_id_sender))

@@ -32,7 +32,6 @@ class SenderMessage(SQLModel, table=True):
     __table_args__ = (
         # The claim query: due messages of one lane, oldest first.
         Index("ix_sender_message_claim", "state", "lane", "next_attempt_at"),
-        Index("ix_sender_message_campaign", "campaign", "state"),
     )
 
     id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
@@ -42,10 +41,6 @@ class SenderMessage(SQLModel, table=True):
     domain: str = Field(max_length=255)
     mail_from: str = Field(max_length=320)  # envelope sender before VERP
     message_id: str = Field(max_length=400)  # the Message-ID header, without <>
-    # Personalised header block (CRLF lines, unstuffed) and the body in wire
-    # form (CRLF, dot-stuffed): delivery adds only the tracking and DKIM lines.
-    headers: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
-    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     body_hash: str | None = Field(default=None, max_length=100)  # DKIM bh= (relaxed, sha256)
     eight_bit: bool = False
     state: str = Field(default=QUEUED, max_length=20)
@@ -59,6 +54,20 @@ class SenderMessage(SQLModel, table=True):
     lease_until: float | None = None
     last_reply: str | None = None
     reason: str | None = Field(default=None, max_length=40)
+
+
+class SenderMessageContent(SQLModel, table=True):
+    """The message itself, apart from its queue row: state changes then
+    rewrite a small row, not kilobytes of content (SQLite rewrites a whole
+    record on every UPDATE). Deleted when the message is done."""
+
+    __tablename__ = "sender_message_content"
+
+    message_ref: int = Field(sa_column=Column(BigId, primary_key=True, autoincrement=False))
+    # Personalised header block (CRLF lines, unstuffed) and the body in wire
+    # form (CRLF, dot-stuffed): delivery adds only the tracking and DKIM lines.
+    headers: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class SenderLane(SQLModel, table=True):
@@ -151,10 +160,7 @@ class SenderDeliveryLog(SQLModel, table=True):
     """One row per delivery attempt outcome (and per suppression at delivery)."""
 
     __tablename__ = "sender_delivery_log"
-    __table_args__ = (
-        Index("ix_sender_delivery_log_message", "message_ref"),
-        Index("ix_sender_delivery_log_lane_at", "lane", "at"),
-    )
+    __table_args__ = (Index("ix_sender_delivery_log_message", "message_ref"),)
 
     id: int | None = Field(default=None, sa_type=BigId, primary_key=True)
     message_ref: int = Field(sa_type=BigId)

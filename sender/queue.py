@@ -44,7 +44,7 @@ def executemany(conn: Connection, sql: str, rows: Sequence[tuple]) -> None:
         cursor, sql = _raw(conn, sql)
         cursor.executemany(sql, rows)  # type: ignore[attr-defined]
 
-_COLUMNS = ("id, campaign, pool, recipient, domain, mail_from, message_id, headers, body, body_hash, "
+_COLUMNS = ("id, campaign, pool, recipient, domain, mail_from, message_id, body_hash, "
             "eight_bit, attempts, created_at, source_ip")
 
 
@@ -122,46 +122,35 @@ class NewMessage:
     state: str = QUEUED
 
 
+def _allocate_ids(conn: Connection, count: int) -> list[int]:
+    """Ids for new messages, so the content rows can be written with them in
+    one executemany. SQLite: the transaction holds the write lock (BEGIN
+    IMMEDIATE), so MAX(id)+1... is ours; PostgreSQL: the id sequence."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(text("SELECT nextval(pg_get_serial_sequence('sender_message', 'id')) "
+                                 "FROM generate_series(1, :n)"), {"n": count})
+        return [int(r[0]) for r in rows]
+    start = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM sender_message")).scalar() or 0
+    return list(range(start + 1, start + 1 + count))
+
+
 def enqueue(conn: Connection, messages: Sequence[NewMessage], now: float | None = None) -> int:
     """Insert messages (queued, unrouted, due now); returns how many."""
     if not messages:
         return 0
     now = time.time() if now is None else now
+    ids = _allocate_ids(conn, len(messages))
     rows = [(
-        m.campaign, m.pool, m.recipient, m.recipient.rpartition("@")[2].lower(), m.mail_from, m.message_id,
-        None if m.state != QUEUED else m.headers, None if m.state != QUEUED else m.body,
+        i, m.campaign, m.pool, m.recipient, m.recipient.rpartition("@")[2].lower(), m.mail_from, m.message_id,
         m.body_hash, m.eight_bit, m.state, now, now, now, "suppressed" if m.state == SUPPRESSED else None,
-    ) for m in messages]
+    ) for i, m in zip(ids, messages)]
     executemany(conn,
-        "INSERT INTO sender_message (campaign, pool, recipient, domain, mail_from, message_id, headers, body, "
+        "INSERT INTO sender_message (id, campaign, pool, recipient, domain, mail_from, message_id, "
         "body_hash, eight_bit, state, lane, attempts, created_at, next_attempt_at, updated_at, reason) VALUES "
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?, ?, ?)", rows)
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?, ?, ?)", rows)
+    executemany(conn, "INSERT INTO sender_message_content (message_ref, headers, body) VALUES (?, ?, ?)",
+                [(i, m.headers, m.body) for i, m in zip(ids, messages) if m.state == QUEUED])
     return len(rows)
-
-
-def unrouted(conn: Connection, limit: int, now: float) -> list[QueuedMessage]:
-    """Due messages that have no lane yet (without their content)."""
-    rows = conn.execute(text(
-        "SELECT id, campaign, pool, recipient, domain, mail_from, message_id, NULL, NULL, NULL, eight_bit, attempts, "
-        "created_at, source_ip FROM sender_message WHERE state = 'queued' AND lane = '' "
-        "AND next_attempt_at <= :now ORDER BY next_attempt_at LIMIT :limit"), {"now": now, "limit": limit})
-    return [QueuedMessage(*r) for r in rows]
-
-
-def set_lanes(conn: Connection, routed: Iterable[tuple[int, str, str | None]], now: float) -> None:
-    """Give messages their lane and source IP: (id, lane, source_ip)."""
-    rows = [{"id": i, "lane": lane, "ip": ip, "now": now} for i, lane, ip in routed]
-    if rows:
-        conn.execute(text("UPDATE sender_message SET lane = :lane, source_ip = :ip, updated_at = :now "
-                          "WHERE id = :id AND state = 'queued'"), rows)
-
-
-def defer_unrouted(conn: Connection, ids_until: Iterable[tuple[int, float, str]], now: float) -> None:
-    """Messages that cannot be routed yet (DNS trouble, warm-up caps): (id, when, why)."""
-    rows = [{"id": i, "at": at, "why": why, "now": now} for i, at, why in ids_until]
-    if rows:
-        conn.execute(text("UPDATE sender_message SET next_attempt_at = :at, last_reply = :why, updated_at = :now "
-                          "WHERE id = :id AND state = 'queued'"), rows)
 
 
 def claim(conn: Connection, lane: str, limit: int, owner: str, now: float) -> list[QueuedMessage]:
@@ -173,8 +162,17 @@ def claim(conn: Connection, lane: str, limit: int, owner: str, now: float) -> li
         f"AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?{lock}) RETURNING {_COLUMNS}")
     cursor.execute(sql, (owner, now + LEASE_SECONDS, now, lane, now, limit))  # type: ignore[attr-defined]
     rows = cursor.fetchall()  # type: ignore[attr-defined]
-    out = [QueuedMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), bytes(r[8]), r[9], bool(r[10]),
-                         r[11], r[12], r[13], lane) for r in rows]
+    if not rows:
+        return []
+    cursor, sql = _raw(conn, "SELECT message_ref, headers, body FROM sender_message_content WHERE message_ref IN "
+                             f"({', '.join('?' * len(rows))})")
+    cursor.execute(sql, [r[0] for r in rows])  # type: ignore[attr-defined]
+    content = {r[0]: (bytes(r[1]), bytes(r[2])) for r in cursor.fetchall()}  # type: ignore[attr-defined]
+    out = []
+    for r in rows:
+        headers, body = content.get(r[0], (b"", b""))
+        out.append(QueuedMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], headers, body, r[7], bool(r[8]),
+                                 r[9], r[10], r[11], lane))
     out.sort(key=lambda m: m.id)
     return out
 
@@ -264,10 +262,11 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], owner: str) -
             counts[index] += 1
         if o.reply and kind != "delivered":
             last_reply[m.lane] = o.reply
-    # Content is dropped once a message is done: the log keeps what happened.
     executemany(conn, "UPDATE sender_message SET state = ?, lane = ?, source_ip = ?, lease_owner = NULL, "
-                      "lease_until = NULL, attempts = ?, last_reply = ?, reason = ?, headers = NULL, body = NULL, "
+                      "lease_until = NULL, attempts = ?, last_reply = ?, reason = ?, "
                       "updated_at = ? WHERE id = ? AND lease_owner = ?", final)
+    # Content is dropped once a message is done: the log keeps what happened.
+    executemany(conn, "DELETE FROM sender_message_content WHERE message_ref = ?", [(row[7],) for row in final])
     executemany(conn, "UPDATE sender_message SET state = 'queued', lane = ?, source_ip = ?, lease_owner = NULL, "
                       "lease_until = NULL, attempts = attempts + 1, next_attempt_at = ?, last_reply = ?, reason = ?, "
                       "updated_at = ? WHERE id = ? AND lease_owner = ?", deferred)
@@ -335,7 +334,8 @@ def expire_old(conn: Connection, max_age: float, now: float, blocked_lanes: Sequ
     rows = conn.execute(text(
         f"SELECT {_COLUMNS}, lane, last_reply FROM sender_message WHERE state = 'queued' AND created_at < :cutoff "
         f"AND (next_attempt_at > :now{lanes}) LIMIT :limit"), params).all()
-    return [(QueuedMessage(*r[:-2], lane=r[-2]), r[-1]) for r in rows]
+    return [(QueuedMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], b"", b"", r[7], bool(r[8]), r[9], r[10], r[11],
+                           r[12]), r[13]) for r in rows]
 
 
 def lease_ids(conn: Connection, ids: Sequence[int], owner: str, now: float) -> None:
@@ -369,5 +369,5 @@ def pending_count(conn: Connection, now: float, blocked_lanes: Sequence[str] = (
 
 __all__ = [
     "INFLIGHT", "LEASE_SECONDS", "NewMessage", "Outcome", "QueuedMessage", "claim", "counts_by_state", "enqueue",
-    "expire_old", "owner_alive", "owner_id", "reclaim_dead", "record_outcomes", "release", "set_lanes", "unrouted",
+    "expire_old", "owner_alive", "owner_id", "reclaim_dead", "record_outcomes", "release",
 ]

@@ -236,3 +236,16 @@ async def test_mailbox_with_10000_messages(sqlite_engine, sqlite_url, imap_accou
     assert result.quarantined == 20
     assert stored_events(sqlite_engine) == expected_events(messages)
     assert imap_account.count("INBOX") == 0
+
+
+async def test_polling_when_idle_is_off(sqlite_engine, sqlite_url, imap_account, tmp_path):
+    config = make_config(sqlite_url, tmp_path, [mailbox_section(imap_account, idle=False, poll_interval_s=0.3)])
+    watcher = watcher_for(config, sqlite_engine)
+    service = asyncio.create_task(watcher.serve())
+    try:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(imap_account.append, [dsn_bounce("polled@example.org")])
+        await wait_for(lambda: stored_events(sqlite_engine)[("bounce", "polled@example.org")] == 1, what="poll")
+    finally:
+        watcher.runtime.stopping.set()
+        await asyncio.wait_for(service, 15)

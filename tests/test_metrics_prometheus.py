@@ -136,6 +136,9 @@ async def test_every_dashboard_query_returns_what_was_stored(served, prometheus)
     assert await single(overview, "Suppressed addresses") == 7
     assert await single(overview, "Queued messages") == 9
     assert await single(overview, "Google spam rate (worst domain)") == 0.002
+    unhealthy = await prom.query(substitute(query_of(dashboards[overview], "Subjects not healthy"), instance), at)
+    assert [(r["metric"]["subject_kind"], r["metric"]["subject"], r["metric"]["state"]) for r in unhealthy] == [
+        ("lane", "192.0.2.10/yahoo", "warning")]
 
     blocklists = "repmon-blocklists"
     assert await single(blocklists, "Listed") == 1

@@ -53,11 +53,12 @@ class AlertCenter:
             new = {c: f for c, f in change.new_findings.items() if self._alertable(f)}
             old = {c: f for c, f in change.old_findings.items() if self._alertable(f)}
             for cause, finding in new.items():
-                self.fire(conn, change.subject, cause, alert_severity(finding["severity"]), finding["title"],
-                          finding["reason"], {"finding": finding, "state": change.new_state}, now)
+                self.fire(conn, change.subject, cause, alert_severity(finding["severity"]),
+                          f"{change.subject}: {finding['title']}", finding["reason"],
+                          {"finding": finding, "state": change.new_state}, now)
             for cause, finding in old.items():
                 if cause not in new:
-                    self.resolve(conn, change.subject, cause, f"{finding['title']}: cleared",
+                    self.resolve(conn, change.subject, cause, f"Resolved: {change.subject}: {finding['title']}",
                                  f"no longer: {finding['reason']}", {"state": change.new_state}, now)
         return self.created - before
 

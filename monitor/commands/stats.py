@@ -9,9 +9,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.config import load_config
-from monitor.storage.db import make_engine, session_scope, upgrade_schema
+from monitor.storage.db import make_engine, redact_url, session_scope, upgrade_schema
 from monitor.storage.models import (
     DmarcFailure,
     DmarcReport,
@@ -65,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         upgrade_schema(engine)
         stats = collect(engine)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"repmon stats: cannot read the database {redact_url(config.database_url)}: {reason}", file=sys.stderr)
+        return 1
     finally:
         engine.dispose()
     if args.json:

@@ -365,7 +365,7 @@ def _judge_listings(findings: list[Finding], notes: list[str], inputs: SubjectIn
             severity = "critical" if weight.weight >= 20 else "warning" if weight.weight >= 5 else "info"
             cap, detail = None, f"weight {weight.weight:g}"
         findings.append(Finding(
-            cause=f"listing:{listing.zone}", severity=severity, title=f"{listing.target} listed on {listing.zone}",
+            cause=f"listing:{listing.zone}", severity=severity, title=f"listed on {listing.zone}",
             reason=f"listed on {listing.zone}{meaning}{since}{held}: {detail}{delist}", penalty=weight.weight,
             cap=cap, zone=listing.zone))
 

@@ -144,6 +144,31 @@ class HealthService:
             out.append(assess(inputs, self.thresholds, now=now_dt))
         return out
 
+    def assess_rdomains(self, conn: Connection, now: float, keys: set[str] | None = None) -> list[Assessment]:
+        """Recipient domains with bounces or complaints in the last 7 days (day
+        buckets only), for rules that suppress a recipient domain."""
+        from monitor.health.counts import window_start
+        from monitor.health.models import COUNTERS
+
+        sums = ", ".join(f"SUM({c})" for c in COUNTERS)
+        sql = (f"SELECT key, {sums} FROM health_counts WHERE grain = '1d' AND scope = 'rdomain' "
+               f"AND bucket >= :start AND bucket <= :end")
+        params: dict[str, Any] = {"start": window_start("7d", now), "end": int(now)}
+        if keys is not None:
+            if not keys:
+                return []
+            wanted = sorted(keys)[:5000]
+            names = {f"k{i}": k for i, k in enumerate(wanted)}
+            sql += f" AND key IN ({', '.join(':' + n for n in names)})"
+            params.update(names)
+        sql += " GROUP BY key HAVING SUM(hard_bounces) + SUM(soft_bounces) + SUM(complaints) > 0"
+        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        out = []
+        for key, *values in conn.execute(text(sql), params):
+            inputs = SubjectInputs(Subject("rdomain", key), {"7d": {"": Counts.of(values)}})
+            out.append(assess(inputs, self.thresholds, now=now_dt))
+        return out
+
     # -- inputs ----------------------------------------------------------------------------
 
     def _listings(self, conn: Connection, targets: set[str] | None) -> tuple[dict[str, list[Listing]], dict[str, list[Listing]]]:

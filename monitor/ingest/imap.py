@@ -412,8 +412,12 @@ class FolderWatcher:
                 await connection.open()
                 use_idle = self.mailbox.idle and connection.has("IDLE")
                 while not stopping.is_set():
-                    await self.one_pass(connection)
+                    result = await self.one_pass(connection)
                     backoff.reset()
+                    if result.messages:
+                        # Mail that arrived during the pass was announced in
+                        # answers we did not listen to: look again before idling.
+                        continue
                     if use_idle:
                         await connection.idle(min(self.mailbox.poll_interval_s, IDLE_RENEW_S), stopping)
                     elif await self.runtime.sleep(self.mailbox.poll_interval_s):

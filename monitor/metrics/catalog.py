@@ -139,10 +139,15 @@ _DEFS = (
               "Response-rule actions in force, by action (suspend, slow, halt).", ("action",), "sender_lanes"),
     # --- health (monitor/health/) -----------------------------------------------------------
     MetricDef("repmon_health_score", GAUGE,
-              "Health score of a sending IP or domain (higher is better).", ("subject_kind", "subject"), "health"),
+              "Health score 0-100 of a sending IP, sending domain or lane (\"<ip>/<destination>\") from its latest "
+              "assessment; higher is better.", ("subject_kind", "subject"), "health"),
     MetricDef("repmon_health_state", GAUGE,
-              "Health state of a sending IP or domain: 1 for the current state.",
-              ("subject_kind", "subject", "state"), "health"),
+              "Health state of a sending IP, domain or lane: 1 for the current state (healthy, warning, critical, "
+              "blocked).", ("subject_kind", "subject", "state"), "health"),
+    MetricDef("repmon_policy_actions_active", GAUGE,
+              "Policy engine actions in force, by action (pause, slow, ramp, suppress, alert).", ("action",),
+              "policy"),
+    MetricDef("repmon_alerts_firing", GAUGE, "Alerts firing now, by severity.", ("severity",), "alerts"),
     # --- repmon itself ------------------------------------------------------------------------
     MetricDef("repmon_build_info", GAUGE, "Always 1; the running repmon version.", ("version",), "self"),
     MetricDef("repmon_metrics_family_up", GAUGE,

@@ -60,6 +60,9 @@ DNS_AUTH_STATUSES = ("ok", "invalid", "missing", "error")
 REPUTATIONS = ("high", "medium", "low", "bad")
 SNDS_RESULTS = ("green", "yellow", "red")
 LANE_STATES = ("paused", "halted", "suspended", "slowed", "sending")
+HEALTH_STATES = ("healthy", "warning", "critical", "blocked")
+POLICY_ACTIONS = ("pause", "slow", "ramp", "suppress", "alert")
+ALERT_SEVERITIES = ("warning", "critical", "blocked")
 
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9_.:+-]{0,63}$")
 
@@ -131,15 +134,9 @@ def _mapped(scan: Scan, relabel: Callable[[Key], Key]) -> Scan:
     return run
 
 
-class MissingTable(Exception):
-    pass
-
-
 def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, ImportError):
         return "unavailable"
-    if isinstance(exc, MissingTable):
-        return "missing_table"
     orig = getattr(exc, "orig", None)
     sqlstate = getattr(orig, "sqlstate", None)
     text = str(orig or exc).lower()
@@ -196,6 +193,8 @@ class RepmonCollector(Collector):
             ("sender_deliveries", self._sender_deliveries),
             ("sender_lanes", self._sender_lanes),
             ("health", self._health),
+            ("policy", self._policy),
+            ("alerts", self._alerts),
         ]
 
     @classmethod
@@ -246,7 +245,7 @@ class RepmonCollector(Collector):
                     started = time.perf_counter()
                     try:
                         out.extend(produce(conn, now))
-                    except (SQLAlchemyError, ImportError, MissingTable) as exc:
+                    except (SQLAlchemyError, ImportError) as exc:
                         self._failed(name, failure_reason(exc), exc)
                         up[(name,)] = 0.0
                         try:
@@ -633,4 +632,39 @@ class RepmonCollector(Collector):
     # -- health --------------------------------------------------------------------------------
 
     def _health(self, conn: Connection, now: float) -> list[Metric]:
-        raise MissingTable("monitor.health has no tables yet")
+        from monitor.health.models import HealthState
+
+        t = HealthState.__table__
+        scores: Values = {}
+        states: Values = {}
+        for subject, kind, state, score in conn.execute(select(t.c.subject, t.c.kind, t.c.state, t.c.score)):
+            kind = token(kind)
+            name = subject.partition(":")[2]
+            # Recipient domains are not ours (unbounded); per-MX-host lanes are many.
+            if kind not in ("ip", "domain", "lane") or (kind == "lane" and "/mx:" in name):
+                continue
+            scores[(kind, name)] = float(score)
+            stateset(states, (kind, name), HEALTH_STATES, token(state))
+        return [family("repmon_health_score", scores), family("repmon_health_state", states)]
+
+    def _policy(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.health.models import PolicyAction
+
+        t = PolicyAction.__table__
+        values: Values = {(action,): 0.0 for action in POLICY_ACTIONS}
+        at = datetime.fromtimestamp(now, timezone.utc)
+        rows = conn.execute(select(t.c.action, func.count()).where(
+            t.c.ended_at.is_(None), or_(t.c.expires_at.is_(None), t.c.expires_at > at)).group_by(t.c.action))
+        for action, n in rows:
+            _acc(values, (token(action),), float(n))
+        return [family("repmon_policy_actions_active", values)]
+
+    def _alerts(self, conn: Connection, now: float) -> list[Metric]:
+        from monitor.health.models import AlertState
+
+        t = AlertState.__table__
+        values: Values = {(severity,): 0.0 for severity in ALERT_SEVERITIES}
+        rows = conn.execute(select(t.c.severity, func.count()).where(t.c.status == "firing").group_by(t.c.severity))
+        for severity, n in rows:
+            _acc(values, (token(severity),), float(n))
+        return [family("repmon_alerts_firing", values)]

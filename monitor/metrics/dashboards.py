@@ -330,6 +330,17 @@ def overview() -> Dashboard:
                        q(f"sum by (result) (rate({m('repmon_sender_deliveries_total')}[$__rate_interval]))",
                          "{{result}}"), stack=True),
             ]),
+            ("Health, policy and alerts", [
+                table("Subjects not healthy",
+                      q(f"{m('repmon_health_state', state='!healthy')} == 1"), width=8,
+                      description="Sending IPs, domains and lanes whose latest assessment is warning, critical "
+                                  "or blocked (`repmon health` shows the reasons)."),
+                series("Health score", q(m("repmon_health_score"), "{{subject_kind}} {{subject}}"), width=8,
+                       description="0-100 per sending IP, domain and lane; higher is better."),
+                series("Policy actions and alerts",
+                       q(f"sum by (action) ({m('repmon_policy_actions_active')})", "policy {{action}}"),
+                       q(f"sum by (severity) ({m('repmon_alerts_firing')})", "alerts {{severity}}"), width=8),
+            ]),
             ("Ingestion", [
                 series("Feedback mail ingested",
                        q(f"sum by (source, outcome) (increase({m('repmon_processed_messages_total')}[$__rate_interval]))",

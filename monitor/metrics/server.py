@@ -46,9 +46,8 @@ class MetricsServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        if self.port == 0:  # tests ask for any free port
-            server = site._server  # noqa: SLF001 - aiohttp exposes the bound socket only here
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.port == 0:  # tests ask for any free port: learn which one we got
+            self.port = runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:

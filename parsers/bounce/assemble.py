@@ -12,18 +12,20 @@ from parsers.bounce import vendors
 from parsers.bounce.classify import classify, hard_or_soft
 from parsers.bounce.dsn import read_dsn, reports_of_blocks
 from parsers.bounce.original import Original, from_parts, from_text
-from parsers.bounce.plaintext import Notice, TextRecipient, original_start, read_notice
+from parsers.bounce.plaintext import Notice, TextRecipient, cut_original, original_start, read_notice
 from parsers.bounce.report import RecipientReport
 from parsers.bounce.status import STATUS_RE, find_reply_code, find_status, pick_status
 from parsers.events import BounceEvent, DeliverySuccessEvent, Tracking
-from parsers.mime import ENCLOSING_TYPES, FIELD_BLOCK_TYPES, MailPart, field_blocks
+from parsers.mime import ENCLOSING_TYPES, FIELD_BLOCK_TYPES, MailPart, field_blocks, parse_message
 
 DSN_TYPES: Final = frozenset({"message/delivery-status", "message/global-delivery-status"})
 
 # Who sends bounces, and how they title them.
 BOUNCE_FROM_RE: Final = re.compile(
     r"mailer[-_ ]?daemon|postmaster|post_master|mail delivery|mail administrator|delivery subsystem|"
-    r"mail system|smtp gateway|mmdf|\bmta\b",
+    r"mail system|smtp gateway|mmdf|\bmta\b"
+    # a mailing list's own administrative address (its error notices to posters)
+    r"|\bowner-[\w.-]+@|[\w.]-(?:owner|admin)@",
     re.IGNORECASE,
 )
 BOUNCE_SUBJECT_RE: Final = re.compile(
@@ -31,7 +33,8 @@ BOUNCE_SUBJECT_RE: Final = re.compile(
     r"failure notice|failed delivery|mail delivery failed|could not be delivered|not (?:be )?delivered|"
     r"mail system error|returned to sender|delayed mail|message delayed|delivery delayed|"
     r"\bdelayed\b|\bbounced?\b|mail failure|delivery failure|warning: message|rejected|"
-    r"undelivered|message status|error sending",
+    r"undelivered|message status|error sending|"
+    r"\bloop (?:alert|detected)\b|duplicated? message-id",
     re.IGNORECASE,
 )
 # Phrases of a notice that says a message was not delivered.
@@ -54,13 +57,31 @@ REMOTE_HOST_RE: Final = re.compile(
     r"\bhost[:\s]+([a-z0-9][a-z0-9.-]*\.[a-z]{2,})\b|\bhost[:\s]+\[?(\d{1,3}(?:\.\d{1,3}){3})\]?"
     r"|\bwhile talking to ([a-z0-9][a-z0-9.-]*\.[a-z]{2,})|(\d{1,3}(?:\.\d{1,3}){3}) (?:does not like|failed after)",
     re.IGNORECASE)
+# Where a further message of an mbox file begins: its "From sender date" line
+# (ctime date; some writers omit the blank line before it).
+MBOX_SEPARATOR_RE: Final = re.compile(
+    rb"\r?\n(?=From \S+ +[A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d\d:\d\d(?::\d\d)? (?:[A-Z]{3,4} )?\d{4}[ \t]*\r?\n)")
 WORDS_RE: Final = re.compile(r"[A-Za-z]{3}")
 _TAG_RE: Final = re.compile(r"<[^>]*>")
 _BR_RE: Final = re.compile(r"<br\s*/?>|</p>|</div>|</tr>", re.IGNORECASE)
 
 
 def parse_bounce(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccessEvent] | None:
-    """Events for a bounce or DSN, or None when the message is not one."""
+    """Events for a bounce or DSN, or None when the message is not one.
+
+    A mailbox file (mbox: messages each opening with a "From sender date"
+    line) that starts with a bounce yields the events of every bounce in it."""
+    if not data.startswith(b"From "):
+        return _parse_one(msg, data)
+    pieces = MBOX_SEPARATOR_RE.split(data)
+    events = _parse_one(msg, pieces[0])
+    if events is not None:
+        for piece in pieces[1:]:
+            events.extend(_parse_one(parse_message(piece), piece) or [])
+    return events
+
+
+def _parse_one(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccessEvent] | None:
     special = vendors.special_reports(msg)
     if special is not None and not special[0]:
         return None  # a provider notification of another kind (e.g. an SES complaint)
@@ -88,6 +109,8 @@ def parse_bounce(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySucce
         reports = _merge(reports or embedded, notice, msg, original)
     if not reports:
         reports = [_report_from_text(None, notice)]
+    if special is None:
+        _explain_from_returned_bounce(reports, msg)
     agent = vendors.SES_AGENT if special is not None else vendors.detect_agent(msg, notice.boilerplate)
     # every token starts "v1."; most bounces carry none, so skip the full scan
     found_tracking = tracking.find_in_bytes(data) if b"v1." in data or b"V1." in data else None
@@ -224,6 +247,35 @@ def _merge(reports: list[RecipientReport], notice: Notice, msg: MailPart, origin
     return [_report_from_text(r, notice) for r in text_recipients]
 
 
+def _explain_from_returned_bounce(reports: list[RecipientReport], msg: MailPart) -> None:
+    """Reports whose text gives no reason, explained by the returned message
+    when that is itself a bounce: a gateway passing on a failure it was told
+    about ("Unable to deliver message to <a@b>", with the remote MTA's bounce
+    attached) has no reason of its own to give."""
+    undecided = [r for r in reports if r.recipient and r.action in (None, "failed", "delayed")
+                 and classify(r.reply_code, pick_status(r.status, r.diagnostic), r.diagnostic,
+                              command=r.command, remote_reply=r.remote_reply).reason == R.ONHOLD]
+    if not undecided:
+        return
+    returned = next((part.children[0] for part in msg.walk()
+                     if part is not msg and part.content_type in ENCLOSING_TYPES and part.children), None)
+    if returned is None:
+        return
+    text = cut_original(notice_text_of(returned))
+    if not text or not looks_like_bounce(returned, text):
+        return
+    notice = read_notice(text)
+    by_address = {r.address.lower(): r for r in notice.recipients}
+    for report in undecided:
+        text_recipient = by_address.get(report.recipient.lower())
+        if text_recipient is None:
+            continue
+        replaced = _report_from_text(text_recipient, notice)
+        if classify(replaced.reply_code, replaced.status, replaced.diagnostic, command=replaced.command).reason != R.ONHOLD:
+            report.diagnostic, report.status, report.reply_code = replaced.diagnostic, replaced.status, replaced.reply_code
+            report.command, report.remote_mta, report.remote_reply = replaced.command, replaced.remote_mta, False
+
+
 def _failed_recipients_header(msg: MailPart) -> list[str]:
     out = []
     for value in msg.header_all("X-Failed-Recipients"):
@@ -238,6 +290,7 @@ def _complete(report: RecipientReport, text_recipient: TextRecipient | None, not
     text = _diagnostic_from_text(text_recipient, notice) if text_recipient else ""
     if text and not WORDS_RE.search(report.diagnostic):  # none, or a bare exit code ("X-Unix; 77")
         report.diagnostic = text
+        report.remote_reply = False
     if report.command is None:
         context = " ".join(text_recipient.lines + text_recipient.own) if text_recipient else ""
         report.command = vendors.infer_command(f"{context} {report.diagnostic}", notice.text)
@@ -284,12 +337,18 @@ def _diagnostic_from_text(recipient: TextRecipient | None, notice: Notice) -> st
 
 def _bounce_reason(report: RecipientReport, status: str | None, agent: str) -> str:
     """The classifier's reason, adjusted by what the bounce as a whole says."""
-    reason = classify(report.reply_code, status, report.diagnostic, command=report.command).reason
+    reason = classify(report.reply_code, status, report.diagnostic, command=report.command,
+                      remote_reply=report.remote_reply).reason
     if report.diagnostic_type == "x-unix" and reason in (R.ONHOLD, R.USERUNKNOWN, R.FILTERED, R.SUSPEND):
         return R.MAILERERROR  # the local delivery program failed: its words say nothing of the address
     if reason == R.NETWORKERROR and NO_CONNECTION_RE.search(report.diagnostic):
         # the host never answered during the whole retry period: the message expired in the queue
         return R.EXPIRED
+    category_reason = vendors.CATEGORY_REASON.get(report.category) if report.category else None
+    if category_reason and (reason == R.ONHOLD or (reason == R.FILTERED and category_reason == R.USERUNKNOWN)):
+        # the sending MTA classified the reply itself; "bad-mailbox" settles whether
+        # a "no such user" was about the address (see classify's refinement)
+        return category_reason
     if reason == R.ONHOLD and report.action == "delayed":
         return R.EXPIRED
     if reason == R.ONHOLD:

@@ -111,6 +111,8 @@ STRONG_RULES: Final[tuple[Rule, ...]] = (
           r"(?:we|i) do not relay", r"no relaying", r"insecure (?:mail )?relay", r"open relay",
           r"relay(?:ing)? (?:mail )?(?:to \S+ )?(?:is )?not (?:allowed|permitted)",
           r"(?:identity|identities|e-?mail address|domain) (?:is |are )?not verified"),
+    # Orange's documented code for a message refused by its content filter ("Mail rejete. Mail rejected. OFR_506")
+    _rule(R.SPAMDETECTED, "ofr", r"\bofr_506\b"),
     _rule(R.SPAMDETECTED, "url link uribl surbl",
           r"(?:black|block)listed (?:url|link|domain in (?:the )?(?:message|body))", r"\buribl\b", r"\bsurbl\b",
           r"(?:url|link)s? (?:in (?:the |your )?message )?(?:is |are )?(?:black|block)listed"),
@@ -144,10 +146,12 @@ STRONG_RULES: Final[tuple[Rule, ...]] = (
           r"(?:recipient|user) (?:is )?no longer (?:on|at|with) (?:this |the )?(?:server|host|domain|system)"),
     # the envelope sender refused: before the recipient rules, whose words
     # ("address ... does not exist") such replies share
-    _rule(R.REJECTED, "sender",
+    _rule(R.REJECTED, "sender destination_domain",
           r"sender (?:address|domain|e-?mail(?: address)?)(?: \S+)? (?:rejected|refused|denied|invalid|unknown|verify failed|verification failed|does not exist|not allowed)",
           r"domain of sender (?:address )?\S* ?(?:does not exist|not found|unknown|invalid)", r"(?:rejected|refused|invalid|unknown|bad) sender\b",
-          r"sender verify failed"),
+          r"sender verify failed",
+          # the destination domain's own block rules refuse this sender (Zoho's wording)
+          r"(?:mail|message) rejected by (?:the )?destination domain"),
     # precise "no such domain" wording, before DNS trouble reports
     _rule(R.HOSTUNKNOWN, "host domain",
           r"host or domain name not found", r"\bhost unknown\b", r"couldn't find any host named",
@@ -264,12 +268,13 @@ MEDIUM_RULES: Final[tuple[Rule, ...]] = (
           r"message (?:is )?too (?:big|large)", r"message (?:size|length) (?:exceeds|too|limit|is over)",
           r"(?:exceeds|over) (?:the |our )?(?:maximum |max |fixed )*(?:message )?size", r"size limit",
           r"too large for (?:this|the)", r"line limit exceeded", r"line (?:is )?too long"),
-    _rule(R.SYSTEMERROR, "error system internal configur temporar unavailable loop duplicat permission upstream could_not_load resource busy",
+    _rule(R.SYSTEMERROR, "error system internal configur temporar unavailable loop duplicat permission upstream could_not_load resource busy transaction",
           r"system error", r"internal (?:server )?error", r"(?:server|system|mail ?server) (?:is )?(?:mis)?configur",
           r"local error in processing", r"temporary (?:local |server |system )?(?:error|problem)", r"temporary (?:local|server|system) failure", r"\bi/o error\b",
           r"database error", r"mail system (?:error|problem|failure)", r"misconfigur", r"resources? (?:temporarily )?unavailable",
           r"upstream error", r"could not load", r"insufficient permission", r"duplicated message-id", r"loop (?:alert|detected)",
-          r"service (?:is )?(?:temporarily )?unavailable", r"server (?:is )?(?:too )?busy"),
+          r"service (?:is )?(?:temporarily )?unavailable", r"server (?:is )?(?:too )?busy",
+          r"^[\s\d.-]*transaction failed\W*$"),  # RFC 5321's bare 554 text: the server failed, and says no more
     _rule(R.SYNTAXERROR, "syntax command sequence implemented recogni line_too_long",
           r"syntax error", r"command (?:not |un)recogni[sz]ed", r"unrecogni[sz]ed command", r"(?:bad|improper) sequence of commands",
           r"(?:command|parameter)(?: parameter)? not implemented", r"unknown command", r"invalid command"),
@@ -302,6 +307,10 @@ _REPLY_REASON: Final[dict[int, str]] = {
     552: R.MAILBOXFULL,  # requested mail action aborted: exceeded storage allocation
 }
 _NOT_AUTHORIZED_RE: Final = re.compile(r"access denied|not authori[sz]ed|unauthori[sz]ed")
+# "5.1.0 - Unknown address error 550-'5.7.1 <a@b>... Access denied'" (Amazon SES)
+_QUOTED_REPLY_RE: Final = re.compile(r"\b[45]\d\d[- ]'([^']{3,})'")
+# The destination's local delivery agent: its "unknown user" is the mailbox lookup itself.
+_LOCAL_DELIVERY_RE: Final = re.compile(r"\bmail\.local\b|\blocal delivery (?:agent|program)\b")
 # Where a failure was answered tells who was refused when the text does not.
 _COMMAND_REASON: Final[dict[str, str]] = {"CONN": R.BLOCKED, "HELO": R.BLOCKED, "MAIL": R.REJECTED}
 
@@ -323,26 +332,36 @@ def hard_or_soft(reason: str, reply_code: int | None = None, status: str | None 
     return "hard"
 
 
-def classify(reply_code: int | None, status: str | None, text: str, *, command: str | None = None) -> Classification:
+def classify(reply_code: int | None, status: str | None, text: str, *, command: str | None = None,
+             remote_reply: bool = False) -> Classification:
     """Reason and hard/soft of one failure.
 
     reply_code: SMTP basic code (550) or None; status: enhanced code (5.1.1)
     or None, then looked for in `text`; text: the server's diagnostic;
     command: the SMTP command the reply answered (CONN, HELO, MAIL, RCPT,
-    DATA), when known.
+    DATA), when known (pass it for live replies: "user unknown" answering
+    RCPT is a missing mailbox, answering DATA a filter); remote_reply: the
+    text is a remote server's answer even without a reply code (a DSN's
+    Diagnostic-Code field), not the reporting MTA's own notice.
     """
     lowered = (text or "").lower()
     if status is None:
         status = find_status(lowered)
     if status and status.startswith("2"):
         return Classification(R.DELIVERED, "soft")
-    reason = explain(lowered, reply_code, status, command)
+    reason = explain(lowered, reply_code, status, command, remote_reply)
     return Classification(reason, hard_or_soft(reason, reply_code, status))
 
 
 @lru_cache(maxsize=2048)  # a bounce's texts are classified more than once (picking its diagnostic, then the event)
-def explain(lowered: str, reply_code: int | None, status: str | None, command: str | None) -> str:
+def explain(lowered: str, reply_code: int | None, status: str | None, command: str | None,
+            remote_reply: bool = False) -> str:
     """The reason by the evidence order of the module docstring."""
+    quoted = _QUOTED_REPLY_RE.search(lowered) if "'" in lowered else None
+    if quoted:  # a relay's own category label, then the server's reply in quotes: the reply explains
+        inner = explain(quoted.group(1), reply_code, status, command, remote_reply)
+        if inner != R.ONHOLD:
+            return inner
     reason = (
         reason_from_text(lowered)
         or reason_of_status(status)
@@ -352,9 +371,24 @@ def explain(lowered: str, reply_code: int | None, status: str | None, command: s
         or reason_from_text(lowered, WEAK_RULES)
         or R.ONHOLD
     )
-    if reason == R.USERUNKNOWN and command != "RCPT" and reply_code and not (status and status[2:4] == "1."):
+    if reason == R.USERUNKNOWN and _is_filter_verdict(lowered, reply_code, status, command, remote_reply):
         return R.FILTERED  # see "one refinement" in the module docstring
     return reason
+
+
+def _is_filter_verdict(lowered: str, reply_code: int | None, status: str | None, command: str | None,
+                       remote_reply: bool) -> bool:
+    """Whether a "user unknown" wording is a remote server's verdict on the
+    message rather than proof that the mailbox is missing: it did not answer
+    RCPT TO (the one command that asks whether a mailbox exists), no status
+    code calls the address bad (x.1.x), and it is a remote server's reply,
+    not the destination's own mailbox lookup (a notice in the reporting
+    MTA's own words, or its local delivery agent)."""
+    if command == "RCPT" or (status and status[2:4] == "1."):
+        return False
+    if not (reply_code or remote_reply):
+        return False
+    return not (_LOCAL_DELIVERY_RE.search(lowered) if "local" in lowered else False)
 
 
 def _reason_of_command(command: str | None, status: str | None, lowered: str) -> str | None:

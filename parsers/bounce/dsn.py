@@ -87,6 +87,7 @@ def _report_of(record: dict[str, str], arrival: datetime | None) -> RecipientRep
     recipient = parse_address(record.get("final-recipient")) or parse_address(record.get("original-recipient")) \
         or parse_address(record.get("x-actual-recipient"))
     diagnostic_type, diagnostic = strip_type(record.get("diagnostic-code", ""))
+    remote_reply = bool(diagnostic)
     status_field = record.get("status") or ""
     if not diagnostic and "(" in status_field:  # "Status: 4.0.0 (host name lookup failure)"
         diagnostic = status_field[status_field.index("(") + 1:].rstrip(") ")
@@ -100,4 +101,6 @@ def _report_of(record: dict[str, str], arrival: datetime | None) -> RecipientRep
         diagnostic_type=diagnostic_type,
         remote_mta=strip_type(remote)[1] if remote else None,
         arrival_date=parse_date(record.get("arrival-date")) or arrival,
+        category=(record.get("x-powermta-bouncecategory") or "").strip().lower() or None,
+        remote_reply=remote_reply,
     )

@@ -19,3 +19,5 @@ class RecipientReport:
     remote_mta: str | None = None
     arrival_date: datetime | None = None
     command: str | None = None  # SMTP command the failure answered: MAIL, RCPT, DATA, CONN, HELO
+    category: str | None = None  # the sending MTA's own bounce category (PowerMTA's X-PowerMTA-BounceCategory)
+    remote_reply: bool = False  # the diagnostic is a DSN's Diagnostic-Code: a remote server's words, code or not

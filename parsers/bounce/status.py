@@ -30,6 +30,9 @@ _DETAIL_REASON: Final[dict[str, str]] = {
     "1.7": R.REJECTED,  # bad sender's mailbox address syntax
     "1.8": R.REJECTED,  # bad sender's system address
     "1.10": R.NOTACCEPT,  # recipient address has null MX (RFC 7505)
+    # x.2.0: the mailbox exists, but something about it refused this message
+    # (RFC 3463 "other or undefined mailbox status"): the recipient side's filter
+    "2.0": R.FILTERED,
     "2.1": R.SUSPEND,  # mailbox disabled, not accepting messages
     "2.2": R.MAILBOXFULL,
     "2.3": R.EXCEEDLIMIT,  # message length exceeds administrative limit

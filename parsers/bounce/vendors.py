@@ -31,12 +31,14 @@ _STATED_COMMAND_RE: Final = re.compile(
     r"|(?P<conn>refused to talk to me|connection (?:was )?(?:refused|rejected)|(?:greeting|banner)(?! message))",
 )
 _HINTED_RCPT_RE: Final = re.compile(
-    r"does not like recipient|recipient (?:address )?rejected"
-    # RFC 5321's own text of a 550 to RCPT TO, and a provider's per-recipient verdict
-    r"|requested action not taken: mailbox unavailable|(?:doesn't|does not) have an? \S+ account"
-    # a reply that echoes a recipient address ("550 5.1.1 <a@b>: ...")
-    r"|\b[45]\d\d[ :-]+(?:[45]\.\d{1,3}\.\d{1,3}[ :]+)?<[^<>@\s]+@[^<>\s]+>"
+    # qmail's and Oracle Messaging Server's words for a refused RCPT TO
+    r"does not like recipient|(?:server|host) (?:has )?rejected (?:the )?(?:recipient )?address"
+    # RFC 5321's own text of a 550 to RCPT TO; Exchange Online's directory lookup of the recipient
+    r"|requested action not taken: mailbox unavailable|recipient address rejected: access denied"
 )
+# Not hints: a reply echoing the recipient's address, or Postfix's "Recipient
+# address rejected", is also what servers answer after DATA (filters name the
+# recipient they refuse, and Postfix applies recipient restrictions there too).
 _CANONICAL: Final[dict[str, str]] = {
     "rcpt to": "RCPT", "rcpt": "RCPT", "mail from": "MAIL", "mail": "MAIL", "data": "DATA", "end of data": "DATA",
     "text": "DATA", "initial connection": "CONN", "ehlo": "HELO", "helo": "HELO",
@@ -216,11 +218,25 @@ _AGENT_MARKERS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("OpenSMTPD", ("opensmtpd", "your message could not be delivered to one or more recipients:")),
     ("DragonFly", ("dragonfly mail agent",)),
     ("MessagingServer", ("messaging server", "sun java system", "iplanet", "this report relates to a message you sent")),
+    ("FML", ("fml [fml",)),  # the fml mailing-list manager's X-MLServer header
     ("qmail", ("qmail",)),
     ("Exim", ("exim ", "(exim", "this message was created automatically by mail delivery software")),
     ("Postfix", ("postfix", "this is the mail system at host")),
     ("Sendmail", ("sendmail", "----- transcript of session follows -----", "the original message was received at")),
 )
+
+
+# PowerMTA's bounce categories (its documented X-PowerMTA-BounceCategory
+# values, decided by its own reply patterns): used where our reading of the
+# reply is undecided.
+CATEGORY_REASON: Final[dict[str, str]] = {
+    "bad-mailbox": "userunknown", "bad-domain": "hostunknown", "inactive-mailbox": "suspend",
+    "quota-issues": "mailboxfull", "spam-related": "spamdetected", "virus-related": "virusdetected",
+    "content-related": "contenterror", "policy-related": "policyviolation", "message-expired": "expired",
+    "no-answer-from-host": "networkerror", "bad-connection": "networkerror", "routing-errors": "networkerror",
+    "invalid-sender": "rejected", "relaying-issues": "norelaying", "protocol-errors": "syntaxerror",
+    "bad-configuration": "systemerror",
+}
 
 
 # Formats whose notice means one thing whatever its (often translated) wording.
@@ -247,4 +263,4 @@ def detect_agent(msg: MailPart, boilerplate: str) -> str:
     return "unknown"
 
 
-_AGENT_HEADERS: Final = frozenset({"from", "subject", "x-mailer", "message-id", "x-ses-outgoing"})
+_AGENT_HEADERS: Final = frozenset({"from", "subject", "x-mailer", "message-id", "x-ses-outgoing", "x-mlserver"})

@@ -1,4 +1,4 @@
-"""sender tables: durable queue, lanes, lane directives and actions, warm-up, delivery log
+"""sender tables: durable queue, message content, lanes, lane directives and actions, warm-up, delivery log
 
 Revision ID: 0003_sender
 Revises: 0001_core
@@ -37,7 +37,6 @@ def upgrade() -> None:
     sa.Column('reason', sa.String(length=40), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_sender_delivery_log_lane_at', 'sender_delivery_log', ['lane', 'at'], unique=False)
     op.create_index('ix_sender_delivery_log_message', 'sender_delivery_log', ['message_ref'], unique=False)
     op.create_table('sender_lane',
     sa.Column('lane', sa.String(length=300), nullable=False),
@@ -93,8 +92,6 @@ def upgrade() -> None:
     sa.Column('domain', sa.String(length=255), nullable=False),
     sa.Column('mail_from', sa.String(length=320), nullable=False),
     sa.Column('message_id', sa.String(length=400), nullable=False),
-    sa.Column('headers', sa.LargeBinary(), nullable=True),
-    sa.Column('body', sa.LargeBinary(), nullable=True),
     sa.Column('body_hash', sa.String(length=100), nullable=True),
     sa.Column('eight_bit', sa.Boolean(), nullable=False),
     sa.Column('state', sa.String(length=20), nullable=False),
@@ -110,8 +107,13 @@ def upgrade() -> None:
     sa.Column('reason', sa.String(length=40), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_sender_message_campaign', 'sender_message', ['campaign', 'state'], unique=False)
     op.create_index('ix_sender_message_claim', 'sender_message', ['state', 'lane', 'next_attempt_at'], unique=False)
+    op.create_table('sender_message_content',
+    sa.Column('message_ref', BigId, autoincrement=False, nullable=False),
+    sa.Column('headers', sa.LargeBinary(), nullable=False),
+    sa.Column('body', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('message_ref')
+    )
     op.create_table('sender_warmup',
     sa.Column('source_ip', sa.String(length=64), nullable=False),
     sa.Column('destination', sa.String(length=255), nullable=False),
@@ -130,8 +132,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('sender_warmup')
+    op.drop_table('sender_message_content')
     op.drop_index('ix_sender_message_claim', table_name='sender_message')
-    op.drop_index('ix_sender_message_campaign', table_name='sender_message')
     op.drop_table('sender_message')
     op.drop_index('ix_sender_lane_directive_active', table_name='sender_lane_directive')
     op.drop_table('sender_lane_directive')
@@ -139,6 +141,5 @@ def downgrade() -> None:
     op.drop_table('sender_lane_action')
     op.drop_table('sender_lane')
     op.drop_index('ix_sender_delivery_log_message', table_name='sender_delivery_log')
-    op.drop_index('ix_sender_delivery_log_lane_at', table_name='sender_delivery_log')
     op.drop_table('sender_delivery_log')
     op.drop_table('sender_control')

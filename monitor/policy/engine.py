@@ -1,0 +1,410 @@
+"""The policy engine: rules over assessments -> actions, stored with their
+evidence, applied to the sender, announced as alerts, ended on time.
+
+An action lives until:
+- `expiry`: a rule with a `duration` lasts that long. Afterwards the same
+  rule fires again on the same subject only with new evidence (more
+  complaints than when it ended, a new listing) or after the condition went
+  away once: a 24 h complaint rate that stays over the line while the lane is
+  paused does not pause it again the moment the pause ends;
+- `clear`: a rule without a duration lasts until its condition no longer
+  holds (the IP is delisted);
+- an operator ends it (`repmon actions cancel` / `resume`): the rule then
+  needs new evidence too, or waits for `--hold`.
+When a pause or slow ends by expiry or by clearing, the lane resumes with a
+ramp: a slow directive at [policy.ramp] start, multiplied by `factor` every
+`step`, gone after `steps` steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from monitor.alerts.notify import AlertCenter, alert_severity
+from monitor.config import RepmonConfig
+from monitor.health.assess import Assessment
+from monitor.health.clock import iso, to_datetime
+from monitor.health.models import PolicyAction
+from monitor.health.service import HealthService
+from monitor.health.subjects import Subject, parse_subject
+from monitor.policy.directives import add_directives, end_directives
+from monitor.policy.rules import Match, Rule, compile_rules, evidence_grew, match
+from sender.units import format_duration, format_rate, parse_duration, parse_rate
+
+log = logging.getLogger("repmon.policy")
+
+LANE_ACTIONS = ("pause", "slow", "ramp")
+
+
+@dataclass
+class PolicyReport:
+    started: list[PolicyAction] = field(default_factory=list)
+    ended: list[PolicyAction] = field(default_factory=list)
+    would: list[dict[str, Any]] = field(default_factory=list)  # dry run
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.started or self.ended)
+
+
+def describe_target(subject: str, action: str, destinations: list[str], target: str | None = None) -> str:
+    try:
+        parsed = parse_subject(subject)
+    except ValueError:
+        parsed = None
+    if action == "suppress":
+        return f"recipients {target}" if target and target.startswith("@") else f"recipient {target}"
+    if parsed is not None and parsed.kind == "lane" and destinations == [parsed.destination]:
+        return f"lane {parsed.key}/{parsed.destination}"
+    if parsed is not None and parsed.ip:
+        if "*" in destinations:
+            return f"IP {parsed.key} for every destination"
+        if destinations:
+            return f"IP {parsed.key} towards {', '.join(destinations)}"
+        return f"IP {parsed.key} (no lane affected yet)"
+    return subject
+
+
+_VERBS = {"pause": "Paused", "slow": "Slowed", "ramp": "Ramping up", "suppress": "Suppressed", "alert": "Alert",
+          "resume": "Resumed"}
+
+
+class PolicyEngine:
+    def __init__(self, config: RepmonConfig, service: HealthService, alerts: AlertCenter | None) -> None:
+        self.config = config
+        self.policy = config.policy
+        self.service = service
+        self.alerts = alerts
+        self.rules: list[Rule] = compile_rules(config.policy)
+        self.ramp_start = parse_rate(config.policy.ramp.start) or 1.0
+        self.ramp_factor = config.policy.ramp.factor
+        self.ramp_step = parse_duration(config.policy.ramp.step)
+        self.ramp_steps = config.policy.ramp.steps
+        self._cleared: set[tuple[str, str]] = set()
+        self._has_queue: bool | None = None
+
+    @property
+    def wants_rdomains(self) -> bool:
+        return any("rdomain" in r.subjects for r in self.rules)
+
+    # -- one pass --------------------------------------------------------------------------
+
+    def evaluate(self, conn: Connection, assessments: list[Assessment], now: float, *, full: bool = False) -> PolicyReport:
+        report = PolicyReport()
+        if not self.policy.enabled:
+            return report
+        with Session(bind=conn) as session:
+            active = list(session.execute(select(PolicyAction).where(PolicyAction.ended_at.is_(None))).scalars())
+            for action in active:
+                if action.expires_at is not None and action.expires_at.timestamp() <= now:
+                    self._end(session, conn, action, "expired", now, report)
+                elif action.action == "ramp":
+                    self._step_ramp(session, conn, action, now)
+            current = {(a.rule, a.subject): a for a in active
+                       if a.ended_at is None and a.action != "ramp" and a.created_by == "policy"}
+            for assessment in assessments:
+                for rule in self.rules:
+                    if assessment.subject.kind not in rule.subjects:
+                        continue
+                    key = (rule.name, assessment.name)
+                    found = match(rule, assessment, self.service.thresholds)
+                    running = current.get(key)
+                    if found is None:
+                        if running is not None and running.until == "clear":
+                            self._end(session, conn, running, "cleared", now, report)
+                            current.pop(key, None)
+                        elif running is None:
+                            self._cleared.add(key)
+                        continue
+                    if running is not None:
+                        if rule.scope == "zone_users" and running.action in ("pause", "slow"):
+                            self._extend(session, conn, running, rule, found, now)
+                        continue
+                    if not self._may_fire(session, key, found, now):
+                        continue
+                    started = self._start(session, conn, rule, found, now, report)
+                    if started is not None:
+                        current[key] = started
+                    self._cleared.discard(key)
+            if full:
+                for action in active:
+                    if action.ended_at is None and action.action == "suppress":
+                        self._apply_suppression(session, conn, action, now)
+            session.flush()
+        return report
+
+    # -- firing -------------------------------------------------------------------------------
+
+    def _may_fire(self, session: Session, key: tuple[str, str], found: Match, now: float) -> bool:
+        rule_name, subject = key
+        previous = session.execute(
+            select(PolicyAction).where(PolicyAction.subject == subject, PolicyAction.rule == rule_name,
+                                       PolicyAction.action != "ramp")
+            .order_by(PolicyAction.id.desc()).limit(1)).scalars().first()
+        if previous is None:
+            return True
+        if previous.ended_at is None:
+            return False
+        hold = (previous.params or {}).get("hold_until")
+        if hold is not None and hold > now:
+            return False
+        if previous.end_reason == "cleared" or key in self._cleared:
+            return True
+        return evidence_grew((previous.params or {}).get("counts", {}), found.counts)
+
+    def _start(self, session: Session, conn: Connection, rule: Rule, found: Match, now: float,
+               report: PolicyReport) -> PolicyAction | None:
+        subject = found.assessment.subject
+        expires = now + rule.duration if rule.duration is not None else None
+        destinations: list[str] = []
+        target = None
+        if rule.action in ("pause", "slow"):
+            destinations = self._destinations(conn, rule, found, now)
+        elif rule.action == "suppress":
+            target = "@" + subject.key
+        params: dict[str, Any] = {"counts": found.counts, "severity": rule.severity, "scope": rule.scope,
+                                  "ramp": rule.ramp}
+        if rule.rate is not None:
+            params["rate"] = rule.rate
+        if found.listings:
+            params["zones"] = sorted({l.zone for l in found.listings})
+        action = PolicyAction(subject=str(subject), action=rule.action, rule=rule.name, created_by="policy",
+                              evidence=list(found.evidence), params=params, source_ip=subject.ip,
+                              destinations=destinations, target=target, until=rule.until,
+                              started_at=to_datetime(now), expires_at=to_datetime(expires) if expires else None)
+        if self.policy.dry_run:
+            report.would.append(action_json(action))
+            log.info("dry run: rule %s would %s %s", rule.name, rule.action, subject)
+            return None
+        if rule.action == "resume":
+            self._resume_subject(session, conn, str(subject), f"resumed by rule {rule.name}", now, report,
+                                 ramp=rule.ramp)
+            action.ended_at, action.end_reason = to_datetime(now), "applied"
+        if rule.action in ("pause", "slow") and subject.ip:
+            action.directive_ids = add_directives(
+                conn, rule.action, subject.ip, destinations, rate=rule.rate, reason=f"{rule.name}: {found.evidence[0]}",
+                created_by=f"policy:{rule.name}", now=now, expires_at=expires)
+        session.add(action)
+        session.flush()
+        if rule.action == "suppress":
+            self._apply_suppression(session, conn, action, now)
+        report.started.append(action)
+        log.warning("policy %s: %s %s", rule.name, rule.action, describe_target(action.subject, action.action,
+                                                                                 destinations, target),
+                    extra={"rule": rule.name, "subject": action.subject, "action_id": action.id})
+        self._announce_start(conn, action, now)
+        return action
+
+    def _destinations(self, conn: Connection, rule: Rule, found: Match, now: float) -> list[str]:
+        subject = found.assessment.subject
+        listings = found.listings
+        if subject.kind == "lane":
+            if rule.scope == "ip":
+                return ["*"]
+            if rule.scope == "zone_users" and listings and not any(l.weight.affects(subject.destination) for l in listings):
+                return []
+            return [subject.destination]
+        if rule.scope != "zone_users" or not listings:
+            return ["*"]
+        if any(_affects_all(l.weight) for l in listings):
+            return ["*"]
+        known = self.service.lanes_of(conn, subject.key, now)
+        return sorted(d for d in known if any(l.weight.affects(d) for l in listings))
+
+    def _extend(self, session: Session, conn: Connection, action: PolicyAction, rule: Rule, found: Match,
+                now: float) -> None:
+        """A zone_users pause that covers named destinations: add lanes that
+        appeared since (and widen to every destination when a listing needs it)."""
+        have = list(action.destinations or [])
+        if "*" in have or not action.source_ip:
+            return
+        wanted = self._destinations(conn, rule, found, now)
+        expires = action.expires_at.timestamp() if action.expires_at else None
+        if "*" in wanted:
+            end_directives(conn, list(action.directive_ids or []), now, "widened to every destination")
+            ids = add_directives(conn, action.action, action.source_ip, ["*"], rate=(action.params or {}).get("rate"),
+                                 reason=f"{rule.name}: {found.evidence[0]}", created_by=f"policy:{rule.name}",
+                                 now=now, expires_at=expires)
+            action.destinations, action.directive_ids = ["*"], ids
+        else:
+            new = [d for d in wanted if d not in have]
+            if not new:
+                return
+            ids = add_directives(conn, action.action, action.source_ip, new, rate=(action.params or {}).get("rate"),
+                                 reason=f"{rule.name}: {found.evidence[0]}", created_by=f"policy:{rule.name}",
+                                 now=now, expires_at=expires)
+            action.destinations = have + new
+            action.directive_ids = list(action.directive_ids or []) + ids
+        session.add(action)
+
+    # -- ending -------------------------------------------------------------------------------
+
+    def _end(self, session: Session, conn: Connection, action: PolicyAction, reason: str, now: float,
+             report: PolicyReport | None, *, ramp: bool | None = None) -> None:
+        if action.ended_at is not None:
+            return
+        end_directives(conn, list(action.directive_ids or []), now, reason)
+        if action.action == "suppress":
+            lift_suppression(conn, action)
+        action.ended_at, action.end_reason = to_datetime(now), reason
+        session.add(action)
+        if report is not None:
+            report.ended.append(action)
+        wants_ramp = (action.params or {}).get("ramp", True) if ramp is None else ramp
+        if (action.action in ("pause", "slow") and wants_ramp and action.source_ip and action.destinations
+                and (reason in ("expired", "cleared") or ramp)):
+            self._start_ramp(session, conn, action, now)
+        if action.action != "ramp":
+            self._announce_end(conn, action, reason, now)
+
+    def _start_ramp(self, session: Session, conn: Connection, parent: PolicyAction, now: float) -> None:
+        rate = self.ramp_start
+        ids = add_directives(conn, "slow", parent.source_ip or "", list(parent.destinations), rate=rate,
+                             reason=f"ramp after {parent.action} #{parent.id} ({parent.rule}): step 1 of "
+                                    f"{self.ramp_steps} at {format_rate(rate)}",
+                             created_by=f"policy:{parent.rule}"[:100], now=now, expires_at=None)
+        session.add(PolicyAction(
+            subject=parent.subject, action="ramp", rule=parent.rule, created_by=parent.created_by,
+            evidence=[f"resuming after {parent.action} #{parent.id} ended"],
+            params={"rate": rate, "step": 1, "steps": self.ramp_steps, "next_step_at": now + self.ramp_step,
+                    "parent": parent.id},
+            source_ip=parent.source_ip, destinations=list(parent.destinations), directive_ids=ids, until="expiry",
+            started_at=to_datetime(now), expires_at=to_datetime(now + self.ramp_steps * self.ramp_step)))
+
+    def _step_ramp(self, session: Session, conn: Connection, action: PolicyAction, now: float) -> None:
+        params = dict(action.params or {})
+        if now < params.get("next_step_at", 0):
+            return
+        step = int(params.get("step", 1)) + 1
+        if step > int(params.get("steps", self.ramp_steps)):
+            self._end(session, conn, action, "ramp complete", now, None)
+            return
+        rate = float(params.get("rate", self.ramp_start)) * self.ramp_factor
+        end_directives(conn, list(action.directive_ids or []), now, "next ramp step")
+        ids = add_directives(conn, "slow", action.source_ip or "", list(action.destinations), rate=rate,
+                             reason=f"ramp after #{params.get('parent')} ({action.rule}): step {step} of "
+                                    f"{params.get('steps')} at {format_rate(rate)}",
+                             created_by=f"policy:{action.rule}"[:100], now=now, expires_at=None)
+        params.update({"rate": rate, "step": step, "next_step_at": now + self.ramp_step})
+        action.params, action.directive_ids = params, ids
+        session.add(action)
+
+    def _resume_subject(self, session: Session, conn: Connection, subject: str, why: str, now: float,
+                        report: PolicyReport | None, *, ramp: bool) -> int:
+        rows = list(session.execute(select(PolicyAction).where(
+            PolicyAction.subject == subject, PolicyAction.ended_at.is_(None),
+            PolicyAction.action.in_(LANE_ACTIONS))).scalars())
+        for row in rows:
+            self._end(session, conn, row, why, now, report, ramp=ramp and row.action != "ramp")
+        return len(rows)
+
+    # -- suppression -------------------------------------------------------------------------
+
+    def _apply_suppression(self, session: Session, conn: Connection, action: PolicyAction, now: float) -> int:
+        return apply_suppression(conn, action, now, self._queue_exists(conn))
+
+    def _queue_exists(self, conn: Connection) -> bool:
+        if self._has_queue is None:
+            self._has_queue = "sender_message" in set(inspect(conn).get_table_names())
+        return self._has_queue
+
+    # -- alerts -------------------------------------------------------------------------------
+
+    def _announce_start(self, conn: Connection, action: PolicyAction, now: float) -> None:
+        if self.alerts is None:
+            return
+        what = describe_target(action.subject, action.action, list(action.destinations or []), action.target)
+        verb = _VERBS.get(action.action, action.action)
+        title = f"{verb} {what}" if action.action != "alert" else f"{action.subject}: rule {action.rule}"
+        until = (f"until {iso(action.expires_at)}" if action.expires_at is not None else "until the condition clears")
+        rate = (action.params or {}).get("rate")
+        lines = [*action.evidence]
+        if action.action == "slow" and rate:
+            lines.append(f"rate {format_rate(rate)}")
+        if action.action != "alert":
+            lines.append(f"{until}; `repmon actions cancel {action.id}` lifts it")
+        self.alerts.fire(conn, action.subject, f"action:{action.rule}",
+                         alert_severity((action.params or {}).get("severity", "critical")),
+                         f"{title} (rule {action.rule})", "\n".join(lines),
+                         {"action_id": action.id, "action": action.action, "rule": action.rule}, now, kind="action")
+
+    def _announce_end(self, conn: Connection, action: PolicyAction, reason: str, now: float) -> None:
+        if self.alerts is None:
+            return
+        what = describe_target(action.subject, action.action, list(action.destinations or []), action.target)
+        lasted = format_duration(max(0, round(now - action.started_at.timestamp())))
+        resumed = " (resuming with a ramp)" if action.action in ("pause", "slow") and reason in ("expired", "cleared") \
+            and (action.params or {}).get("ramp", True) else ""
+        self.alerts.resolve(conn, action.subject, f"action:{action.rule}",
+                            f"Ended: {_VERBS.get(action.action, action.action).lower()} {what} (rule {action.rule})",
+                            f"{reason} after {lasted}{resumed}", {"action_id": action.id, "reason": reason}, now,
+                            kind="ended")
+
+
+def _affects_all(weight) -> bool:
+    return "*" in weight.used_by and not weight.not_used_by
+
+
+# --- suppression through the suppression list ---------------------------------------------------
+
+def apply_suppression(conn: Connection, action: PolicyAction, now: float, queue_exists: bool = True) -> int:
+    """Put the action's recipient (or the queued recipients of its domain) on
+    the suppression list, marked with the action so ending it lifts exactly
+    these. The list holds addresses only: a domain is applied to the messages
+    queued for it, again at every full pass while the action lasts."""
+    from monitor.storage.suppression import MANUAL, SuppressionEntry, suppress_many
+
+    target = action.target or ""
+    if target.startswith("@"):
+        if not queue_exists:
+            return 0
+        domain = target[1:].lower()
+        addresses = [r[0] for r in conn.execute(text(
+            "SELECT DISTINCT recipient FROM sender_message WHERE state IN ('queued', 'inflight') AND domain = :d"),
+            {"d": domain}) if r[0]]
+        already = {r[0] for r in conn.execute(text("SELECT address FROM suppressions WHERE source = :s"),
+                                              {"s": f"policy:{action.id}"})}
+        addresses = [a for a in addresses if a.lower() not in already]
+    else:
+        addresses = [target] if "@" in target else []
+    if not addresses:
+        return 0
+    seen = datetime.fromtimestamp(now, timezone.utc)
+    entries = [SuppressionEntry(a, MANUAL, f"policy:{action.id}", detail=f"{action.rule}: {target}"[:255],
+                                seen_at=seen) for a in addresses]
+    with Session(bind=conn) as session:
+        suppress_many(session, entries)
+        session.flush()
+    return len(entries)
+
+
+def lift_suppression(conn: Connection, action: PolicyAction) -> int:
+    return conn.execute(text("DELETE FROM suppressions WHERE source = :s AND reason = 'manual'"),
+                        {"s": f"policy:{action.id}"}).rowcount or 0
+
+
+# --- JSON ---------------------------------------------------------------------------------------------
+
+def action_json(action: PolicyAction) -> dict[str, Any]:
+    return {
+        "id": action.id,
+        "subject": action.subject,
+        "action": action.action,
+        "rule": action.rule,
+        "created_by": action.created_by,
+        "evidence": list(action.evidence or []),
+        "destinations": list(action.destinations or []),
+        "target": action.target,
+        "rate": (action.params or {}).get("rate"),
+        "started": iso(action.started_at),
+        "expires": iso(action.expires_at),
+        "ended": iso(action.ended_at),
+        "end_reason": action.end_reason,
+    }
