@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import imaplib
 import logging
 import shutil
 import statistics

@@ -77,6 +77,7 @@ class SendStats:
     expired: int = 0
     suppressed: int = 0
     released: int = 0
+    postponed: int = 0
     transactions: int = 0
     connections: int = 0
 
@@ -125,6 +126,8 @@ class Sender:
         self.stats = SendStats()
         self.warmup: dict[tuple[str, str], WarmupState] = {}
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repmon-sender-db")
+        self._sign_pool = (ThreadPoolExecutor(max_workers=2, thread_name_prefix="repmon-sender-dkim")
+                           if self.signers else None)
         self._pending = _PendingWrite()
         self._pending_since = 0.0
         self._flush_wake: asyncio.Event | None = None
@@ -139,6 +142,7 @@ class Sender:
         self._pending_lanes: list[tuple[str, str, str]] = []  # lanes to register in sender_lane
         self._known_lanes: set[str] = set()
         self._route_targets: set[Lane] = set()
+        self._feeding: asyncio.Future | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -172,9 +176,13 @@ class Sender:
 
     # -- the service -------------------------------------------------------------------
 
-    async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None) -> SendStats:
-        """Deliver until `stop` is set, or (until_idle) until nothing deliverable is left."""
+    async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None,
+                  feeding: asyncio.Future | None = None) -> SendStats:
+        """Deliver until `stop` is set, or (until_idle) until nothing deliverable
+        is left. `feeding`: an injection still adding to the queue (idle does
+        not count until it is done, and its failure stops the sender)."""
         self._stopping = stop or asyncio.Event()
+        self._feeding = feeding
         self._flush_wake = asyncio.Event()
         self._feed_wake = asyncio.Event()
         await self._run_db(self._startup_db)
@@ -196,7 +204,39 @@ class Sender:
             await asyncio.gather(*background, return_exceptions=True)  # each loop ends on _stopping
             await self._flush_now()
             self._db.shutdown(wait=True)
+            if self._sign_pool is not None:
+                self._sign_pool.shutdown(wait=True)
         return self.stats
+
+    async def set_directive(self, kind: str, source_ip: str, destination: str, *, rate: float | None = None,
+                            reason: str = "", created_by: str = "operator") -> None:
+        """pause / slow / resume from inside this process (the policy engine
+        in `repmon run`, a test): it takes effect before the next transaction,
+        then is stored like any directive so other senders follow within the
+        control poll."""
+        now = time.time()
+        for lane in self.lanes.values():
+            if not matches(source_ip, destination, lane):
+                continue
+            overlay = lane.overlay
+            if kind == "pause":
+                overlay.paused = f"paused by {created_by}: {reason or 'no reason given'}"
+            elif kind == "slow" and rate is not None:
+                overlay.rate = rate if overlay.rate is None else min(overlay.rate, rate)
+            elif kind == "resume":
+                lane.local_halt = None
+                lane.local_suspend_until = 0.0
+            lane.set_overlay(overlay, now)
+            if lane.blocked(now):
+                await self._release_lane(lane)
+
+        def store() -> None:
+            with self.engine.begin() as conn:
+                control.add_directive(conn, kind, source_ip, destination, rate=rate, reason=reason,
+                                      created_by=created_by, now=now)
+
+        await self._run_db(store)
+        await self._poll_control(force=True)
 
     def stop(self) -> None:
         if self._stopping is not None:
@@ -248,7 +288,9 @@ class Sender:
             for lane in list(self.lanes.values()):
                 worked |= await self._fill(lane, now)
             if until_idle:
-                if worked or self._busy():
+                if self._feeding is not None and not self._feeding.done():
+                    idle_checks = 0
+                elif worked or self._busy():
                     idle_checks = 0
                 else:
                     await self._flush_now()
@@ -297,6 +339,7 @@ class Sender:
             self._add_outcome(Outcome(message, "suppressed", now, reason="suppressed"))
         if len(claimed) + len(suppressed) < target - have:
             lane.db_empty_until = now + 0.5
+        placed: list[tuple[Lane, Site, QueuedMessage]] = []
         for message in claimed:
             site = self._relay_site
             if site is None:
@@ -305,13 +348,8 @@ class Sender:
                 except RouteError as exc:
                     self._route_failed(message, exc, time.time())
                     continue
-            buf = lane.buffers.get(site.key)
-            if buf is None:
-                buf = lane.buffers[site.key] = deque()
-                lane.sites[site.key] = site
-                lane.site_active.setdefault(site.key, 0)
-            buf.append(message)
-        lane.notify()
+            placed.append((lane, site, message))
+        await self._place(placed)
         if lane.blocked(time.time()):
             await self._release_lane(lane)
         self._pump(lane)
@@ -341,6 +379,8 @@ class Sender:
         claim when it can send."""
         claimed, suppressed = await self._run_db(self._claim, "", self.batch, now)
         self._route_targets = set()
+        placed: list[tuple[Lane, Site, QueuedMessage]] = []
+        placing: dict[str, int] = {}
         for message in suppressed:
             self._add_outcome(Outcome(message, "suppressed", now, reason="suppressed"))
         for m in claimed:
@@ -352,8 +392,7 @@ class Sender:
             source = self._pick_source(m.pool, site.destination, now)
             if source is None:
                 # Every IP of the pool is at its warm-up cap for this provider: wait for tomorrow.
-                m.attempts -= 1  # not an attempt
-                self._add_outcome(Outcome(m, "deferred", now, reply=f"warm-up caps of pool {m.pool} reached for "
+                self._add_outcome(Outcome(m, "postponed", now, reply=f"warm-up caps of pool {m.pool} reached for "
                                           f"{site.destination}", reason="warmup", retry_at=_next_utc_midnight(now)))
                 continue
             lane = self.lane_for(source.address, site.destination)
@@ -362,21 +401,45 @@ class Sender:
             if lane.key not in self._known_lanes:
                 self._known_lanes.add(lane.key)
                 self._pending_lanes.append((lane.key, source.address, site.destination))
-            if lane.blocked(now) or lane.buffered() >= lane.buffer_target(self.batch):
+            if lane.blocked(now) or lane.buffered() + placing.get(lane.key, 0) >= lane.buffer_target(self.batch):
                 self._add_outcome(Outcome(m, "released", now))
                 lane.db_empty_until = 0.0
                 continue
+            placing[lane.key] = placing.get(lane.key, 0) + 1
+            placed.append((lane, site, m))
+        await self._place(placed)
+        return len(claimed) + len(suppressed)
+
+    async def _place(self, placed: list[tuple[Lane, Site, QueuedMessage]]) -> None:
+        """Put claimed messages into their lanes' buffers. With DKIM keys the
+        per-delivery part of each message (tracking header, signature) is
+        built first on the signing threads: OpenSSL releases the GIL, so
+        signatures are computed on the second core while this loop sends."""
+        if not placed:
+            return
+        if self._sign_pool is not None:
+            loop = asyncio.get_running_loop()
+            chunks = [placed[i:i + 64] for i in range(0, len(placed), 64)]
+            await asyncio.gather(*(loop.run_in_executor(self._sign_pool, self._prepare_chunk, c) for c in chunks))
+        touched: set[Lane] = set()
+        for lane, site, m in placed:
             buf = lane.buffers.get(site.key)
             if buf is None:
                 buf = lane.buffers[site.key] = deque()
                 lane.sites[site.key] = site
                 lane.site_active.setdefault(site.key, 0)
             buf.append(m)
-        for lane in self.lanes.values():
-            if lane.buffered():
-                lane.notify()
+            touched.add(lane)
+        for lane in touched:
+            lane.notify()
+            if lane.blocked():
+                await self._release_lane(lane)
+            else:
                 self._pump(lane)
-        return len(claimed) + len(suppressed)
+
+    def _prepare_chunk(self, chunk: list[tuple[Lane, Site, QueuedMessage]]) -> None:
+        for lane, _, m in chunk:
+            m.prepared = self._build(lane, m)
 
     def _pick_source(self, pool: str, destination: str, now: float) -> _Source | None:
         """Smooth weighted round robin over the pool's IPs that are under
@@ -645,10 +708,17 @@ class Sender:
                     self._transient(lane, m, reply, str(exc), now)
 
     def _prepare(self, lane: Lane, m: QueuedMessage) -> tuple[str, bytes]:
-        """VERP envelope sender and the content in wire form: the tracking
-        header and, where a key matches the From: domain, a DKIM signature
-        are the only per-delivery work on the stored message."""
         self.stats.transactions += 1
+        prepared = m.prepared
+        if prepared is not None and prepared[0] == lane.key:
+            return prepared[1], prepared[2]
+        _, verp, content = self._build(lane, m)
+        return verp, content
+
+    def _build(self, lane: Lane, m: QueuedMessage) -> tuple[str, str, bytes]:
+        """(lane key, VERP envelope sender, content in wire form): the
+        tracking header and, where a key matches the From: domain, a DKIM
+        signature are the only per-delivery work on the stored message."""
         token = tracking.encode(m.message_id, lane.source_ip if lane.bind_ip else "", m.campaign)
         headers = b"X-Repmon-Track: " + token.encode("ascii") + b"\r\n" + m.headers
         if self.signers:
@@ -656,7 +726,7 @@ class Sender:
             if signer is not None:
                 headers = signer.sign(headers, m.body_hash or body_hash_of_wire(m.body)) + headers
         local, _, domain = m.mail_from.rpartition("@")
-        return tracking.verp_address(local, token, domain), headers + b"\r\n" + m.body
+        return lane.key, tracking.verp_address(local, token, domain), headers + b"\r\n" + m.body
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -871,6 +941,7 @@ class Sender:
                     # An operator resumed the lane after this process's own rule hit.
                     lane.local_halt = None
                     lane.local_suspend_until = 0.0
+            lane.set_overlay(overlay, now)
             if lane.blocked(now):
                 await self._release_lane(lane)
             else:

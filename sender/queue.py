@@ -106,6 +106,7 @@ class QueuedMessage:
     created_at: float
     source_ip: str | None
     lane: str = ""
+    prepared: tuple[str, str, bytes] | None = None  # (lane, VERP sender, signed content), built off the event loop
 
 
 @dataclass(slots=True)
@@ -220,7 +221,7 @@ class Outcome:
     """What happened to one claimed message; written by `record_outcomes`."""
 
     message: QueuedMessage
-    outcome: str  # delivered | deferred | bounced | expired | suppressed | released
+    outcome: str  # delivered | deferred | bounced | expired | suppressed | released | postponed
     at: float
     reply_code: int | None = None
     status: str | None = None
@@ -239,6 +240,7 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], owner: str) -
     final: list[tuple] = []
     deferred: list[tuple] = []
     released: list[tuple] = []
+    postponed: list[tuple] = []
     log: list[tuple] = []
     lanes: dict[str, list[int]] = {}
     last_reply: dict[str, str] = {}
@@ -247,6 +249,9 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], owner: str) -
         kind = o.outcome
         if kind == "released":
             released.append((m.lane, m.source_ip, o.at, m.id, owner))
+            continue
+        if kind == "postponed":  # not an attempt (e.g. warm-up caps): no count, no log row
+            postponed.append((m.lane, m.source_ip, o.retry_at or o.at, o.reply, o.reason, o.at, m.id, owner))
             continue
         attempt = m.attempts + (0 if kind == "suppressed" else 1)
         if kind == "deferred":
@@ -272,6 +277,9 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], owner: str) -
                       "updated_at = ? WHERE id = ? AND lease_owner = ?", deferred)
     executemany(conn, "UPDATE sender_message SET state = 'queued', lane = ?, source_ip = ?, lease_owner = NULL, "
                       "lease_until = NULL, updated_at = ? WHERE id = ? AND lease_owner = ?", released)
+    executemany(conn, "UPDATE sender_message SET state = 'queued', lane = ?, source_ip = ?, lease_owner = NULL, "
+                      "lease_until = NULL, next_attempt_at = ?, last_reply = ?, reason = ?, "
+                      "updated_at = ? WHERE id = ? AND lease_owner = ?", postponed)
     executemany(conn, "INSERT INTO sender_delivery_log (message_ref, at, lane, recipient, outcome, attempt, "
                       "reply_code, status, reply, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", log)
     lanes.pop("", None)

@@ -7,6 +7,7 @@ import pytest
 
 from parsers.bounce.classify import Classification, classify, hard_or_soft
 from parsers.bounce.status import find_reply_code, find_status, pick_status
+from parsers.bounce.vendors import infer_command
 
 
 @pytest.mark.parametrize(
@@ -130,3 +131,67 @@ def test_pick_status_prefers_the_servers_own_code() -> None:
     # an "other" detail in the reply does not replace a precise field
     assert pick_status("5.1.1", "550 #5.1.0 Address rejected") == "5.1.1"
     assert pick_status(None, "no code here") is None
+
+
+def test_user_unknown_as_a_remote_reply_without_code_is_a_filter_but_not_in_the_mtas_own_words() -> None:
+    text = "The email account that you tried to reach does not exist."
+    # a DSN's Diagnostic-Code field: the remote server's words, stage unknown
+    assert classify(None, "5.0.0", text, remote_reply=True).reason == "filtered"
+    # the same words written by the reporting MTA about its own mailboxes
+    assert classify(None, "5.0.0", text).reason == "userunknown"
+    assert classify(None, "5.0.0", text, remote_reply=True, command="RCPT").reason == "userunknown"
+
+
+def test_local_delivery_agents_unknown_user_is_a_missing_mailbox() -> None:
+    text = "mail.local: unknown user: neko 554 <neko@example.net>... Service unavailable"
+    assert classify(554, "5.5.0", text).reason == "userunknown"
+
+
+def test_other_mailbox_status_is_the_recipient_sides_filter() -> None:
+    # x.2.0: the mailbox exists, something about it refused the message
+    assert classify(550, "5.2.0", "550 5.2.0 Requested action not taken").reason == "filtered"
+    assert classify(None, "5.2.0", "").reason == "filtered"
+
+
+def test_bare_transaction_failed_is_a_system_error_whatever_the_command() -> None:
+    assert classify(554, None, "554 Transaction failed", command="MAIL").reason == "systemerror"
+    assert classify(554, None, "554 5.7.1 Transaction failed: spam content", command="DATA").reason == "spamdetected"
+
+
+def test_provider_code_for_a_refused_content() -> None:
+    text = "550 5.2.0 Mail rejete. Mail rejected. OFR_506 [506]"
+    assert classify(550, "5.2.0", text, command="DATA").reason == "spamdetected"
+
+
+def test_a_quoted_server_reply_outranks_the_relays_category_label() -> None:
+    text = "5.1.0 - Unknown address error 550-'5.7.1 <bounce@sender.example>... Access denied' (delivery attempts: 0)"
+    assert classify(550, "5.7.1", text).reason == "securityerror"
+    text = "5.1.0 - Unknown address error 550-'5.1.1 <a@example.org>: Recipient address rejected: User unknown'"
+    assert classify(550, "5.1.1", text).reason == "userunknown"
+
+
+def test_destination_domain_refusing_the_sender_is_rejected() -> None:
+    text = "541 5.4.1 Mail rejected by destination domain"
+    assert classify(541, "5.4.1", text, command="RCPT").reason == "rejected"
+
+
+def test_pipe_program_named_in_a_refusal_is_not_a_mailer_failure() -> None:
+    # sendmail refused to run the .forward program: the system said no, the program never ran
+    refused = '554 "|exec /usr/bin/procmail -f- || exit 75 #neko"... Service unavailable'
+    assert classify(554, "5.5.0", refused).reason == "systemerror"
+    assert classify(None, None, 'procmail: Couldn\'t create "/var/spool/mail/neko"').reason == "mailererror"
+
+
+@pytest.mark.parametrize(
+    ("context", "command"),
+    [
+        ("550 <a@example.org>: User unknown", None),  # echoing the address is what filters after DATA do too
+        ("550 <a@example.org>: Recipient address rejected: User unknown in local recipient table", None),
+        ("Reason: Remote SMTP server has rejected address", "RCPT"),
+        ("550 5.4.1 Recipient address rejected: Access denied. AS(201806281)", "RCPT"),
+        ("192.0.2.1 does not like recipient. Remote host said: 550 no such user", "RCPT"),
+        ("host mx.example.org said: 550 User unknown (in reply to RCPT TO command)", "RCPT"),
+    ],
+)
+def test_smtp_command_only_from_what_names_the_stage(context: str, command: str | None) -> None:
+    assert infer_command(context, "") == command

@@ -240,3 +240,88 @@ def test_forwarded_bounce_is_read_from_the_attachment() -> None:
     inner = dsn("Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.1.1\n")
     data = _wrap_in_bounce(inner, None)
     assert [(e.recipient, e.reason) for e in events_of(data)] == [("gone@example.org", "userunknown")]
+
+
+def test_remote_user_unknown_of_unknown_stage_is_a_filter() -> None:
+    # no reply code, no stage: the Diagnostic-Code still quotes the remote server
+    data = dsn("Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.0.0\n"
+               "Diagnostic-Code: The email account that you tried to reach does not exist.\n")
+    (event,) = events_of(data)
+    assert (event.reason, event.hard_or_soft) == ("filtered", "soft")
+    # a non-SMTP diagnostic type: the destination MTA's own directory lookup
+    data = dsn("Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.0.0\n"
+               "Diagnostic-Code: X-Notes; User gone (gone@example.org) not listed in Domino Directory\n")
+    (event,) = events_of(data)
+    assert (event.reason, event.hard_or_soft) == ("userunknown", "hard")
+
+
+def test_powermta_bounce_category_settles_a_user_unknown_of_unknown_stage() -> None:
+    record = ("Final-Recipient: rfc822;gone@example.org\nAction: failed\nStatus: 5.0.0 (undefined status)\n"
+              "Remote-MTA: dns;mx.example.org (192.0.2.123)\n"
+              "Diagnostic-Code: smtp;554 delivery error: dd This user doesn't have a example.org account\n")
+    (event,) = events_of(dsn(record))
+    assert event.reason == "filtered"  # the server's words alone: a refusal of unknown stage
+    (event,) = events_of(dsn(record + "X-PowerMTA-BounceCategory: bad-mailbox\n"))
+    assert (event.reason, event.hard_or_soft) == ("userunknown", "hard")
+    # where the reply says nothing, the category is the reason
+    (event,) = events_of(dsn("Final-Recipient: rfc822;full@example.org\nAction: failed\nStatus: 5.0.0\n"
+                             "Diagnostic-Code: smtp;550 Requested action not taken\n"
+                             "X-PowerMTA-BounceCategory: quota-issues\n"))
+    assert event.reason == "mailboxfull"
+
+
+def test_mbox_file_of_two_bounces_gives_the_events_of_both() -> None:
+    first = dsn("Final-Recipient: rfc822; gone@example.org\nAction: failed\nStatus: 5.1.1\n")
+    second = dsn("Final-Recipient: rfc822; full@example.net\nAction: failed\nStatus: 5.2.2\n")
+    # the second "From " line follows the first message's closing boundary directly
+    data = (b"From MAILER-DAEMON  Thu Jul  2 12:05:05 2020\n" + first
+            + b"From double-bounce@mx.relay.example  Thu Jul  2 12:05:06 2020\n" + second)
+    events = parse_bytes(data)
+    assert [(e.recipient, e.reason) for e in events] == [("gone@example.org", "userunknown"),
+                                                         ("full@example.net", "mailboxfull")]
+    # a body line starting with "From " is no separator
+    assert len(parse_bytes(b"From MAILER-DAEMON  Thu Jul  2 12:05:05 2020\n"
+                           + first.replace(b"Delivery to some", b"From the relay: delivery to some"))) == 1
+
+
+def test_gateway_notice_without_reason_is_explained_by_the_bounce_it_returns() -> None:
+    returned = (
+        "From: relay@sender.example\nTo: gone@example.jp\nSubject: hello\nMIME-Version: 1.0\n"
+        "Content-Type: text/plain\n\n"
+        "The original message was received at Mon, 3 Mar 2025 10:00:00 +0900\n\n"
+        "----- The following addresses had permanent fatal errors -----\n<gone@example.jp>\n\n"
+        "----- Transcript of the session follows -----\n... while talking to mx.example.jp.:\n"
+        ">>> RCPT To:<gone@example.jp>\n<<< 550 5.1.1 <gone@example.jp>... Invalid recipient\n"
+    )
+    data = (
+        "From: postmaster@gateway.example\nTo: news@sender.example\nSubject: Mail could not be delivered\n"
+        "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"GW\"\n\n"
+        "--GW\nContent-Type: text/plain\n\n"
+        "The following mail could not be delivered.\n"
+        "Reason:  Unable to deliver message to <gone@example.jp> (and other recipients in the same domain).\n\n"
+        "--GW\nContent-Type: message/rfc822\n\n" + returned + "\n--GW--\n"
+    ).encode()
+    (event,) = events_of(data)
+    assert (event.recipient, event.reason, event.hard_or_soft, event.status) == (
+        "gone@example.jp", "userunknown", "hard", "5.1.1")
+
+
+def test_mailing_list_loop_alert_is_a_failure_notice() -> None:
+    data = (
+        "From: friends-admin@lists.example.jp\nTo: friends-admin@lists.example.jp\n"
+        "Subject: Loop Alert: Duplicated Message-ID (friends ML)\nX-MLServer: fml [fml 4.0.3 release]\n"
+        "Message-Id: <202501010000.FML00001.friends@lists.example.jp>\n\n"
+        "Duplicated Message-ID in <friends@lists.example.jp>.\n\n\nOriginal mail as follows:\n\n"
+        "   From: <someone@sender.example>\n   To: <friends@lists.example.jp>\n   Subject: hello\n"
+        "   Message-ID: <m-1@sender.example>\n\n   hello\n"
+    ).encode()
+    (event,) = events_of(data)
+    assert (event.recipient, event.reason, event.smtp_agent) == ("friends@lists.example.jp", "systemerror", "FML")
+    # an ordinary post to the list, by the same server, is not a bounce
+    post = data.replace(b"friends-admin@lists.example.jp\nTo", b"someone@sender.example\nTo").replace(
+        b"Loop Alert: Duplicated Message-ID (friends ML)", b"[friends:00042] loop trip photos")
+    assert parse_bounce(parse_message(post), post) is None
+    # an administrator's address alone is no sign: people write "rejected" too
+    memo = (b"From: it-admin@company.example\nTo: staff@company.example\nSubject: Budget request rejected\n\n"
+            b"Please see me about the numbers.\n")
+    assert parse_bounce(parse_message(memo), memo) is None

@@ -313,3 +313,24 @@ def test_amazon_ses_names_the_original_message() -> None:
     (event,) = bounce("From: SES <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message",
                       json.dumps({**SES_BOUNCE, "mail": mail}))
     assert (event.original_message_id, event.original_mail_from) == ("<ses-1@sender.example>", "news@sender.example")
+
+
+POSTFIX_NO_STAGE = """\
+This is the Postfix program at host relay.sender.example.
+
+I'm sorry to have to inform you that the message returned
+below could not be delivered to one or more destinations.
+
+<gone@example.or.jp>: host mx.example.or.jp[192.0.2.22] said: 550
+    <gone@example.or.jp>: User unknown
+"""
+
+
+def test_user_unknown_echoing_the_address_without_a_stage_is_a_filter() -> None:
+    headers = ("From: MAILER-DAEMON@relay.sender.example (Mail Delivery System)\nTo: news@sender.example\n"
+               "Subject: Undelivered Mail Returned to Sender")
+    (event,) = bounce(headers, POSTFIX_NO_STAGE)
+    assert (event.recipient, event.reason, event.hard_or_soft) == ("gone@example.or.jp", "filtered", "soft")
+    # Postfix naming the command settles it
+    (event,) = bounce(headers, POSTFIX_NO_STAGE.replace("User unknown", "User unknown (in reply to RCPT TO command)"))
+    assert (event.reason, event.hard_or_soft) == ("userunknown", "hard")

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from monitor.ingest.imap import FolderWatcher, ImapConnection, ImapError, encode_folder, uid_set
+from monitor.ingest.imap import FolderWatcher, ImapConnection, ImapError, encode_folder, parse_delimiter, uid_set
 from monitor.runtime import Runtime
 from monitor.storage.db import make_engine, upgrade_schema
+from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.feedback_messages import arf_report, broken_report, dsn_bounce, mixed_batch
 from tests.ingest_helpers import (
     expected_events,
@@ -55,6 +58,10 @@ def test_uid_set_and_folder_encoding():
     assert encode_folder("INBOX") == '"INBOX"'
     assert encode_folder('a "b"\\') == '"a \\"b\\"\\\\"'
     assert encode_folder("Bearbeitet/Rückläufer & Co") == '"Bearbeitet/R&APw-ckl&AOQ-ufer &- Co"'
+    assert parse_delimiter([b'(\\Noselect) "/" ""', b"List completed."]) == "/"
+    assert parse_delimiter([b'(\\Noselect) "." ""']) == "."
+    assert parse_delimiter([b'(\\Noselect) "\\\\" ""']) == "\\"
+    assert parse_delimiter([b"(\\Noselect) NIL \"\""]) is None
 
 
 async def test_every_message_stored_then_moved(engine, migrated_db_url, imap_account, tmp_path):
@@ -249,3 +256,20 @@ async def test_polling_when_idle_is_off(sqlite_engine, sqlite_url, imap_account,
     finally:
         watcher.runtime.stopping.set()
         await asyncio.wait_for(service, 15)
+
+
+async def test_folder_names_follow_the_servers_hierarchy_delimiter(sqlite_engine, sqlite_url, tmp_path):
+    root = Path(tempfile.mkdtemp(prefix="repmon-dovecot-dot-"))
+    server = DovecotServer(root, separator=".")
+    server.setup()
+    server.start()
+    try:
+        account = server.add_user()
+        account.append([dsn_bounce("dot@example.org"), broken_report("dot")])
+        config = make_config(sqlite_url, tmp_path, [mailbox_section(account)])
+        result = await watcher_for(config, sqlite_engine).run_once()
+        assert (result.stored, result.quarantined) == (1, 1)
+        assert account.count("repmon.processed") == 1 and account.count("repmon.quarantine") == 1
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

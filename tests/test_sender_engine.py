@@ -243,12 +243,16 @@ async def test_in_process_rule_suspension_then_one_connection_at_a_time(engine, 
                 break
             await asyncio.sleep(0.02)
         assert lane is not None and "test-deferral" in lane.blocked()
-        for _ in range(200):
-            if lane.ramp is not None or (lane.blocked() is None and lane.ramp is None and server.count() > 20):
+        server.script.rcpt_replies = {}  # the provider is happy again
+        ramps = set()
+        for _ in range(300):
+            if lane.blocked() is None and lane.ramp is not None:
+                ramps.add(lane.ramp)
+            if server.count() >= 31:
                 break
-            await asyncio.sleep(0.02)
-        assert lane.blocked() is None
-        assert lane.ramp is not None and lane.effective_connections() < 4  # resumed with one, adding one at a time
+            await asyncio.sleep(0.01)
+        assert server.count() == 31
+        assert 1 in ramps  # resumed with one connection (the stepping itself: test_lane_ramp_adds_one_connection_per_step)
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -323,3 +327,51 @@ async def test_mx_routing_providers_tls_demand_and_dns_failures(engine, smtp_sin
     with session_scope(engine) as session:
         assert suppressed_addresses(session, ["c@nosuch.test", "d@nullmx.test", "b@small.test"]) == {
             "c@nosuch.test", "d@nullmx.test"}
+
+
+def test_lane_ramp_adds_one_connection_per_step():
+    from sender.lanes import Lane, LaneSettings, Overlay
+
+    lane = Lane("ip|google", "ip", None, "h", "google", LaneSettings(4, 50, None, None, None, "required"), 10.0)
+    lane.set_overlay(Overlay(suspended_until=1100.0, suspended_why="suspended by rule x"), 1000.0)
+    assert lane.blocked(1050.0)
+    lane.refresh(1100.5)  # the suspension ran out
+    assert (lane.ramp, lane.effective_connections()) == (1, 1)
+    lane.note_success(1105.0)
+    assert lane.effective_connections() == 1  # not yet a whole step of good sending
+    lane.note_success(1111.0)
+    assert lane.effective_connections() == 2
+    lane.note_success(1121.0)
+    lane.note_success(1131.0)
+    assert lane.ramp is None and lane.effective_connections() == 4  # back to the configured limit
+
+
+async def test_in_process_pause_blocks_before_the_next_transaction(engine, scripted_smtp, tmp_path):
+    server = scripted_smtp()
+    config = make_config(server.port, tmp_path,
+                         relay={"host": "127.0.0.1", "port": server.port, "connections": 2, "rate": "50/s"},
+                         ips=[{"address": "127.0.0.2", "ehlo_name": "a.example.com"},
+                              {"address": "127.0.0.3", "ehlo_name": "b.example.com"}])
+    queue(engine, config, tmp_path, [f"u{i}@example.org" for i in range(600)])
+    stop = asyncio.Event()
+    sender = Sender(config.sender, engine)
+    task = asyncio.create_task(sender.run(stop=stop))
+    try:
+        while len(server.mail_times) < 20:
+            await asyncio.sleep(0.02)
+        paused_at = time.time()
+        await sender.set_directive("pause", "127.0.0.2", "relay", reason="policy: complaint rate")
+        assert "complaint rate" in sender.lanes["127.0.0.2|relay"].blocked()
+        assert sender.lanes["127.0.0.3|relay"].blocked() is None  # the other IP's lane goes on
+        await asyncio.sleep(0.5)
+        with server.lock:
+            late = [t for peer, t in server.mail_times if peer == "127.0.0.2" and t > paused_at]
+            other_late = [t for peer, t in server.mail_times if peer == "127.0.0.3" and t > paused_at + 0.1]
+        assert len(late) <= 2  # only envelopes already on the wire (one per connection)
+        assert other_late
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT kind, source_ip, destination, reason FROM sender_lane_directive")).one()
+    assert tuple(row) == ("pause", "127.0.0.2", "relay", "policy: complaint rate")

@@ -115,3 +115,26 @@ def test_unique_ledger_key(engine):
             session.flush()
             session.add(ProcessedMessage(content_sha256="c" * 64, size=1, source="b", outcome="stored"))
             session.flush()
+
+
+@pytest.mark.postgres
+def test_throwaway_cluster_for_machines_without_a_running_server():
+    """What CI does when PostgreSQL is installed but not running."""
+    from tests.fixtures.databases import start_throwaway_cluster
+
+    try:
+        server = start_throwaway_cluster()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    try:
+        assert server.port != 5432
+        name = server.create_database()
+        upgrade_schema(server.url(name))
+        engine = make_engine(server.url(name))
+        try:
+            assert "events" in inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+    finally:
+        server.stop()
+    assert not server.data_dir.exists()

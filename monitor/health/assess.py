@@ -362,7 +362,7 @@ def _judge_listings(findings: list[Finding], notes: list[str], inputs: SubjectIn
             notes.append(f"listed on {listing.zone}{meaning}, which {subject.destination} does not use")
             continue
         else:
-            severity = "critical" if weight.weight >= 20 else "warning" if weight.weight >= 5 else "info"
+            severity = "critical" if weight.weight >= 20 else "warning" if weight.weight >= 10 else "info"
             cap, detail = None, f"weight {weight.weight:g}"
         findings.append(Finding(
             cause=f"listing:{listing.zone}", severity=severity, title=f"listed on {listing.zone}",

@@ -78,7 +78,7 @@ def _base(zone: str) -> str:
     """zone name without a DQS key: KEY.zen.dq.spamhaus.net -> zen.dq.spamhaus.net."""
     zone = zone.lower().rstrip(".")
     for suffix in (".dq.spamhaus.net", ".mail.abusix.zone"):
-        if zone.endswith(suffix) and zone.count(".") > suffix.count(".") + 1:
+        if zone.endswith(suffix) and zone.count(".") > suffix.count("."):
             return zone.split(".", 1)[1]
     return zone.removeprefix("<key>.")
 

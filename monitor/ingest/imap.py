@@ -89,6 +89,16 @@ def encode_folder(name: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def parse_delimiter(response_lines: list[Any]) -> str | None:
+    """The hierarchy delimiter from the answer to LIST "" "" (None: flat server)."""
+    for line in response_lines:
+        if isinstance(line, (bytes, bytearray)):
+            match = re.match(rb'(?:LIST )?\([^)]*\) (?:"((?:\\.|[^"])+)"|NIL)', bytes(line))
+            if match:
+                return re.sub(r"\\(.)", r"\1", match.group(1).decode()) if match.group(1) else None
+    return None
+
+
 def uid_set(uids: Iterable[int]) -> str:
     """1,2,3,7,9,10 -> "1:3,7,9:10"."""
     ordered = sorted(set(uids))
@@ -126,6 +136,9 @@ class ImapConnection:
         self.client: aioimaplib.IMAP4 | None = None
         self._lost = asyncio.Event()
         self.selected: str | None = None
+        # Folder names in the config use "/" between levels; servers whose
+        # hierarchy delimiter is something else (Courier, Cyrus: ".") get theirs.
+        self.delimiter: str | None = "/"
 
     # -- plumbing -------------------------------------------------------------------
     async def _call(self, awaitable: Awaitable[T], what: str, timeout: float | None = None) -> T:
@@ -180,6 +193,15 @@ class ImapConnection:
         response = await self._call(self.client.login(mailbox.username, password), "LOGIN", timeout)
         if response.result != "OK":
             raise AuthenticationFailed(f"{self.name}: login as {mailbox.username} refused: {_text(response)}")
+        listing = await self._call(self.client.list('""', '""'), "LIST", timeout)
+        if listing.result == "OK":
+            self.delimiter = parse_delimiter(listing.lines)
+
+    def server_name(self, folder: str) -> str:
+        """The configured folder name as this server spells it, quoted for a command."""
+        if self.delimiter and self.delimiter != "/":
+            folder = folder.replace("/", self.delimiter)
+        return encode_folder(folder)
 
     async def _starttls(self) -> None:
         assert self.client is not None
@@ -219,7 +241,7 @@ class ImapConnection:
     # -- folders ------------------------------------------------------------------------
     async def select(self, folder: str) -> FolderState:
         assert self.client is not None
-        response = self._check(await self._call(self.client.select(encode_folder(folder)), f"SELECT {folder}",
+        response = self._check(await self._call(self.client.select(self.server_name(folder)), f"SELECT {folder}",
                                                 self.mailbox.timeout_s), f"SELECT {folder}")
         uidvalidity = exists = None
         uidnext = None
@@ -239,7 +261,7 @@ class ImapConnection:
 
     async def ensure_folder(self, folder: str) -> None:
         assert self.client is not None
-        response = await self._call(self.client.create(encode_folder(folder)), f"CREATE {folder}", self.mailbox.timeout_s)
+        response = await self._call(self.client.create(self.server_name(folder)), f"CREATE {folder}", self.mailbox.timeout_s)
         if response.result != "OK" and "ALREADYEXISTS" not in _text(response).upper() \
                 and "EXISTS" not in _text(response).upper():
             raise ImapError(f"{self.name}: cannot create folder {folder}: {_text(response)}")
@@ -316,10 +338,10 @@ class ImapConnection:
         assert self.client is not None
         what = f"move to {target}"
         if self.has("MOVE") and self.mailbox.use_move:
-            self._check(await self._call(self.client.uid("move", uid_set(uids), encode_folder(target)), what,
+            self._check(await self._call(self.client.uid("move", uid_set(uids), self.server_name(target)), what,
                                          self.mailbox.timeout_s), what)
             return
-        self._check(await self._call(self.client.uid("copy", uid_set(uids), encode_folder(target)), what,
+        self._check(await self._call(self.client.uid("copy", uid_set(uids), self.server_name(target)), what,
                                      self.mailbox.timeout_s), what)
         self._check(await self._call(self.client.uid("store", uid_set(uids), "+FLAGS.SILENT (\\Deleted)"),
                                      what, self.mailbox.timeout_s), what)

@@ -9,7 +9,10 @@ expiry, clearing and re-firing logic as the live engine (monitor/policy/
 engine.py), to a simulated set of actions. Nothing is written.
 
 Windows in the past come from the hour and day buckets (5-minute buckets are
-kept 3 hours only): the 1 h window of a past moment is its hour bucket.
+kept 3 hours only), and only from buckets complete at that moment, so the
+replay never sees the future: at a moment t the 1 h window is the last full
+hour before t, 24 h the 24 full hours before it, 7 d the 7 full days. Older
+than the hour buckets' keep (8 days), 1 h and 24 h become the last full day.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from monitor.policy.rules import Match, Rule, compile_rules, evidence_grew, matc
 
 # window -> (grain, seconds per bucket, buckets) for moments in the past
 PAST_WINDOWS = {"1h": ("1h", 3600, 1), "24h": ("1h", 3600, 24), "7d": ("1d", 86400, 7)}
+# before the hour buckets' keep (8 days), the short windows fall back on the last full day
+COARSE_WINDOWS = {"1h": ("1d", 86400, 1), "24h": ("1d", 86400, 1), "7d": ("1d", 86400, 7)}
 
 
 @dataclass
@@ -84,8 +89,12 @@ class Replay:
         self.rules: list[Rule] = compile_rules(config.policy)
         self.series: dict[str, dict[tuple[str, str, str], _Series]] = {"1h": {}, "1d": {}}
         self.tables = set(inspect(conn).get_table_names())
+        self.hour_floor = float("-inf")
 
     def run(self, since: float, now: float, step: float) -> list[ReplayedAction]:
+        from monitor.health.counts import GRAIN_RETENTION_S
+
+        self.hour_floor = now - GRAIN_RETENTION_S["1h"] + 3600
         self._load_counts(since - 8 * 86400, now)
         listing_history = self._load_listings()
         postmaster = self._load_postmaster(since)
@@ -158,11 +167,13 @@ class Replay:
 
     def _windows_at(self, t: float) -> dict[tuple[str, str], dict[str, dict[str, Counts]]]:
         out: dict[tuple[str, str], dict[str, dict[str, Counts]]] = {}
-        for window, (grain, seconds, buckets) in PAST_WINDOWS.items():
-            current = int(t // seconds) * seconds
-            start = current - (buckets - 1) * seconds
+        table = PAST_WINDOWS if t - 86400 >= self.hour_floor else COARSE_WINDOWS
+        for window, (grain, seconds, buckets) in table.items():
+            # only buckets complete at t: a bucket also holds what happened after t
+            end = int(t // seconds) * seconds
+            start = end - buckets * seconds
             for (scope, key, dest), series in self.series[grain].items():
-                values = series.between(start, int(t))
+                values = series.between(start, end - 1)
                 if values is None or not any(values):
                     continue
                 out.setdefault((scope, key), {}).setdefault(window, {})[dest] = Counts.of(values)

@@ -23,11 +23,13 @@ DSN_TYPES: Final = frozenset({"message/delivery-status", "message/global-deliver
 # Who sends bounces, and how they title them.
 BOUNCE_FROM_RE: Final = re.compile(
     r"mailer[-_ ]?daemon|postmaster|post_master|mail delivery|mail administrator|delivery subsystem|"
-    r"mail system|smtp gateway|mmdf|\bmta\b"
-    # a mailing list's own administrative address (its error notices to posters)
-    r"|\bowner-[\w.-]+@|[\w.]-(?:owner|admin)@",
+    r"mail system|smtp gateway|mmdf|\bmta\b",
     re.IGNORECASE,
 )
+# A mailing list's administrative address, which its manager writes error
+# notices from ("Loop Alert", "not a member"); a sign only with a list header.
+LIST_ADMIN_FROM_RE: Final = re.compile(r"\bowner-[\w.-]+@|[\w.]-(?:owner|admin|request)@", re.IGNORECASE)
+LIST_HEADERS: Final = ("X-MLServer", "X-ML-Name", "List-Id")
 BOUNCE_SUBJECT_RE: Final = re.compile(
     r"undeliver|non-?deliver|delivery (?:status|fail|notification|problem|report|has failed|error)|returned mail|"
     r"failure notice|failed delivery|mail delivery failed|could not be delivered|not (?:be )?delivered|"
@@ -54,8 +56,9 @@ NO_CONNECTION_RE: Final = re.compile(
     r"(?:connect|establish)|requests to connect|could not find a gateway",
     re.IGNORECASE)
 REMOTE_HOST_RE: Final = re.compile(
-    r"\bhost[:\s]+([a-z0-9][a-z0-9.-]*\.[a-z]{2,})\b|\bhost[:\s]+\[?(\d{1,3}(?:\.\d{1,3}){3})\]?"
-    r"|\bwhile talking to ([a-z0-9][a-z0-9.-]*\.[a-z]{2,})|(\d{1,3}(?:\.\d{1,3}){3}) (?:does not like|failed after)",
+    r"(?=[hw\d])"  # the first letters of the alternatives: a fast skip of other positions
+    r"(?:\bhost[:\s]+([a-z0-9][a-z0-9.-]*\.[a-z]{2,})\b|\bhost[:\s]+\[?(\d{1,3}(?:\.\d{1,3}){3})\]?"
+    r"|\bwhile talking to ([a-z0-9][a-z0-9.-]*\.[a-z]{2,})|(\d{1,3}(?:\.\d{1,3}){3}) (?:does not like|failed after))",
     re.IGNORECASE)
 # Where a further message of an mbox file begins: its "From sender date" line
 # (ctime date; some writers omit the blank line before it).
@@ -109,12 +112,14 @@ def _parse_one(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccess
         reports = _merge(reports or embedded, notice, msg, original)
     if not reports:
         reports = [_report_from_text(None, notice)]
-    if special is None:
-        _explain_from_returned_bounce(reports, msg)
     agent = vendors.SES_AGENT if special is not None else vendors.detect_agent(msg, notice.boilerplate)
     # every token starts "v1."; most bounces carry none, so skip the full scan
     found_tracking = tracking.find_in_bytes(data) if b"v1." in data or b"V1." in data else None
-    return [_event(report, original, agent, found_tracking) for report in reports]
+    events = [_event(report, original, agent, found_tracking) for report in reports]
+    undecided = [r for r, e in zip(reports, events) if isinstance(e, BounceEvent) and e.reason == R.ONHOLD]
+    if undecided and special is None and _explain_from_returned_bounce(undecided, msg):
+        events = [_event(report, original, agent, found_tracking) for report in reports]
+    return events
 
 
 def dsn_parts_of(msg: MailPart) -> list[MailPart]:
@@ -182,8 +187,10 @@ def looks_like_bounce(msg: MailPart, text: str) -> bool:
     also send digests and auto-replies."""
     if msg.header("X-Failed-Recipients"):
         return True
+    author = msg.header("From") or ""
     signs = (
-        bool(BOUNCE_FROM_RE.search(msg.header("From") or "")),
+        bool(BOUNCE_FROM_RE.search(author))
+        or bool(LIST_ADMIN_FROM_RE.search(author) and any(msg.header(name) for name in LIST_HEADERS)),
         bool(BOUNCE_SUBJECT_RE.search(msg.header("Subject") or "")),
         (msg.header("Return-Path") or "").strip() == "<>",
     )
@@ -247,33 +254,31 @@ def _merge(reports: list[RecipientReport], notice: Notice, msg: MailPart, origin
     return [_report_from_text(r, notice) for r in text_recipients]
 
 
-def _explain_from_returned_bounce(reports: list[RecipientReport], msg: MailPart) -> None:
+def _explain_from_returned_bounce(undecided: list[RecipientReport], msg: MailPart) -> bool:
     """Reports whose text gives no reason, explained by the returned message
     when that is itself a bounce: a gateway passing on a failure it was told
     about ("Unable to deliver message to <a@b>", with the remote MTA's bounce
-    attached) has no reason of its own to give."""
-    undecided = [r for r in reports if r.recipient and r.action in (None, "failed", "delayed")
-                 and classify(r.reply_code, pick_status(r.status, r.diagnostic), r.diagnostic,
-                              command=r.command, remote_reply=r.remote_reply).reason == R.ONHOLD]
-    if not undecided:
-        return
+    attached) has no reason of its own to give. True when one was explained."""
     returned = next((part.children[0] for part in msg.walk()
                      if part is not msg and part.content_type in ENCLOSING_TYPES and part.children), None)
     if returned is None:
-        return
+        return False
     text = cut_original(notice_text_of(returned))
     if not text or not looks_like_bounce(returned, text):
-        return
+        return False
     notice = read_notice(text)
     by_address = {r.address.lower(): r for r in notice.recipients}
+    explained = False
     for report in undecided:
-        text_recipient = by_address.get(report.recipient.lower())
+        text_recipient = by_address.get((report.recipient or "").lower())
         if text_recipient is None:
             continue
         replaced = _report_from_text(text_recipient, notice)
         if classify(replaced.reply_code, replaced.status, replaced.diagnostic, command=replaced.command).reason != R.ONHOLD:
             report.diagnostic, report.status, report.reply_code = replaced.diagnostic, replaced.status, replaced.reply_code
             report.command, report.remote_mta, report.remote_reply = replaced.command, replaced.remote_mta, False
+            explained = True
+    return explained
 
 
 def _failed_recipients_header(msg: MailPart) -> list[str]:

@@ -20,10 +20,16 @@ Evidence order (the first tier that names a reason wins):
 5. the basic reply code where it has one meaning (551, 552, 50x);
 6. weak hints of the text (WEAK_RULES);
 7. "onhold": a failure the bounce does not explain.
+A diagnostic that wraps a server's quoted reply in a relay's own category
+label ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'") is
+judged by the quoted reply first.
 Afterwards one refinement: a remote server's "user unknown" that did not
-answer RCPT TO, without a status calling the address bad, is a filter's
-verdict on the message (the server accepted the recipient, or the bounce
-cannot say it did not), not proof that the mailbox is missing.
+answer RCPT TO, without a status calling the address bad (x.1.x), is a
+filter's verdict on the message (the server accepted the recipient, or the
+bounce cannot say it did not), not proof that the mailbox is missing. A
+remote reply is one with a reply code or a DSN's Diagnostic-Code; the
+reporting MTA's own words about its own mailboxes, and its local delivery
+agent's, are the mailbox lookup itself.
 """
 
 from __future__ import annotations
@@ -244,7 +250,7 @@ STRONG_RULES: Final[tuple[Rule, ...]] = (
     _rule(R.EXCEEDLIMIT, "limit",
           r"(?:exceeds?|over) (?:the )?(?:size )?limit set by (?:the )?recipient", r"recipient'?s? (?:message )?size limit"),
     _rule(R.MAILERERROR, "mailer procmail pipe exit command program",
-          r"\bmailer error\b", r"unknown mailer", r"mailer \S+ (?:died|failed)", r"\bprocmail\b", r"\bpipe to\b",
+          r"\bmailer error\b", r"unknown mailer", r"mailer \S+ (?:died|failed)", r"\bprocmail:", r"\bpipe to\b",
           r"command (?:died|failed|exited)", r"exit (?:code|status) \d+", r"delivery to (?:a )?(?:program|pipe|command)",
           r"program (?:failed|error|exited)"),
 )
@@ -388,7 +394,7 @@ def _is_filter_verdict(lowered: str, reply_code: int | None, status: str | None,
         return False
     if not (reply_code or remote_reply):
         return False
-    return not (_LOCAL_DELIVERY_RE.search(lowered) if "local" in lowered else False)
+    return "local" not in lowered or _LOCAL_DELIVERY_RE.search(lowered) is None
 
 
 def _reason_of_command(command: str | None, status: str | None, lowered: str) -> str | None:

@@ -87,7 +87,9 @@ def _report_of(record: dict[str, str], arrival: datetime | None) -> RecipientRep
     recipient = parse_address(record.get("final-recipient")) or parse_address(record.get("original-recipient")) \
         or parse_address(record.get("x-actual-recipient"))
     diagnostic_type, diagnostic = strip_type(record.get("diagnostic-code", ""))
-    remote_reply = bool(diagnostic)
+    # an SMTP diagnostic (or an untyped one) quotes the remote server; "X-Notes;",
+    # "X-Postfix;", "X-Unix;" ... are the reporting MTA's own words
+    remote_reply = bool(diagnostic) and diagnostic_type in (None, "smtp")
     status_field = record.get("status") or ""
     if not diagnostic and "(" in status_field:  # "Status: 4.0.0 (host name lookup failure)"
         diagnostic = status_field[status_field.index("(") + 1:].rstrip(") ")

@@ -22,7 +22,8 @@ from typing import Final
 from parsers.bounce.address import address as parse_address
 
 ADDR: Final = r"[\w.!#$%&'*+/=?^`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
-ADDR_RE: Final = re.compile(ADDR)
+# (the lookbehind starts a match only where a run of address characters starts)
+ADDR_RE: Final = re.compile(r"(?<![\w.!#$%&'*+/=?^`{|}~-])" + ADDR)
 
 # A line that starts the returned original message (or its headers); matched
 # against single lower-cased lines that contain one of ORIGINAL_KEYS.
@@ -59,11 +60,12 @@ _RECIPIENT_LABEL_RE: Final = re.compile(
 )
 # Words with which notices introduce the remote server's own text.
 LEAD_IN_RE: Final = re.compile(
+    r"(?=[trfdbse])(?:"  # the first letters of the alternatives: a fast skip of other positions
     r"(?:the (?:\w+ )?(?:response|error|reply|answer)(?: that the other server returned| from the remote server)? was"
     r"|remote (?:host|server|mta) (?:said|replied|returned|responded)|technical details of (?:permanent|temporary) failure"
     r"|(?:failure |delay )?reason|diagnostic[- ](?:code|information)|because|server message|error message(?: below)?"
     r"|the following text was generated during the delivery attempt|responded with failure)[ \t]*:[ \t]*"
-    r"|transcript of (?:the )?session follows[ \t]*-*[ \t]*",
+    r"|transcript of (?:the )?session follows[ \t]*-*[ \t]*)",
 )
 _DASH_LINE_RE: Final = re.compile(r"^\s*(?:[-=_*]{3,}.*|.*[-=_*]{3,})\s*$")
 _BARE_TAIL_RE: Final = re.compile(r"^[\s>\"':.,;]*(?:\((?:expanded|generated|ultimately|reason)[^)]*\)?)?\s*$", re.IGNORECASE)

@@ -33,7 +33,7 @@ def upgrade() -> None:
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('reply_code', sa.Integer(), nullable=True),
     sa.Column('status', sa.String(length=20), nullable=True),
-    sa.Column('reply', sa.Text(), nullable=True),
+    sa.Column('reply', sa.String(), nullable=True),
     sa.Column('reason', sa.String(length=40), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
@@ -47,7 +47,7 @@ def upgrade() -> None:
     sa.Column('deferred_today', sa.Integer(), nullable=False),
     sa.Column('bounced_today', sa.Integer(), nullable=False),
     sa.Column('delivered_total', BigId, nullable=False),
-    sa.Column('last_reply', sa.Text(), nullable=True),
+    sa.Column('last_reply', sa.String(), nullable=True),
     sa.Column('updated_at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('lane')
     )
@@ -103,7 +103,7 @@ def upgrade() -> None:
     sa.Column('updated_at', sa.Float(), nullable=False),
     sa.Column('lease_owner', sa.String(length=200), nullable=True),
     sa.Column('lease_until', sa.Float(), nullable=True),
-    sa.Column('last_reply', sa.Text(), nullable=True),
+    sa.Column('last_reply', sa.String(), nullable=True),
     sa.Column('reason', sa.String(length=40), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )

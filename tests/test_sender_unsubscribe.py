@@ -1,0 +1,50 @@
+"""The RFC 8058 one-click endpoint: a POST suppresses, a GET never does."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from sqlalchemy import text
+
+from monitor.config import UnsubscribeConfig
+from monitor.storage.db import session_scope
+from monitor.storage.suppression import suppressed_addresses
+from sender.unsubscribe import header_builder, serve, token_maker
+from tests.fixtures.smtp_receivers import free_port
+
+
+async def test_one_click_post_suppresses_the_address(engine):
+    config = UnsubscribeConfig(url="https://unsub.example.com/u", listen=f"127.0.0.1:{free_port()}", secret="k3y",
+                               mailto="unsub@example.com")
+    header = header_builder(config)("Bob@example.org", "spring")
+    assert header.startswith("<https://unsub.example.com/u/") and header.endswith("<mailto:unsub@example.com?subject=unsubscribe>")
+    token = token_maker(config).make("Bob@example.org", "spring")
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(engine, config, stop))
+    base = f"http://{config.listen}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"{base}/u/{token}") as page:  # link scanners GET: nothing happens
+                        assert page.status == 200 and "<form" in await page.text()
+                    break
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.05)
+            with session_scope(engine) as session:
+                assert not suppressed_addresses(session, ["bob@example.org"])
+            async with http.post(f"{base}/u/{token}x", data={"List-Unsubscribe": "One-Click"}) as bad:
+                assert bad.status == 404
+            async with http.post(f"{base}/u/{token}", data={"other": "1"}) as wrong:
+                assert wrong.status == 400
+            async with http.post(f"{base}/u/{token}", data={"List-Unsubscribe": "One-Click"}) as done:
+                assert done.status == 200
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 10)
+    with session_scope(engine) as session:
+        assert suppressed_addresses(session, ["bob@example.org"]) == {"bob@example.org"}
+    with engine.connect() as conn:
+        reason, source = conn.execute(text("SELECT reason, source FROM suppressions")).one()
+    assert (reason, source) == ("opt_out", "list-unsubscribe")
