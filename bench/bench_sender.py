@@ -84,12 +84,11 @@ def config_for(folder: Path, port: int, *, dkim: str | None = None, ips: int = 1
     return parse_config({"database": {"url": f"sqlite:///{folder / 'queue.db'}"}, "sender": sender}, base_dir=folder)
 
 
-def bench_repmon(count: int, dkim: str | None, overlap: bool) -> float:
-    """Messages/s. overlap=True: end to end as `repmon send --wait` runs it
-    (injection on a thread, delivery starting with the first committed
-    chunk), timed from the start of injection to the last message marked
-    delivered. overlap=False: injection first, then the sender alone on the
-    full queue (delivery only)."""
+def bench_repmon(count: int, dkim: str | None) -> tuple[float, float]:
+    """(end to end, delivery only) in messages/s. End to end is what `repmon
+    send --wait` does: personalise and enqueue the campaign, then deliver
+    until the queue is empty; timed from the start of injection to the last
+    message marked delivered. Delivery only: the sender alone on the full queue."""
     folder = Path(tempfile.mkdtemp(prefix="repmon-bench-"))
     try:
         with SmtpSink(dump=False) as sink:
@@ -97,26 +96,14 @@ def bench_repmon(count: int, dkim: str | None, overlap: bool) -> float:
             engine = make_engine(config.database_url)
             upgrade_schema(engine)
             template, recipients = write_campaign(folder, count)
-
-            def injection():
-                return inject(engine, config.sender, template, recipients, campaign="bench", pool="default")
-
-            async def both():
-                feeding = asyncio.get_running_loop().run_in_executor(None, injection)
-                stats = await Sender(config.sender, engine).run(until_idle=True, feeding=feeding)
-                return await feeding, stats
-
             started = time.perf_counter()
-            if overlap:
-                result, stats = asyncio.run(both())
-            else:
-                result = injection()
-                started = time.perf_counter()
-                stats = asyncio.run(Sender(config.sender, engine).run(until_idle=True))
+            result = inject(engine, config.sender, template, recipients, campaign="bench", pool="default")
+            injected = time.perf_counter()
+            stats = asyncio.run(Sender(config.sender, engine).run(until_idle=True))
             done = time.perf_counter()
             engine.dispose()
         assert result.queued == count and stats.delivered == count, (result, stats)
-        return count / (done - started)
+        return count / (done - started), count / (done - injected)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -188,6 +175,8 @@ def bench_rate_accuracy(seconds: float) -> list[str]:
             window = [t for t in ts if start <= t < start + seconds]
             measured = len(window) / seconds
             worst_rate_error = max(worst_rate_error, abs(measured - rate) / rate)
+            total_span = (ts[-1] - ts[0]) or 1.0
+            worst_rate_error = max(worst_rate_error, abs((len(ts) - burst) / total_span - rate) / rate)
             for span in (0.1, 0.5, 1.0, 5.0):
                 j = 0
                 for i in range(len(ts)):
@@ -223,14 +212,16 @@ def bench_pause_latency(repeats: int = 5) -> list[str]:
             sender = Sender(config.sender, engine)
             task = asyncio.create_task(sender.run(stop=stop))
             in_process, via_db = [], []
+            late_mails: list[int] = []
             for _ in range(repeats):
                 await asyncio.sleep(1.0)
                 called = time.time()
                 await sender.set_directive("pause", "127.0.0.2", "relay", reason="bench")
                 await asyncio.sleep(0.5)
                 with server.lock:
-                    last = max((t for _, t in server.mail_times if t > called), default=called)
-                in_process.append(last - called)
+                    late = [t for _, t in server.mail_times if t > called]
+                in_process.append(max(late, default=called) - called)
+                late_mails.append(len(late))
                 await sender.set_directive("resume", "127.0.0.2", "relay")
                 await asyncio.sleep(1.0)
                 lane = sender.lanes["127.0.0.2|relay"]
@@ -247,13 +238,14 @@ def bench_pause_latency(repeats: int = 5) -> list[str]:
                 await sender.set_directive("resume", "127.0.0.2", "relay")
             stop.set()
             await task
-            return in_process, via_db
+            return in_process, via_db, late_mails
 
-        in_process, via_db = asyncio.run(run())
+        in_process, via_db, late_mails = asyncio.run(run())
         engine.dispose()
-        rows.append(f"| pause, same process (call -> last MAIL FROM seen by the receiver), {repeats} runs at 200/s | "
-                    f"max {max(in_process) * 1000:.1f} ms, median {sorted(in_process)[len(in_process) // 2] * 1000:.1f} ms "
-                    f"(limit 100 ms) | {'pass' if max(in_process) <= 0.1 else 'FAIL'} |")
+        rows.append(f"| pause, same process (call -> last MAIL FROM the receiver sees), {repeats} runs at 200/s, "
+                    f"4 connections | {sum(late_mails)} MAIL FROM after the calls (already on the wire), latest "
+                    f"{max(in_process) * 1000:.1f} ms after a call (limit 100 ms) | "
+                    f"{'pass' if max(in_process) <= 0.1 else 'FAIL'} |")
         rows.append(f"| pause through the database (commit -> lane blocked), {repeats} runs | "
                     f"max {max(via_db) * 1000:.0f} ms (limit 1 s) | {'pass' if max(via_db) <= 1.0 else 'FAIL'} |")
         return rows
@@ -275,9 +267,9 @@ def main() -> int:
     source = bench_smtp_source(n)
     naive = bench_naive_aiosmtplib(min(n, 5_000), 1)
     naive10 = bench_naive_aiosmtplib(min(n, 10_000), 10)
-    plain_e2e, plain_delivery = bench_repmon(n, None, True), bench_repmon(n, None, False)
-    rsa_e2e, rsa_delivery = bench_repmon(n, "rsa", True), bench_repmon(n, "rsa", False)
-    ed_e2e, ed_delivery = bench_repmon(n, "ed25519", True), bench_repmon(n, "ed25519", False)
+    plain_e2e, plain_delivery = bench_repmon(n, None)
+    rsa_e2e, rsa_delivery = bench_repmon(n, "rsa")
+    ed_e2e, ed_delivery = bench_repmon(n, "ed25519")
     print(f"\nSender throughput: {n} messages of ~2 KB to one local smtp-sink, relay, no rate limit, SQLite queue")
     print("| run | messages/s | vs smtp-source | vs naive aiosmtplib | target |")
     print("|---|---:|---:|---:|---|")

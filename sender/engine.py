@@ -69,6 +69,10 @@ def retry_delay(attempts: int, reply_text: str, initial: float, maximum: float, 
     return base * (0.8 + 0.4 * rng.random())
 
 
+# The SMTP command a transaction stage's reply answered, as classify() names them.
+_STAGE_COMMANDS = {"connect": "CONN", "mail": "MAIL", "rcpt": "RCPT", "data": "DATA", "end": "DATA"}
+
+
 @dataclass
 class SendStats:
     delivered: int = 0
@@ -142,7 +146,7 @@ class Sender:
         self._pending_lanes: list[tuple[str, str, str]] = []  # lanes to register in sender_lane
         self._known_lanes: set[str] = set()
         self._route_targets: set[Lane] = set()
-        self._feeding: asyncio.Future | None = None
+        self._last_route_at = 0.0
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -176,13 +180,9 @@ class Sender:
 
     # -- the service -------------------------------------------------------------------
 
-    async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None,
-                  feeding: asyncio.Future | None = None) -> SendStats:
-        """Deliver until `stop` is set, or (until_idle) until nothing deliverable
-        is left. `feeding`: an injection still adding to the queue (idle does
-        not count until it is done, and its failure stops the sender)."""
+    async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None) -> SendStats:
+        """Deliver until `stop` is set, or (until_idle) until nothing deliverable is left."""
         self._stopping = stop or asyncio.Event()
-        self._feeding = feeding
         self._flush_wake = asyncio.Event()
         self._feed_wake = asyncio.Event()
         await self._run_db(self._startup_db)
@@ -274,6 +274,7 @@ class Sender:
             now = time.time()
             worked = False
             if now >= self._unrouted_empty_until and self._route_has_room(now):
+                self._last_route_at = now
                 routed = await self._route_batch(now)
                 worked |= routed > 0
                 if routed < self.batch:
@@ -288,9 +289,7 @@ class Sender:
             for lane in list(self.lanes.values()):
                 worked |= await self._fill(lane, now)
             if until_idle:
-                if self._feeding is not None and not self._feeding.done():
-                    idle_checks = 0
-                elif worked or self._busy():
+                if worked or self._busy():
                     idle_checks = 0
                 else:
                     await self._flush_now()
@@ -302,16 +301,22 @@ class Sender:
             await wait_event(self._feed_wake, 0.05 if worked else 0.2)
 
     def _route_has_room(self, now: float) -> bool:
-        """Route more only while a lane that took routed mail last time has room."""
-        if not self._route_targets:
+        """Route the next batch when a lane that took routed mail last time has
+        room, and at least once a second whatever: mail for full or blocked
+        lanes then goes back to the queue with its lane set (the lane claims
+        it when it can send), so one slow or paused lane never holds up the
+        routing of other campaigns and pools."""
+        if now - self._last_route_at >= 1.0:
             return True
-        return any(not lane.blocked(now) and lane.buffered() < max(1, lane.buffer_target(self.batch) // 2)
-                   for lane in self._route_targets)
+        open_targets = [lane for lane in self._route_targets if not lane.blocked(now)]
+        if not open_targets:
+            return True
+        return any(lane.buffered() < max(1, lane.buffer_target(self.batch) // 2) for lane in open_targets)
 
     def _busy(self) -> bool:
         return bool(self._tasks) or any(lane.buffered() for lane in self.lanes.values()) or bool(self._pending.outcomes)
 
-    def _due_lanes(self, now: float) -> dict[str, int]:
+    def _due_lanes(self, now: float) -> list[str]:
         with self.engine.connect() as conn:
             return queue.due_lanes(conn, now)
 
@@ -445,7 +450,7 @@ class Sender:
         """Smooth weighted round robin over the pool's IPs that are under
         their warm-up cap; the overflow pool when every IP is capped."""
         sources = self.pools.get(pool) or self.pools.get("default") or next(iter(self.pools.values()))
-        today = queue.utc_day(now)
+        today = queue.utc_day(now) if any(s.warmup for s in sources) else ""
         eligible = []
         for s in sources:
             if s.warmup:
@@ -586,13 +591,10 @@ class Sender:
         Returns the updated count and a message taken but not attempted (the
         connection closed before its envelope got any reply), or None."""
         limit = lane.deliveries_per_connection()
-        verp, content = self._prepare(lane, m)
-        try:
-            conn.write(conn.envelope(verp, m.recipient, m.eight_bit))
-            replies = await conn.read(3)
-        except _CONNECTION_ERRORS as exc:
-            self._lost(conn, lane, m, exc)
+        started = await self._envelope(conn, lane, m)
+        if started is None:
             return sent + 1, None
+        replies, content = started
         while True:
             r_mail, r_rcpt, r_data = replies
             sent += 1
@@ -609,13 +611,10 @@ class Sender:
                 if nxt is None:
                     return sent, None
                 m = nxt
-                verp, content = self._prepare(lane, m)
-                try:
-                    conn.write(conn.envelope(verp, m.recipient, m.eight_bit))
-                    replies = await conn.read(3)
-                except _CONNECTION_ERRORS as exc:
-                    self._lost(conn, lane, m, exc)
+                started = await self._envelope(conn, lane, m)
+                if started is None:
                     return sent + 1, None
+                replies, content = started
                 continue
             nxt = self._take_now(lane, buf) if sent < limit else None
             if nxt is None:
@@ -640,6 +639,17 @@ class Sender:
                 return sent, nxt
             replies = got[1:]
             m, content = nxt, next_content
+
+    async def _envelope(self, conn: SmtpConnection, lane: Lane, m: QueuedMessage) -> tuple[list[Reply], bytes] | None:
+        """MAIL/RCPT/DATA of one message on its own: its replies and its content,
+        or None when the connection was lost (the message is then deferred)."""
+        verp, content = self._prepare(lane, m)
+        try:
+            conn.write(conn.envelope(verp, m.recipient, m.eight_bit))
+            return await conn.read(3), content
+        except _CONNECTION_ERRORS as exc:
+            self._lost(conn, lane, m, exc)
+            return None
 
     def _take_now(self, lane: Lane, buf: deque) -> QueuedMessage | None:
         """The next message if it may go right now (no pause, rate slot free)."""
@@ -742,14 +752,17 @@ class Sender:
         lane.last_reply = str(reply)
         self._check_rules(lane, reply, now)
         if 500 <= reply.code < 600:
-            self._failed(lane, m, reply, now)
+            self._failed(lane, m, reply, now, result.stage)
         else:
             self._transient(lane, m, reply, str(reply), now)
 
-    def _failed(self, lane: Lane, m: QueuedMessage, reply: Reply, now: float) -> None:
+    def _failed(self, lane: Lane, m: QueuedMessage, reply: Reply, now: float, stage: str) -> None:
         """A 5xx: bounce the message; suppress the address only when the reason
-        is about the recipient (never for IP- or domain-level blocks)."""
-        verdict = classify(reply.code, reply.status, reply.text)
+        is about the recipient (never for IP- or domain-level blocks). The stage
+        matters: "user unknown" answering RCPT is a missing mailbox (hard), the
+        same words after DATA are a filter's verdict (soft)."""
+        command = _STAGE_COMMANDS.get(stage)
+        verdict = classify(reply.code, reply.status, reply.text, command=command, remote_reply=True)
         self._bounce(m, reply.code, reply.status, str(reply), verdict.reason, verdict.hard_or_soft, now, lane)
 
     def _bounce(self, m: QueuedMessage, code: int | None, status: str | None, text: str, reason: str,

@@ -195,6 +195,13 @@ class Personaliser:
     feedback_id_sender: str
     unsubscribe_header: object = None  # callable(address, campaign) -> (List-Unsubscribe value) or None
     sign_body: bool = False  # compute the DKIM body hash at enqueue
+    feedback_id: bytes = field(init=False, default=b"")
+
+    def __post_init__(self) -> None:
+        # Feedback-ID (Gmail's feedback loop groups complaints by it): campaign,
+        # pool, mail type and sender, the same for the whole campaign.
+        fid = ":".join(_clean_feedback_field(x) for x in (self.campaign, self.pool, "bulk", self.feedback_id_sender))
+        self.feedback_id = b"Feedback-ID: " + fid.encode("ascii") + b"\r\n"
 
     def render(self, recipient: str, values: dict[str, str]) -> RenderedMessage:
         template = self.template
@@ -204,8 +211,7 @@ class Personaliser:
             extra.append(_date_header())
         if not template.has_to:
             extra.append(b"To: <" + recipient.encode("utf-8") + b">\r\n")
-        fid = ":".join(_clean_feedback_field(x) for x in (self.campaign, self.pool, "bulk", self.feedback_id_sender))
-        extra.append(b"Feedback-ID: " + fid.encode("ascii") + b"\r\n")
+        extra.append(self.feedback_id)
         if self.unsubscribe_header is not None and not template.has_unsubscribe:
             value = self.unsubscribe_header(recipient, self.campaign)  # type: ignore[operator]
             extra.append(b"List-Unsubscribe: " + value.encode("ascii") + b"\r\n")

@@ -5,7 +5,6 @@ transaction that commits out of id order is not missed."""
 from __future__ import annotations
 
 import random
-import threading
 
 import pytest
 from sqlalchemy import text

@@ -167,6 +167,8 @@ def test_dry_run_decides_but_touches_nothing(engine):
     report = loop.tick()
     assert [w["action"] for w in report.policy.would] == ["pause"]
     assert directives(engine) == [] and report.policy.started == []
+    clock.advance(1)
+    assert loop.tick(full=True).policy.would == []  # said once, not at every pass
 
 
 def test_dead_recipient_domain_is_suppressed_then_lifted(engine):
@@ -205,3 +207,19 @@ def test_manual_pause_slow_resume(engine):
     with pytest.raises(manual.ManualError):
         with engine.begin() as conn:
             manual.operator_action(loop.policy, conn, "pause", "domain:example.com", user="bob", now=T0)
+
+
+def test_a_resume_through_repmon_lanes_is_an_override_too(engine):
+    """`repmon lanes resume` (the sender's command) ends our directives; the
+    policy notices, closes its action, and does not pause again on the same evidence."""
+    clock = FakeClock(T0)
+    loop = loop_for(engine, clock)
+    add_deliveries(engine, ip="127.0.0.2", dest="yahoo", n=1000, at=T0 - 3600)
+    add_events(engine, n=5, at=T0 - 60, kind="feedback", complaint=True)
+    [action] = loop.tick().policy.started
+    with engine.begin() as conn:
+        control.add_directive(conn, "resume", "127.0.0.2", "yahoo", reason="checked with Yahoo", now=clock.now())
+    clock.advance(1)
+    report = loop.tick()
+    assert [(a.id, a.end_reason) for a in report.policy.ended] == [(action.id, "lifted outside the policy (resumed by operator)")]
+    assert report.policy.started == [] and directives(engine) == []

@@ -7,7 +7,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 
 from monitor.config import parse_config
@@ -375,3 +374,43 @@ async def test_in_process_pause_blocks_before_the_next_transaction(engine, scrip
     with engine.connect() as conn:
         row = conn.execute(text("SELECT kind, source_ip, destination, reason FROM sender_lane_directive")).one()
     assert tuple(row) == ("pause", "127.0.0.2", "relay", "policy: complaint rate")
+
+
+async def test_daily_cap_stops_the_lane_for_the_day(engine, smtp_sink, tmp_path):
+    config = make_config(smtp_sink.port, tmp_path, relay={"host": "127.0.0.1", "port": smtp_sink.port, "daily_cap": 4})
+    queue(engine, config, tmp_path, [f"u{i}@example.org" for i in range(7)])
+    sender, stats = await deliver(config, engine)
+    assert stats.delivered == 4 and states(engine) == {"delivered": 4, "queued": 3}
+    assert "daily cap of 4" in next(iter(sender.lanes.values())).blocked()
+    sender, stats = await deliver(config, engine)  # a new process remembers today's count
+    assert stats.delivered == 0 and states(engine)["queued"] == 3
+
+
+async def test_a_paused_lane_does_not_hold_up_routing_for_other_pools(engine, smtp_sink, tmp_path):
+    config = make_config(smtp_sink.port, tmp_path, ips=[
+        {"address": "127.0.0.2", "ehlo_name": "a.example.com", "pool": "a"},
+        {"address": "127.0.0.3", "ehlo_name": "b.example.com", "pool": "b"}])
+    queue(engine, config, tmp_path, [f"a{i}@example.org" for i in range(5)], campaign="first", pool="a")
+    stop = asyncio.Event()
+    sender = Sender(config.sender, engine)
+    task = asyncio.create_task(sender.run(stop=stop))
+    try:
+        for _ in range(200):
+            if states(engine).get("delivered") == 5:
+                break
+            await asyncio.sleep(0.02)
+        await sender.set_directive("pause", "127.0.0.2", "relay", reason="test")
+        queue(engine, config, tmp_path, [f"a{i}@example.org" for i in range(5, 10)], campaign="second", pool="a")
+        await asyncio.sleep(1.5)  # routed onto the paused lane, handed back with its lane
+        queue(engine, config, tmp_path, [f"b{i}@example.org" for i in range(5)], campaign="third", pool="b")
+        for _ in range(200):
+            if states(engine).get("delivered") == 10:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert states(engine) == {"delivered": 10, "queued": 5}
+    with engine.connect() as conn:
+        waiting = {r[0] for r in conn.execute(text("SELECT lane FROM sender_message WHERE state = 'queued'"))}
+    assert waiting == {"127.0.0.2|relay"}

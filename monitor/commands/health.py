@@ -12,7 +12,7 @@ import sys
 import textwrap
 
 from monitor.config import load_config
-from monitor.health.assess import SEVERITY_RANK, STATES, Assessment
+from monitor.health.assess import STATES, Assessment
 from monitor.health.clock import SystemClock
 from monitor.health.rollup import Rollup
 from monitor.health.service import HealthService, Wanted
@@ -83,5 +83,3 @@ def print_table(assessments: list[Assessment]) -> None:
     counts = {s: sum(1 for a in assessments if a.state == s) for s in STATES}
     out.write(", ".join(f"{n} {s}" for s, n in counts.items() if n) + "\n")
 
-
-assert set(SEVERITY_RANK) >= {"warning", "critical", "blocked"}

@@ -151,7 +151,8 @@ class Assessment:
                 total.add(counts)
         return total
 
-    def metric(self, metric: str, window: str, providers: list[str] | None = None) -> Rate | None:
+    def metric(self, metric: str, window: str, providers: list[str] | None = None,
+               min_volume: int = 0) -> Rate | None:
         """A figure for policy rules. Complaint rates of an IP or domain are
         per provider (complaints over delivered at that provider): the worst
         provider with volume counts. Gmail's spam rate is the latest
@@ -169,7 +170,9 @@ class Assessment:
                 if providers is not None and destination not in providers:
                     continue
                 found = rate(counts, metric)
-                if found is not None and (best is None or found.value > best.value):
+                if found is None or found.volume < min_volume:
+                    continue  # a provider with too little mail cannot hide one that has enough
+                if best is None or found.value > best.value:
                     best = found
             return best
         total = self.total(window, providers)

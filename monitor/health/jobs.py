@@ -44,7 +44,16 @@ class TickReport:
 
 class HealthLoop:
     """One pass = roll up, assess, store, policy, alerts. Synchronous: the
-    daemon runs it in a worker thread."""
+    daemon runs it in a worker thread.
+
+    A pass assesses the subjects new rows touched, plus a slice of a sweep
+    over every subject (windows slide, so untouched subjects change too). A
+    sweep starts every `full_every_s` and is cut into slices of
+    `SWEEP_SLICE` IPs / domains, so no pass is long enough to delay the
+    reaction to a new complaint or listing behind thousands of quiet subjects.
+    """
+
+    SWEEP_SLICE = 50
 
     def __init__(self, config: RepmonConfig, engine: Engine, clock: Clock | None = None) -> None:
         self.config = config
@@ -57,32 +66,66 @@ class HealthLoop:
         self.store = HealthStore()
         self.alerts = AlertCenter(config.alerts)
         self.policy = PolicyEngine(config, self.service, self.alerts)
-        self._last_full = float("-inf")
+        self._sweep_started = float("-inf")
+        self._sweep_ips: list[str] = []
+        self._sweep_domains: list[str] = []
 
     def tick(self, *, full: bool | None = None) -> TickReport:
+        """One pass. full=True assesses every subject now (`repmon run --once`);
+        the default is the touched subjects first, then the next slice of the sweep.
+
+        Database work is kept in short transactions (on SQLite every
+        transaction holds the write lock): the inputs are read, the
+        assessment runs with no transaction open, the results are written."""
         now = self.clock.now()
         report = TickReport()
-        report.rolled = self.rollup.run(now)
-        if full is None:
-            full = now - self._last_full >= self.config.health.full_every_s
-        wanted = Wanted() if full else Wanted.from_rollup(report.rolled)
-        report.full = wanted.full
-        with self.engine.begin() as conn:
-            assessments: list[Assessment] = self.service.assess(conn, now, wanted)
-            if self.policy.wants_rdomains and (wanted.full or report.rolled.dirty_rdomains):
-                keys = None if wanted.full else report.rolled.dirty_rdomains
-                rdomains = self.service.assess_rdomains(conn, now, keys)
-            else:
-                rdomains = []
-            changes = self.store.save(conn, assessments, now)
-            report.assessed, report.changed = len(assessments), len(changes)
-            before = self.alerts.created
-            report.policy = self.policy.evaluate(conn, assessments + rdomains, now, full=wanted.full)
-            self.alerts.observe(conn, changes, now)
-            report.notifications = self.alerts.created - before
-        if wanted.full:
-            self._last_full = now
+        if full is not None or self.rollup.pending():
+            report.rolled = self.rollup.run(now)
+        if full is True:
+            self._pass(report, Wanted(), now, sweep_start=True)
+            self._sweep_started = now
+            return report
+        sweep_start = full is None and (report.rolled.full or (
+            not self._sweep_ips and not self._sweep_domains
+            and now - self._sweep_started >= self.config.health.full_every_s))
+        if sweep_start:
+            with self.engine.connect() as conn:
+                ips, domains = self.service.subject_keys(conn, now)
+            self._sweep_ips, self._sweep_domains = sorted(ips), sorted(domains)
+            self._sweep_started = now
+        touched = Wanted.from_rollup(report.rolled)
+        touched.full = False
+        # what just changed goes first: a new complaint or listing is acted on now
+        self._pass(report, touched, now, sweep_start=sweep_start)
+        if full is None and (self._sweep_ips or self._sweep_domains):
+            chunk = Wanted(full=False, ips=set(self._sweep_ips[:self.SWEEP_SLICE]) - touched.ips,
+                           domains=set(self._sweep_domains[:self.SWEEP_SLICE]) - touched.domains)
+            del self._sweep_ips[:self.SWEEP_SLICE]
+            del self._sweep_domains[:self.SWEEP_SLICE]
+            self._pass(report, chunk, now, sweep_start=False)
+        report.full = sweep_start
         return report
+
+    def _pass(self, report: TickReport, wanted: Wanted, now: float, *, sweep_start: bool) -> None:
+        inputs, rdomains = [], []
+        if not wanted.empty or sweep_start or report.rolled.dirty_rdomains:
+            with self.engine.connect() as conn:
+                inputs = self.service.gather(conn, now, wanted)
+                if self.policy.wants_rdomains and (sweep_start or report.rolled.dirty_rdomains):
+                    keys = None if sweep_start else report.rolled.dirty_rdomains
+                    rdomains = self.service.assess_rdomains(conn, now, keys)
+        assessments: list[Assessment] = self.service.assess_inputs(inputs, now)
+        with self.engine.begin() as conn:
+            changes = self.store.save(conn, assessments, now)
+            before = self.alerts.created
+            policy = self.policy.evaluate(conn, assessments + rdomains, now, full=sweep_start)
+            self.alerts.observe(conn, changes, now)
+        report.assessed += len(assessments)
+        report.changed += len(changes)
+        report.policy.started += policy.started
+        report.policy.ended += policy.ended
+        report.policy.would += policy.would
+        report.notifications += self.alerts.created - before
 
 
 def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:

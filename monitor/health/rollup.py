@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from sqlalchemy import text, update
@@ -36,8 +35,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.health.counts import GRAIN_RETENTION_S, GRAIN_SECONDS
-from monitor.health.models import COUNTERS, HealthCount, HealthRoute
-from monitor.health.subjects import DomainMapper, domain_of, provider_guess
+from monitor.health.models import COUNTERS, HealthRoute
+from monitor.health.subjects import DomainMapper, domain_of, is_ip, provider_guess
 
 log = logging.getLogger("repmon.health")
 
@@ -87,17 +86,17 @@ class _Accumulator:
         self.oldest["1d"] = now - day_retention_s
         self.result = result
 
-    def add(self, bucket5: int, scope: str, key: str, destination: str, deltas: dict[str, int],
-            grains: tuple[str, ...] = ("5m", "1h", "1d")) -> None:
-        for grain in grains:
-            bucket = (bucket5 // GRAIN_SECONDS[grain]) * GRAIN_SECONDS[grain]
-            if bucket + GRAIN_SECONDS[grain] <= self.oldest[grain]:
-                continue  # older than this grain keeps: the coarser grain has it
-            row = self.rows.get((grain, bucket, scope, key, destination))
-            if row is None:
-                row = self.rows[(grain, bucket, scope, key, destination)] = [0] * _N
-            for name, n in deltas.items():
-                row[_IDX[name]] += n
+    def add_one(self, grain: str, bucket: int, scope: str, key: str, destination: str, deltas: dict[str, int],
+                times: int) -> None:
+        """Add deltas x times to one counter row (bucket already of this grain)."""
+        if bucket + GRAIN_SECONDS[grain] <= self.oldest[grain]:
+            return  # older than this grain keeps: the coarser grain has it
+        row = self.rows.get((grain, bucket, scope, key, destination))
+        if row is None:
+            row = self.rows[(grain, bucket, scope, key, destination)] = [0] * _N
+        for name, n in deltas.items():
+            if n:
+                row[_IDX[name]] += n * times
         if scope == "ip":
             self.result.dirty_ips.add(key)
             if destination:
@@ -120,6 +119,21 @@ class Rollup:
         self.dialect = engine.dialect.name
         self.routes: dict[str, str] | None = None  # recipient domain -> destination
         self._last_prune = 0.0
+        self._max_seen: dict[str, int] = {}  # highest id read per source
+        self._gaps: dict[str, bool] = {}  # sources with ids still looked for
+        self._changed: set[str] | None = None  # what pending() found new; None: look at every source
+
+    def pending(self) -> bool:
+        """Whether any source has rows not read yet: one cheap query, so an
+        idle loop costs almost nothing."""
+        with self.engine.connect() as conn:
+            sources = [s for s in SOURCES if self._table_exists(conn, s)]
+            if not sources:
+                return False
+            row = conn.execute(text("SELECT " + ", ".join(
+                f"(SELECT MAX(id) FROM {TABLES[s]})" for s in sources))).first()
+        self._changed = {s for s, value in zip(sources, row) if self._gaps.get(s) or (value or 0) != self._max_seen.get(s)}
+        return bool(self._changed)
 
     # -- one pass ---------------------------------------------------------------------
 
@@ -127,7 +141,10 @@ class Rollup:
         """Read what is new in every source (at most about max_rows per
         source, so one busy table cannot starve the loop)."""
         total = RollupResult()
+        changed, self._changed = self._changed, None
         for source in SOURCES:
+            if changed is not None and source not in changed:
+                continue
             read = 0
             while read < max_rows:
                 result, more = self._one_range(source, now)
@@ -162,6 +179,9 @@ class Rollup:
                 last_id = hi
             elif found_gaps:
                 result.rows[source] = found_gaps
+            if not more:
+                self._max_seen[source] = max(last_id, max_id)
+                self._gaps[source] = bool(gaps)
             if not result.rows and not gaps:
                 return result, False
             self._write(conn, acc)
@@ -224,16 +244,33 @@ class Rollup:
         return found, kept
 
     # -- reading the sources ------------------------------------------------------------
+    #
+    # Each source is grouped by the database once per grain (5-minute, hour,
+    # day buckets) and per scope, so Python sees one row per counter row to
+    # add, not one per event: a day of a lane's deliveries is one row. Rows
+    # older than a grain keeps are left out of that grain's query.
 
-    def _bucket_epoch(self, column: str) -> str:
+    def _bucket_epoch(self, column: str, seconds: int) -> str:
         if self.dialect == "postgresql":
-            return f"(FLOOR({column} / 300) * 300)::bigint"
-        return f"((CAST({column} AS INTEGER) / 300) * 300)"
+            return f"(FLOOR({column} / {seconds}) * {seconds})::bigint"
+        return f"((CAST({column} AS INTEGER) / {seconds}) * {seconds})"
 
-    def _bucket_time(self, column: str) -> str:
+    def _bucket_time(self, column: str, seconds: int) -> str:
         if self.dialect == "postgresql":
-            return f"(FLOOR(EXTRACT(EPOCH FROM {column}) / 300) * 300)::bigint"
-        return f"((CAST(strftime('%s', {column}) AS INTEGER) / 300) * 300)"
+            return f"(FLOOR(EXTRACT(EPOCH FROM {column}) / {seconds}) * {seconds})::bigint"
+        return f"((CAST(strftime('%s', {column}) AS INTEGER) / {seconds}) * {seconds})"
+
+    def _after(self, column: str, epoch: float, is_time: bool) -> tuple[str, dict]:
+        if not is_time:
+            return f"{column} >= :after", {"after": epoch}
+        from datetime import datetime, timezone
+        return f"{column} >= :after", {"after": datetime.fromtimestamp(max(epoch, 0), timezone.utc).replace(
+            tzinfo=None if self.dialect == "sqlite" else timezone.utc)}
+
+    def _destination_of_lane(self, column: str) -> str:
+        if self.dialect == "postgresql":
+            return f"split_part({column}, '|', 2)"
+        return f"substr({column}, instr({column}, '|') + 1)"
 
     def _aggregate(self, conn: Connection, source: str, acc: _Accumulator, ids: tuple[int, int] | list[int]) -> int:
         """Count the rows of an id range (lo, hi] or of a list of ids."""
@@ -242,81 +279,104 @@ class Rollup:
 
     def _delivery_log(self, conn: Connection, acc: _Accumulator, ids) -> int:
         where = _where("l.id", ids)
-        rows = conn.execute(text(
-            f"SELECT {self._bucket_epoch('l.at')} AS b, l.lane, l.outcome, m.mail_from, m.domain, COUNT(*) "
-            f"FROM sender_delivery_log l LEFT JOIN sender_message m ON m.id = l.message_ref "
-            f"WHERE {where} GROUP BY 1, 2, 3, 4, 5"))
+        dest = self._destination_of_lane("l.lane")
+        for grain, seconds in GRAIN_SECONDS.items():
+            after, params = self._after("l.at", acc.oldest[grain] - seconds, is_time=False)
+            bucket = self._bucket_epoch("l.at", seconds)
+            for b, lane, outcome, n in conn.execute(text(
+                    f"SELECT {bucket}, l.lane, l.outcome, COUNT(*) FROM sender_delivery_log l "
+                    f"WHERE {where} AND {after} GROUP BY 1, 2, 3"), params):
+                ip, _, destination = (lane or "").partition("|")
+                deltas = _DELIVERY_DELTAS.get(outcome)
+                if deltas is not None and ip and destination:
+                    acc.add_one(grain, int(b), "ip", ip, destination, deltas, n)
+            for b, destination, outcome, mail_from, n in conn.execute(text(
+                    f"SELECT {bucket}, {dest}, l.outcome, m.mail_from, COUNT(*) FROM sender_delivery_log l "
+                    f"JOIN sender_message m ON m.id = l.message_ref WHERE {where} AND {after} GROUP BY 1, 2, 3, 4"),
+                    params):
+                deltas = _DELIVERY_DELTAS.get(outcome)
+                domain = self.mapper(domain_of(mail_from))
+                if deltas is not None and destination and domain:
+                    acc.add_one(grain, int(b), "domain", domain, destination, deltas, n)
+        # recipient domains: day counters, and where their mail goes (the route health gives events)
         total = 0
         new_routes: dict[str, tuple[str, int]] = {}
-        for bucket, lane, outcome, mail_from, rdomain, n in rows:
+        for b, destination, outcome, rdomain, n in conn.execute(text(
+                f"SELECT {self._bucket_epoch('l.at', 86400)}, {dest}, l.outcome, m.domain, COUNT(*) "
+                f"FROM sender_delivery_log l LEFT JOIN sender_message m ON m.id = l.message_ref "
+                f"WHERE {where} GROUP BY 1, 2, 3, 4")):
             total += n
             deltas = _DELIVERY_DELTAS.get(outcome)
-            ip, _, destination = (lane or "").partition("|")
-            if deltas is None or not ip or not destination:
+            if deltas is None or not rdomain or not destination:
                 continue
-            deltas = {k: v * n for k, v in deltas.items()}
-            acc.add(bucket, "ip", ip, destination, deltas)
-            domain = self.mapper(domain_of(mail_from))
-            if domain:
-                acc.add(bucket, "domain", domain, destination, deltas)
-            if rdomain:
-                acc.add(bucket, "rdomain", rdomain.lower(), "", deltas, grains=("1d",))
-                previous = new_routes.get(rdomain)
-                if previous is None or bucket >= previous[1]:
-                    new_routes[rdomain.lower()] = (destination, bucket)
+            rdomain = rdomain.lower()
+            if b + 86400 > acc.oldest["1d"]:
+                acc.add_one("1d", int(b), "rdomain", rdomain, "", deltas, n)
+            previous = new_routes.get(rdomain)
+            if previous is None or b >= previous[1]:
+                new_routes[rdomain] = (destination, b)
         self._save_routes(conn, new_routes)
         return total
 
     def _events(self, conn: Connection, acc: _Accumulator, ids) -> int:
-        where = _where("id", ids)
-        rows = conn.execute(text(
-            f"SELECT {self._bucket_time('occurred_at')} AS b, sending_ip, sending_domain, recipient_domain, kind, "
-            f"hard_or_soft, reason, is_complaint, CASE WHEN smtp_agent = 'repmon-sender' THEN remote_mta END, "
-            f"COUNT(*) FROM events WHERE {where} AND (kind = 'bounce' OR is_complaint = :yes) "
-            f"AND COALESCE(action, 'failed') NOT IN ('delayed', 'delivered', 'relayed', 'expanded') "
-            f"GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"), {"yes": True})
-        total = 0
+        where = (f"{_where('id', ids)} AND (kind = 'bounce' OR is_complaint = :yes) "
+                 f"AND COALESCE(action, 'failed') NOT IN ('delayed', 'delivered', 'relayed', 'expanded')")
+        blocks = ", ".join(f"'{r}'" for r in sorted(BLOCK_REASONS))
+        what = (f"kind, hard_or_soft, CASE WHEN reason IN ({blocks}) THEN 'block' WHEN reason = 'hostunknown' "
+                f"THEN 'hostunknown' ELSE '' END, is_complaint")
         routes = self.routes or {}
-        for bucket, ip, sdomain, rdomain, kind, hard_or_soft, reason, is_complaint, dest, n in rows:
-            total += n
-            if kind == "bounce":
-                deltas = {"hard_bounces" if hard_or_soft == "hard" else "soft_bounces": n}
-                if reason in BLOCK_REASONS:
-                    deltas["blocks"] = n
-                if reason == "hostunknown":
-                    deltas["hostunknown"] = n
-            else:
-                deltas = {"complaints": n}
-            rdomain = rdomain.lower() if rdomain else None
-            destination = dest or (routes.get(rdomain) if rdomain else None) or provider_guess(rdomain)
-            if ip:
-                acc.add(bucket, "ip", ip, destination, deltas)
-            domain = self.mapper(sdomain)
-            if domain:
-                acc.add(bucket, "domain", domain, destination, deltas)
-            if rdomain:
-                acc.add(bucket, "rdomain", rdomain, "", deltas, grains=("1d",))
+        total = 0
+        for grain, seconds in GRAIN_SECONDS.items():
+            after, params = self._after("occurred_at", acc.oldest[grain] - seconds, is_time=True)
+            bucket = self._bucket_time("occurred_at", seconds)
+            rows = conn.execute(text(
+                f"SELECT {bucket}, sending_ip, sending_domain, recipient_domain, "
+                f"CASE WHEN smtp_agent = 'repmon-sender' THEN remote_mta END, {what}, COUNT(*) FROM events "
+                f"WHERE {where} AND {after} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"), {"yes": True, **params})
+            for b, ip, sdomain, rdomain, dest, kind, hard_or_soft, klass, _complaint, n in rows:
+                if grain == "1d":
+                    total += n
+                if kind == "bounce":
+                    deltas = {"hard_bounces" if hard_or_soft == "hard" else "soft_bounces": 1}
+                    if klass == "block":
+                        deltas["blocks"] = 1
+                    elif klass == "hostunknown":
+                        deltas["hostunknown"] = 1
+                else:
+                    deltas = {"complaints": 1}
+                rdomain = rdomain.lower() if rdomain else None
+                destination = dest or (routes.get(rdomain) if rdomain else None) or provider_guess(rdomain)
+                if ip:
+                    acc.add_one(grain, int(b), "ip", ip, destination, deltas, n)
+                domain = self.mapper(sdomain)
+                if domain:
+                    acc.add_one(grain, int(b), "domain", domain, destination, deltas, n)
+                if rdomain and grain == "1d":
+                    acc.add_one("1d", int(b), "rdomain", rdomain, "", deltas, n)
         return total
 
     def _dmarc(self, conn: Connection, acc: _Accumulator, ids) -> int:
         where = _where("id", ids)
         rows = conn.execute(text(
-            f"SELECT {self._bucket_time('begin')} AS b, domain, header_from, source_ip, dkim, spf, SUM(count), COUNT(*) "
-            f"FROM dmarc_records WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6"))
+            f"SELECT {self._bucket_time('begin', 86400)} AS b, domain, header_from, source_ip, dkim, spf, SUM(count), "
+            f"COUNT(*) FROM dmarc_records WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6"))
         total = 0
         for bucket, domain, header_from, source_ip, dkim, spf, messages, n in rows:
             total += n
+            if bucket + 86400 <= acc.oldest["1d"]:
+                continue
             own = source_ip in self.own_ips
             dkim_ok, spf_ok = (dkim or "").lower() == "pass", (spf or "").lower() == "pass"
-            deltas = {"dmarc_messages": int(messages or 0), "dmarc_pass": int(messages or 0) if (dkim_ok or spf_ok) else 0,
-                      "dkim_pass": int(messages or 0) if dkim_ok else 0, "spf_pass": int(messages or 0) if spf_ok else 0}
+            deltas = {"dmarc_messages": 1, "dmarc_pass": 1 if (dkim_ok or spf_ok) else 0,
+                      "dkim_pass": 1 if dkim_ok else 0, "spf_pass": 1 if spf_ok else 0}
+            messages = int(messages or 0)
             # Reports are per day: only the day grain has a meaningful bucket.
             if own:
-                acc.add(bucket, "ip", source_ip, "", deltas, grains=("1d",))
+                acc.add_one("1d", int(bucket), "ip", source_ip, "", deltas, messages)
             if own or not (self.dmarc_own_ips_only and self.own_ips):
                 mapped = self.mapper(header_from or domain)
                 if mapped:
-                    acc.add(bucket, "domain", mapped, "", deltas, grains=("1d",))
+                    acc.add_one("1d", int(bucket), "domain", mapped, "", deltas, messages)
         return total
 
     def _signals(self, conn: Connection, acc: _Accumulator, ids) -> int:
@@ -324,7 +384,7 @@ class Rollup:
         for source, subject in rows:
             subject = (subject or "").strip()
             if source in ("dnsbl", "dns_auth") and subject:
-                if _looks_like_ip(subject):
+                if is_ip(subject):
                     acc.result.dirty_ips.add(subject)
                 else:
                     acc.result.dirty_domains.add(self.mapper(subject) or subject.lower())
@@ -353,18 +413,18 @@ class Rollup:
         self.routes.update(changed)
 
     def _write(self, conn: Connection, acc: _Accumulator) -> None:
+        """One upsert per counter row, sent as a plain DB-API executemany (the
+        rows are tuples already; going through the ORM layer tripled the cost)."""
         if not acc.rows:
             return
-        table = HealthCount.__table__
-        insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-        base = insert(table)
-        stmt = base.on_conflict_do_update(
-            index_elements=["grain", "bucket", "scope", "key", "destination"],
-            set_={name: table.c[name] + base.excluded[name] for name in COUNTERS})
-        rows = [dict(zip(("grain", "bucket", "scope", "key", "destination"), (k[0], k[1], k[2], k[3][:255], k[4][:255])),
-                     **dict(zip(COUNTERS, v))) for k, v in acc.rows.items()]
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        columns = ("grain", "bucket", "scope", "key", "destination", *COUNTERS)
+        sql = (f"INSERT INTO health_counts ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))}) "
+               f"ON CONFLICT (grain, bucket, scope, key, destination) DO UPDATE SET "
+               + ", ".join(f"{c} = health_counts.{c} + excluded.{c}" for c in COUNTERS))
+        rows = [(k[0], k[1], k[2], k[3][:255], k[4][:255], *v) for k, v in acc.rows.items()]
         for start in range(0, len(rows), 5000):
-            conn.execute(stmt, rows[start:start + 5000])
+            conn.exec_driver_sql(sql, rows[start:start + 5000])
 
     def prune(self, now: float) -> int:
         """Drop buckets older than their grain keeps."""
@@ -386,13 +446,6 @@ _DELIVERY_DELTAS: dict[str, dict[str, int]] = {
 }
 
 
-def _looks_like_ip(value: str) -> bool:
-    import ipaddress
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _cursor_table():

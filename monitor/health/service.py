@@ -23,9 +23,9 @@ from monitor.health.assess import (
     Thresholds,
     assess,
 )
-from monitor.health.counts import WINDOWS, Counts
+from monitor.health.counts import Counts
 from monitor.health.rollup import RollupResult
-from monitor.health.subjects import DomainMapper, Subject
+from monitor.health.subjects import DomainMapper, Subject, is_ip
 from monitor.health.windows import read_windows
 from monitor.health.zones import ZoneTable
 
@@ -94,6 +94,15 @@ class HealthService:
     # -- assessing ---------------------------------------------------------------------
 
     def assess(self, conn: Connection, now: float, wanted: Wanted | None = None) -> list[Assessment]:
+        return self.assess_inputs(self.gather(conn, now, wanted), now)
+
+    def assess_inputs(self, inputs: list[SubjectInputs], now: float) -> list[Assessment]:
+        """Pure computation: no database (so no lock is held while it runs)."""
+        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        return [assess(i, self.thresholds, now=now_dt) for i in inputs]
+
+    def gather(self, conn: Connection, now: float, wanted: Wanted | None = None) -> list[SubjectInputs]:
+        """What the assessment of the wanted subjects needs, read in one go."""
         wanted = wanted or Wanted()
         if wanted.empty:
             return []
@@ -117,32 +126,53 @@ class HealthService:
         known_lanes = self._sender_lanes(conn)
         if wanted.full:
             ips |= self.own_ips | {ip for ip, _ in known_lanes} | set(snds) | set(snds_blocked)
-            ips |= {t for t, items in listings.items() if _is_ip(t)}
-            domains |= set(self.domains) | set(postmaster) | {t for t in listings if not _is_ip(t)}
+            ips |= {t for t, items in listings.items() if is_ip(t)}
+            domains |= set(self.domains) | set(postmaster) | {t for t in listings if not is_ip(t)}
             lanes |= known_lanes
         else:
             ips |= wanted.ips
             domains |= wanted.domains
             lanes |= {(ip, d) for ip, d in known_lanes if ip in wanted.ips}
-        out: list[Assessment] = []
-        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        out: list[SubjectInputs] = []
         for ip in sorted(ips):
-            inputs = SubjectInputs(Subject("ip", ip), _windows_for(windows, "ip", ip), listings.get(ip, []),
-                                   broken.get(ip, []), snds.get(ip, []), snds_blocked.get(ip))
-            out.append(assess(inputs, self.thresholds, now=now_dt))
+            out.append(SubjectInputs(Subject("ip", ip), _windows_for(windows, "ip", ip), listings.get(ip, []),
+                                     broken.get(ip, []), snds.get(ip, []), snds_blocked.get(ip)))
         for ip, destination in sorted(lanes):
             per_window = {w: {destination: by.get(destination, Counts())}
                           for w, by in _windows_for(windows, "ip", ip).items()}
-            inputs = SubjectInputs(Subject("lane", ip, destination), per_window, listings.get(ip, []),
-                                   broken.get(ip, []), snds.get(ip, []) if destination == "microsoft" else [],
-                                   snds_blocked.get(ip) if destination == "microsoft" else None)
-            out.append(assess(inputs, self.thresholds, now=now_dt))
+            out.append(SubjectInputs(Subject("lane", ip, destination), per_window, listings.get(ip, []),
+                                     broken.get(ip, []), snds.get(ip, []) if destination == "microsoft" else [],
+                                     snds_blocked.get(ip) if destination == "microsoft" else None))
         for domain in sorted(domains):
-            inputs = SubjectInputs(Subject("domain", domain), _windows_for(windows, "domain", domain),
-                                   listings.get(domain, []), broken.get(domain, []),
-                                   postmaster=postmaster.get(domain, []))
-            out.append(assess(inputs, self.thresholds, now=now_dt))
+            out.append(SubjectInputs(Subject("domain", domain), _windows_for(windows, "domain", domain),
+                                     listings.get(domain, []), broken.get(domain, []),
+                                     postmaster=postmaster.get(domain, [])))
         return out
+
+    def subject_keys(self, conn: Connection, now: float) -> tuple[set[str], set[str]]:
+        """Every IP and domain a full assessment covers: data in the last 7
+        days, configured ones, listed ones, postmaster / SNDS ones, and the
+        ones assessed before (so a subject whose trouble aged out is seen again)."""
+        from monitor.health.counts import window_start
+
+        ips: set[str] = set(self.own_ips)
+        domains: set[str] = set(self.domains)
+        for scope, key in conn.execute(text(
+                "SELECT DISTINCT scope, key FROM health_counts WHERE grain = '1d' AND bucket >= :start "
+                "AND scope IN ('ip', 'domain')"), {"start": window_start("7d", now)}):
+            (ips if scope == "ip" else domains).add(key)
+        listings, _broken = self._listings(conn, None)
+        for target in listings:
+            (ips if is_ip(target) else domains).add(target)
+        ips |= {ip for ip, _ in self._sender_lanes(conn)}
+        today = datetime.fromtimestamp(now, timezone.utc).date()
+        snds, blocked = self._snds(conn, today)
+        ips |= set(snds) | set(blocked)
+        domains |= set(self._postmaster(conn, today))
+        if "health_states" in self.tables(conn):
+            for subject, kind in conn.execute(text("SELECT subject, kind FROM health_states WHERE kind IN ('ip', 'domain')")):
+                (ips if kind == "ip" else domains).add(subject.split(":", 1)[1])
+        return ips, domains
 
     def assess_rdomains(self, conn: Connection, now: float, keys: set[str] | None = None) -> list[Assessment]:
         """Recipient domains with bounces or complaints in the last 7 days (day
@@ -187,7 +217,7 @@ class HealthService:
                 continue
             codes = _json(codes) or []
             since = _as_datetime(changed_at) if state == "listed" else None
-            key = target if _is_ip(target) else (self.mapper(target) or target.lower())
+            key = target if is_ip(target) else (self.mapper(target) or target.lower())
             listing = Listing(target, zone, tuple(codes), reason or "", state, since, delist_url,
                               self.zones.lookup(zone, codes))
             (ignored if zone in broken else listed).setdefault(key, []).append(listing)
@@ -215,7 +245,7 @@ class HealthService:
                     except ValueError:
                         continue
                     for ip in candidates:
-                        address = ipaddress.ip_address(ip) if _is_ip(ip) else None
+                        address = ipaddress.ip_address(ip) if is_ip(ip) else None
                         if address is not None and address.version == lo.version and lo <= address <= hi:
                             blocked[ip] = reason or "blocked"
                     if lo == hi:
@@ -263,12 +293,6 @@ def _windows_for(windows: dict[str, dict], scope: str, key: str) -> dict[str, di
     return {w: by_key.get((scope, key), {}) for w, by_key in windows.items()}
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _json(value: Any) -> Any:

@@ -60,6 +60,15 @@ def parse_subject(text: str) -> Subject:
     return Subject(kind, rest.lower() if kind != "ip" else rest)
 
 
+def is_ip(value: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def domain_of(address: str | None) -> str | None:
     if not address or "@" not in address:
         return None

@@ -33,7 +33,7 @@ from monitor.health.assess import Assessment
 from monitor.health.clock import iso, to_datetime
 from monitor.health.models import PolicyAction
 from monitor.health.service import HealthService
-from monitor.health.subjects import Subject, parse_subject
+from monitor.health.subjects import parse_subject
 from monitor.policy.directives import add_directives, end_directives
 from monitor.policy.rules import Match, Rule, compile_rules, evidence_grew, match
 from sender.units import format_duration, format_rate, parse_duration, parse_rate
@@ -89,6 +89,7 @@ class PolicyEngine:
         self.ramp_steps = config.policy.ramp.steps
         self._cleared: set[tuple[str, str]] = set()
         self._has_queue: bool | None = None
+        self._dry: set[tuple[str, str]] = set()  # dry run: what it said it would do, said once
 
     @property
     def wants_rdomains(self) -> bool:
@@ -102,9 +103,14 @@ class PolicyEngine:
             return report
         with Session(bind=conn) as session:
             active = list(session.execute(select(PolicyAction).where(PolicyAction.ended_at.is_(None))).scalars())
+            lifted = self._lifted_elsewhere(conn, active)
             for action in active:
                 if action.expires_at is not None and action.expires_at.timestamp() <= now:
                     self._end(session, conn, action, "expired", now, report)
+                elif action.id in lifted:
+                    # e.g. `repmon lanes resume`: the sender's own command ended our directives
+                    self._end(session, conn, action, f"lifted outside the policy ({lifted[action.id]})", now,
+                              report, ramp=False)
                 elif action.action == "ramp":
                     self._step_ramp(session, conn, action, now)
             current = {(a.rule, a.subject): a for a in active
@@ -117,6 +123,7 @@ class PolicyEngine:
                     found = match(rule, assessment, self.service.thresholds)
                     running = current.get(key)
                     if found is None:
+                        self._dry.discard(key)
                         if running is not None and running.until == "clear":
                             self._end(session, conn, running, "cleared", now, report)
                             current.pop(key, None)
@@ -139,6 +146,26 @@ class PolicyEngine:
                         self._apply_suppression(session, conn, action, now)
             session.flush()
         return report
+
+    @staticmethod
+    def _lifted_elsewhere(conn: Connection, active: list[PolicyAction]) -> dict[int, str]:
+        """Actions whose every directive someone else ended, with the reason given."""
+        owned = {d: a.id for a in active if a.action in LANE_ACTIONS for d in (a.directive_ids or [])}
+        if not owned:
+            return {}
+        ended: dict[int, str] = {}
+        ids = sorted(owned)
+        for start in range(0, len(ids), 500):
+            chunk = ", ".join(str(int(i)) for i in ids[start:start + 500])
+            for directive, reason in conn.execute(text(
+                    f"SELECT id, end_reason FROM sender_lane_directive WHERE ended_at IS NOT NULL AND id IN ({chunk})")):
+                ended[directive] = reason or "ended"
+        out: dict[int, str] = {}
+        for action in active:
+            mine = list(action.directive_ids or [])
+            if action.action in LANE_ACTIONS and mine and all(d in ended for d in mine):
+                out[action.id] = ended[mine[0]]
+        return out
 
     # -- firing -------------------------------------------------------------------------------
 
@@ -180,6 +207,10 @@ class PolicyEngine:
                               destinations=destinations, target=target, until=rule.until,
                               started_at=to_datetime(now), expires_at=to_datetime(expires) if expires else None)
         if self.policy.dry_run:
+            key = (rule.name, str(subject))
+            if key in self._dry:
+                return None
+            self._dry.add(key)
             report.would.append(action_json(action))
             log.info("dry run: rule %s would %s %s", rule.name, rule.action, subject)
             return None

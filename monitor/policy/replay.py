@@ -18,7 +18,6 @@ than the hour buckets' keep (8 days), 1 h and 24 h become the last full day.
 from __future__ import annotations
 
 import bisect
-import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -32,7 +31,7 @@ from monitor.health.clock import iso
 from monitor.health.counts import Counts
 from monitor.health.models import COUNTERS
 from monitor.health.service import HealthService, _as_date, _as_datetime, _json
-from monitor.health.subjects import Subject
+from monitor.health.subjects import Subject, is_ip
 from monitor.policy.rules import Match, Rule, compile_rules, evidence_grew, match
 
 # window -> (grain, seconds per bucket, buckets) for moments in the past
@@ -211,7 +210,7 @@ class Replay:
         out: dict[str, list[Listing]] = {}
         for (target, zone), (state, codes, reason, since, last_known) in states.items():
             if state == "listed" or (state == "unknown" and last_known == "listed"):
-                key = target if _is_ip(target) else (self.service.mapper(target) or target)
+                key = target if is_ip(target) else (self.service.mapper(target) or target)
                 out.setdefault(key, []).append(Listing(
                     target, zone, codes, reason, "listed" if state == "listed" else "unknown",
                     datetime.fromtimestamp(since, timezone.utc), None, self.service.zones.lookup(zone, codes)))
@@ -252,8 +251,8 @@ class Replay:
         for d in snds:
             if day - timedelta(days=7) <= d.day <= day:
                 sn.setdefault(d.ip, []).append(d)
-        ips = {k for (s, k) in windows if s == "ip"} | {k for k in listings if _is_ip(k)}
-        domains = {k for (s, k) in windows if s == "domain"} | {k for k in listings if not _is_ip(k)} | set(pm)
+        ips = {k for (s, k) in windows if s == "ip"} | {k for k in listings if is_ip(k)}
+        domains = {k for (s, k) in windows if s == "domain"} | {k for k in listings if not is_ip(k)} | set(pm)
         now_dt = datetime.fromtimestamp(t, timezone.utc)
         out = []
         for ip in sorted(ips):
@@ -272,9 +271,3 @@ class Replay:
         return out
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True

@@ -93,12 +93,12 @@ def match(rule: Rule, assessment: Assessment, thresholds: Thresholds) -> Match |
             counts[f"cause:{f.cause}"] = SEVERITY_RANK[f.severity]
     if rule.metric is not None:
         providers = list(rule.providers) if rule.providers else None
-        found = assessment.metric(rule.metric, rule.window, providers)
-        if found is None:
-            return None
         minimum = rule.min_volume
         if minimum is None and rule.metric in RATES:
             minimum = _health_min_volume(thresholds.config, rule.metric)
+        found = assessment.metric(rule.metric, rule.window, providers, minimum or 0)
+        if found is None:
+            return None
         if rule.metric in RATES and found.volume < (minimum or 0):
             return None
         value = found.value
