@@ -27,6 +27,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+def require_unique(values: list[str], what: str) -> None:
+    """Raise a validation error naming every value given more than once."""
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{what} must be unique, repeated: {', '.join(repeated)}")
+
+
 # --- storage -------------------------------------------------------------------
 
 class DatabaseConfig(Section):
@@ -244,10 +251,7 @@ class SenderConfig(Section):
     @field_validator("ips")
     @classmethod
     def _unique_ips(cls, value: list[SendingIpConfig]) -> list[SendingIpConfig]:
-        seen = [ip.address for ip in value]
-        dupes = {a for a in seen if seen.count(a) > 1}
-        if dupes:
-            raise ValueError(f"sending addresses must be unique, repeated: {', '.join(sorted(dupes))}")
+        require_unique([ip.address for ip in value], "sending addresses")
         return value
 
     @field_validator("mail_from")
@@ -355,9 +359,7 @@ class DnsblConfig(Section):
             raise ValueError("give dqs_key or dqs_key_env, not both")
         has_key = self.dqs_key is not None or self.dqs_key_env is not None
         names = [z.name.lower().rstrip(".") for z in self.zones or []]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"zones: repeated zone names: {', '.join(sorted(dupes))}")
+        require_unique(names, "zone names")
         for index, name in enumerate(names):
             if "<key>" in name and not has_key:
                 raise ValueError(f"zones.{index} ({name}) needs a Spamhaus DQS key: set dqs_key or dqs_key_env")
@@ -696,10 +698,7 @@ class PolicyConfig(Section):
     @field_validator("rules")
     @classmethod
     def _unique(cls, value: list[PolicyRuleConfig]) -> list[PolicyRuleConfig]:
-        names = [r.name for r in value]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"rule names must be unique, repeated: {', '.join(sorted(dupes))}")
+        require_unique([r.name for r in value], "rule names")
         return value
 
 
@@ -764,10 +763,7 @@ class AlertsConfig(Section):
     def _smtp_for_email(self) -> AlertsConfig:
         if self.email and self.smtp is None:
             raise ValueError("email alerts need [alerts.smtp]")
-        names = [t.name for t in [*self.slack, *self.email]]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"alert channel names must be unique, repeated: {', '.join(sorted(dupes))}")
+        require_unique([t.name for t in [*self.slack, *self.email]], "alert channel names")
         return self
 
 
@@ -796,10 +792,7 @@ class RepmonConfig(Section):
     @field_validator("mailboxes")
     @classmethod
     def _unique_mailbox_names(cls, value: list[MailboxConfig]) -> list[MailboxConfig]:
-        names = [m.display_name for m in value]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"mailbox names must be unique, repeated: {', '.join(sorted(dupes))}")
+        require_unique([m.display_name for m in value], "mailbox names")
         return value
 
     def resolve_path(self, path: Path) -> Path:

@@ -139,7 +139,7 @@ def test_literal_key_in_zone_name_is_hidden():
     ([{"name": "zen.spamhaus.org", "kind": "domain"}], "list of ips"),
     ([{"name": "x.bl.example", "kind": "ip", "listed_codes": {"127.0.0.2": "x"}, "test_listed": "test"}],
      "must be an IP"),
-    ([{"name": "zen.spamhaus.org"}, {"name": "ZEN.spamhaus.org."}], "repeated zone"),
+    ([{"name": "zen.spamhaus.org"}, {"name": "ZEN.spamhaus.org."}], "zone names must be unique"),
     ([{"name": "zen.spamhaus.org", "colour": "red"}], "unknown key"),
 ])
 def test_zone_configuration_errors_name_the_problem(zones, message):
