@@ -12,21 +12,11 @@ from monitor.alerts.notify import AlertCenter
 from monitor.config import parse_config
 from monitor.health.clock import FakeClock
 from monitor.health.jobs import HealthLoop
-from monitor.storage.db import make_engine, upgrade_schema
 from tests.fixtures.http_fixture_server import Reply
 from tests.fixtures.smtp_receivers import Script
 from tests.health_helpers import T0, add_deliveries, config, set_listing
 
 HOOK = "/services/T0001/B0001/secretsecret"
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'alerts.db'}"
-    upgrade_schema(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def alerts_config(server=None, smtp=None, **extra):

@@ -13,7 +13,6 @@ import pytest
 
 from monitor.ingest.imap import FolderWatcher, ImapConnection, ImapError, encode_folder, parse_delimiter, uid_set
 from monitor.runtime import Runtime
-from monitor.storage.db import make_engine, upgrade_schema
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.feedback_messages import arf_report, broken_report, dsn_bounce, mixed_batch
 from tests.ingest_helpers import (
@@ -24,20 +23,6 @@ from tests.ingest_helpers import (
     quarantine_reasons,
     stored_events,
 )
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'repmon.db'}"
-    upgrade_schema(url)
-    return url
-
-
-@pytest.fixture
-def sqlite_engine(sqlite_url: str):
-    engine = make_engine(sqlite_url)
-    yield engine
-    engine.dispose()
 
 
 def watcher_for(config, engine, folder: str | None = None, index: int = 0) -> FolderWatcher:

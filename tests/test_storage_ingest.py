@@ -111,9 +111,10 @@ def test_dmarc_report_stored_once_whatever_the_wrapper(engine):
     assert ips == ["192.0.2.10", "192.0.2.11"]
 
 
-def soft(recipient: str, days: float, status: str = "4.2.2", text: str = "Mailbox full") -> bytes:
+def soft(recipient: str, days: float, status: str = "4.2.2", text: str = "Mailbox full",
+         action: str = "failed") -> bytes:
     return dsn_bounce(recipient, status=status, reply="452", text=text, when=BASE_DATE + timedelta(days=days),
-                      serial=f"{days}-")
+                      serial=f"{days}-", action=action)
 
 
 def test_soft_bounces_suppress_only_when_repeated_over_days(engine):
@@ -141,6 +142,17 @@ def test_sender_side_soft_bounces_do_not_count(engine):
         reasons = set(session.execute(select(StoredEvent.reason)).scalars())
     assert "mailboxfull" not in reasons and count(engine, StoredEvent) == 3
     assert count(engine, Suppression) == 0
+
+
+def test_delay_warnings_never_count_towards_a_soft_suppression(engine):
+    # One slow message yields a "delayed" DSN at every retry warning.
+    commit(engine, [soft("queued@example.org", d, action="delayed") for d in (0, 2, 4)])
+    with session_scope(engine) as session:
+        actions = list(session.execute(select(StoredEvent.action)).scalars())
+    assert actions == ["delayed"] * 3
+    assert count(engine, Suppression) == 0
+    commit(engine, [soft("queued@example.org", d) for d in (5, 6, 8)])  # then it really fails, repeatedly
+    assert count(engine, Suppression) == 1
 
 
 def test_a_delivery_in_between_restarts_the_soft_count(engine):

@@ -1,8 +1,9 @@
 """Ingestion: feedback mail and report files in, events stored exactly once.
 
 Sources: IMAP mailboxes (monitor/ingest/imap.py, IDLE or polling) and local
-folders of .eml files or maildirs (monitor/ingest/folder.py). Both hand raw
-messages to the same two steps:
+folders of .eml files or maildirs (monitor/ingest/folder.py). Both walk their
+backlog with the same batch loop (batches.py: progress bar, summary line) and
+hand raw messages to the same two steps:
 
 1. `prepare` (messages.py): hash the raw bytes (SHA-256), read a few headers,
    run `parsers.parse_bytes`. Pure, no I/O.

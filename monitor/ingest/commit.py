@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from monitor.config import SuppressionConfig
 from monitor.ingest.messages import Prepared
@@ -230,14 +230,15 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
         inserted = connection.execute(
             insert(events).returning(
                 events.c.id, events.c.kind, events.c.recipient, events.c.occurred_at,
-                events.c.hard_or_soft, events.c.reason, events.c.feedback_type,
+                events.c.hard_or_soft, events.c.reason, events.c.feedback_type, events.c.action,
                 sort_by_parameter_order=True,
             ),
             event_rows,
         ).all()
         result.events += len(inserted)
         stored = [StoredRow(id=r.id, kind=r.kind, recipient=r.recipient, occurred_at=r.occurred_at,
-                            hard_or_soft=r.hard_or_soft, reason=r.reason, feedback_type=r.feedback_type)
+                            hard_or_soft=r.hard_or_soft, reason=r.reason, feedback_type=r.feedback_type,
+                            action=r.action)
                   for r in inserted]
         result.suppressions += apply_suppressions(session, stored, settings)
     if failure_rows:
@@ -248,39 +249,35 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
 
 def _store_aggregate(session: Session, event: DmarcAggregateEvent, message_pk: int) -> int:
     """Insert a DMARC aggregate report unless the same report is stored already."""
-    row = dmarc_report_row(event, message_pk=message_pk)
-    exists = session.execute(
-        select(DmarcReport.id).where(
-            DmarcReport.org_name == row["org_name"], DmarcReport.domain == row["domain"],
-            DmarcReport.report_id == row["report_id"],
-        )
-    ).first()
-    if exists:
-        return 0
-    reports = DmarcReport.__table__
-    connection = session.connection()
-    report_pk = connection.execute(insert(reports).returning(reports.c.id), row).scalar_one()
-    records = dmarc_record_rows(event, report_pk=report_pk)
-    if records:
-        connection.execute(insert(DmarcRecord.__table__), records)
-    return 1
+    return _store_report_once(
+        session, DmarcReport, dmarc_report_row(event, message_pk=message_pk), ("org_name", "domain", "report_id"),
+        DmarcRecord, lambda report_pk: dmarc_record_rows(event, report_pk=report_pk),
+    )
 
 
 def _store_tls(session: Session, event: TlsReportEvent, message_pk: int) -> int:
-    row = tls_report_row(event, message_pk=message_pk)
+    """Insert an SMTP TLS report unless the same report is stored already."""
+    return _store_report_once(
+        session, TlsReport, tls_report_row(event, message_pk=message_pk), ("organization_name", "report_id"),
+        TlsPolicyResult, lambda report_pk: tls_policy_rows(event, report_pk=report_pk),
+    )
+
+
+def _store_report_once(session: Session, report_model: type[SQLModel], row: dict[str, Any], identity: tuple[str, ...],
+                       child_model: type[SQLModel], child_rows: Callable[[int], list[dict[str, Any]]]) -> int:
+    """Insert a report row and its child rows unless a report with the same
+    `identity` columns is stored already: 1 when inserted, 0 when it was there."""
     exists = session.execute(
-        select(TlsReport.id).where(
-            TlsReport.organization_name == row["organization_name"], TlsReport.report_id == row["report_id"],
-        )
+        select(report_model.id).where(*(getattr(report_model, column) == row[column] for column in identity))
     ).first()
     if exists:
         return 0
-    reports = TlsReport.__table__
+    reports = report_model.__table__
     connection = session.connection()
     report_pk = connection.execute(insert(reports).returning(reports.c.id), row).scalar_one()
-    policies = tls_policy_rows(event, report_pk=report_pk)
-    if policies:
-        connection.execute(insert(TlsPolicyResult.__table__), policies)
+    children = child_rows(report_pk)
+    if children:
+        connection.execute(insert(child_model.__table__), children)
     return 1
 
 

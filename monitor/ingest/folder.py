@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
 
 from monitor.config import FolderSourceConfig, RepmonConfig
+from monitor.ingest.batches import ingest_in_batches
 from monitor.ingest.commit import CommitResult, SeenFile, commit_isolating, is_transient
 from monitor.ingest.messages import Prepared, content_hash, prepare
 from monitor.runtime import Runtime
@@ -28,7 +28,6 @@ from parsers import MAX_INPUT_BYTES
 log = logging.getLogger("repmon.ingest.folder")
 
 BATCH_SIZE = 200
-PROGRESS_THRESHOLD = 1000
 
 
 @dataclass(slots=True)
@@ -77,30 +76,10 @@ class FolderReader:
         files = await asyncio.to_thread(list_files, root)
         known = await asyncio.to_thread(self._known)
         todo = [f for f in files if known.get(str(f.path)) != (f.size, f.mtime_ns)]
-        total = CommitResult()
-        bar = self._progress(len(todo))
-        try:
-            for start in range(0, len(todo), BATCH_SIZE):
-                chunk = todo[start:start + BATCH_SIZE]
-                total.add(await self._ingest(chunk))
-                if bar is not None:
-                    bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-        if total.messages:
-            log.info("%s: %d new, %d quarantined, %d already stored; %d events, %d suppressions", self.name,
-                     total.stored, total.quarantined, total.duplicates, total.events, total.suppressions,
-                     extra={"folder": self.name})
-        return total
-
-    def _progress(self, count: int):
-        show = self.runtime.progress or (sys.stderr.isatty() and not self.config.logging.as_json)
-        if count < PROGRESS_THRESHOLD or not show:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=count, desc=self.name, unit="file", file=sys.stderr, leave=False)
+        return await ingest_in_batches(
+            todo, BATCH_SIZE, self._ingest, runtime=self.runtime, logs_as_json=self.config.logging.as_json,
+            name=self.name, unit="file", log=log, log_extra={"folder": self.name},
+        )
 
     async def _ingest(self, chunk: list[FileInfo]) -> CommitResult:
         prepared, seen = await asyncio.to_thread(self._read_and_prepare, chunk)

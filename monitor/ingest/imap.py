@@ -15,7 +15,6 @@ import base64
 import logging
 import re
 import ssl
-import sys
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ import aioimaplib
 from sqlalchemy import delete, select
 
 from monitor.config import MailboxConfig, RepmonConfig
+from monitor.ingest.batches import chunks, ingest_in_batches
 from monitor.ingest.commit import CommitResult, ImapPosition, commit_isolating, is_transient, save_checkpoint
 from monitor.ingest.messages import Prepared, oversized, prepare
 from monitor.runtime import Backoff, Runtime, register_secret
@@ -38,8 +38,6 @@ T = TypeVar("T")
 # burst of EXPUNGE responses small (aioimaplib parses a burst recursively).
 _UIDS_PER_COMMAND = 250
 _UIDS_PER_FETCH = 50
-# A backlog at least this large gets a progress bar (when one is wanted).
-PROGRESS_THRESHOLD = 1000
 # IDLE is renewed before servers drop it (RFC 2177 says 29 minutes).
 IDLE_RENEW_S = 25 * 60
 
@@ -115,11 +113,6 @@ def uid_set(uids: Iterable[int]) -> str:
     if start is not None:
         parts.append(f"{start}:{prev}" if start != prev else str(start))
     return ",".join(parts)
-
-
-def _chunks(items: list[T], size: int) -> Iterable[list[T]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _text(response: Any) -> str:
@@ -295,7 +288,7 @@ class ImapConnection:
         bodies: dict[int, bytes] = {}
         # aioimaplib re-scans a FETCH response's lines on every line it
         # receives (quadratic): a few small FETCH commands beat one big one.
-        for chunk in _chunks(uids, _UIDS_PER_FETCH):
+        for chunk in chunks(uids, _UIDS_PER_FETCH):
             bodies.update(await self._fetch_bodies(chunk))
         return bodies
 
@@ -324,7 +317,7 @@ class ImapConnection:
     async def move(self, uids: list[int], target: str) -> None:
         """Move messages of the selected folder (MOVE, or COPY + \\Deleted + EXPUNGE)."""
         assert self.client is not None
-        for chunk in _chunks(sorted(set(uids)), _UIDS_PER_COMMAND):
+        for chunk in chunks(sorted(set(uids)), _UIDS_PER_COMMAND):
             for attempt in (1, 2):
                 try:
                     await self._move_once(chunk, target)
@@ -467,31 +460,13 @@ class FolderWatcher:
         last_uid = await asyncio.to_thread(self._checkpoint, state.uidvalidity)
         await self._finish_pending_moves(connection, state.uidvalidity)
         uids = await connection.uids_from(last_uid + 1)
-        total = CommitResult()
-        bar = self._progress(len(uids))
-        try:
-            for chunk in _chunks(uids, self.mailbox.batch_size):
-                result = await self._ingest_chunk(connection, state.uidvalidity, chunk)
-                total.add(result)
-                if bar is not None:
-                    bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-        if total.messages:
-            log.info("%s: %d new, %d quarantined, %d already stored; %d events, %d suppressions", self.name,
-                     total.stored, total.quarantined, total.duplicates, total.events, total.suppressions,
-                     extra={"mailbox": self.mailbox.display_name, "folder": self.folder})
+        total = await ingest_in_batches(
+            uids, self.mailbox.batch_size, lambda chunk: self._ingest_chunk(connection, state.uidvalidity, chunk),
+            runtime=self.runtime, logs_as_json=self.runtime.config.logging.as_json, name=self.name, unit="msg",
+            log=log, log_extra={"mailbox": self.mailbox.display_name, "folder": self.folder},
+        )
         self.last_result = total
         return total
-
-    def _progress(self, count: int):
-        show = self.runtime.progress or (sys.stderr.isatty() and not self.runtime.config.logging.as_json)
-        if count < PROGRESS_THRESHOLD or not show:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=count, desc=self.name, unit="msg", file=sys.stderr, leave=False)
 
     async def _ingest_chunk(self, connection: ImapConnection, uidvalidity: int, chunk: list[int]) -> CommitResult:
         sizes = await connection.fetch_sizes(chunk)
@@ -569,7 +544,7 @@ class FolderWatcher:
 
     def _forget_moves(self, uidvalidity: int, uids: list[int]) -> None:
         with session_scope(self.runtime.engine) as session:
-            for chunk in _chunks(sorted(uids), 500):
+            for chunk in chunks(sorted(uids), 500):
                 session.execute(delete(PendingMove).where(
                     PendingMove.source == self.source, PendingMove.folder == self.folder,
                     PendingMove.uidvalidity == uidvalidity, PendingMove.uid.in_(chunk)))

@@ -48,10 +48,14 @@ class StoredRow:
     hard_or_soft: str | None
     reason: str | None
     feedback_type: str | None
+    action: str | None = None  # DSN Action: failed | delayed | ...
 
 
 def counts_as_soft(row: StoredRow | Any) -> bool:
-    return row.kind == "bounce" and row.hard_or_soft == "soft" and (row.reason or "") not in NOT_ABOUT_THE_ADDRESS
+    # A "delayed" DSN is a warning while the MTA keeps retrying: one slow message
+    # sends several of them, so they never count towards a soft suppression.
+    return (row.kind == "bounce" and row.hard_or_soft == "soft" and row.action != "delayed"
+            and (row.reason or "") not in NOT_ABOUT_THE_ADDRESS)
 
 
 def apply_suppressions(session: Session, rows: list[StoredRow], settings: SuppressionConfig) -> int:
@@ -95,7 +99,7 @@ def _repeated_soft_bounces(session: Session, latest: dict[str, StoredRow],
             last_delivery[recipient] = when
         for row in session.execute(
             select(StoredEvent.recipient, StoredEvent.occurred_at, StoredEvent.reason, StoredEvent.kind,
-                   StoredEvent.hard_or_soft)
+                   StoredEvent.hard_or_soft, StoredEvent.action)
             .where(StoredEvent.recipient.in_(chunk), StoredEvent.kind == "bounce",
                    StoredEvent.hard_or_soft == "soft", StoredEvent.occurred_at >= since)
         ):

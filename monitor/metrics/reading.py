@@ -10,10 +10,10 @@ lock, so there the storage engine factory is used as is.
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 
-from monitor.storage.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, normalize_url
+from monitor.storage.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, normalize_url, run_on_every_sqlite_connection
 
 
 def reader_engine(url: str | URL) -> Engine:
@@ -27,14 +27,5 @@ def reader_engine(url: str | URL) -> Engine:
         max_overflow=2,
         hide_parameters=True,
     )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA query_only=ON")
-        finally:
-            cursor.close()
-
+    run_on_every_sqlite_connection(engine, [f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}", "PRAGMA query_only=ON"])
     return engine

@@ -84,25 +84,35 @@ def _sqlite_engine(url: URL, echo: bool) -> Engine:
         hide_parameters=True,
     )
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            if database and database != ":memory:":
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            # In WAL mode NORMAL is still crash-safe for the database; only the
-            # last transactions before a power cut can roll back.
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        finally:
-            cursor.close()
+    pragmas = ["PRAGMA journal_mode=WAL"] if database and database != ":memory:" else []
+    pragmas += [
+        f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+        "PRAGMA foreign_keys=ON",
+        # In WAL mode NORMAL is still crash-safe for the database; only the
+        # last transactions before a power cut can roll back.
+        "PRAGMA synchronous=NORMAL",
+    ]
+    run_on_every_sqlite_connection(engine, pragmas)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def run_on_every_sqlite_connection(engine: Engine, pragmas: list[str]) -> None:
+    """Run `pragmas` on each new connection of a SQLite engine: SQLite keeps
+    these settings per connection, not in the database file."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in pragmas:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
 
 
 @contextmanager

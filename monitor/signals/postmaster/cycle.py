@@ -47,6 +47,11 @@ class FetchReport:
     rows: int = 0
     events: list[str] = field(default_factory=list)  # event kinds recorded
 
+    def record_success(self, source: str, rows: int, kinds: list[str]) -> None:
+        self.ok.append(source)
+        self.rows += rows
+        self.events += kinds
+
 
 # --- Google ----------------------------------------------------------------------------------
 
@@ -157,9 +162,7 @@ async def run_snds(config: RepmonConfig, engine: Engine, *, today: date | None =
             else:
                 rows, bad = snds.parse_status_csv(text)
                 kinds = await asyncio.to_thread(store_ip_status, engine, rows, bad, utcnow())
-                report.ok.append("snds:ipstatus")
-                report.rows += len(rows)
-                report.events += kinds
+                report.record_success("snds:ipstatus", len(rows), kinds)
     return report
 
 
@@ -187,9 +190,7 @@ async def _snds_data(session, engine, url, key, today, lookback, policy, report:
             if exc.status != 404:
                 log.warning("SNDS data: %s", exc)
     kinds = await asyncio.to_thread(store_snds_days, engine, rows, bad, utcnow())
-    report.ok.append("snds:data")
-    report.rows += len(rows)
-    report.events += kinds
+    report.record_success("snds:data", len(rows), kinds)
 
 
 def store_snds_days(engine: Engine, rows: list[snds.SndsDataRow], bad: list[snds.BadRow], now: datetime) -> list[str]:
@@ -290,9 +291,7 @@ def _fetch_ok(session, source: str, now: datetime) -> list[str]:
 
 async def _succeeded(engine: Engine, source: str, rows: list[google.DomainDay], report: FetchReport) -> None:
     kinds = await asyncio.to_thread(store_domain_days, engine, source, rows, utcnow())
-    report.ok.append(source)
-    report.rows += len(rows)
-    report.events += kinds
+    report.record_success(source, len(rows), kinds)
 
 
 async def _failed(engine: Engine, source: str, exc: FetchError, report: FetchReport) -> None:
