@@ -744,7 +744,7 @@ class Sender:
         now = time.time()
         reply = result.reply
         if result.delivered:
-            self._add_outcome(Outcome(m, "delivered", now, reply.code, reply.status, f"{reply.code} {reply.text}"))
+            self._add_outcome(Outcome(m, "delivered", now, reply.code, reply.status, str(reply)))
             lane.delivered_today += 1
             lane.note_success(now)
             self._warmup_outcome(lane, delivered=True)

@@ -39,6 +39,28 @@ def _raw(conn: Connection, sql: str) -> tuple[object, str]:
     return cursor, sql
 
 
+# Per-connection SQLite settings for the queue's bulk transactions, measured
+# with strace on the benchmark (20,000 messages):
+# - secure_delete=FAST: Debian builds SQLite with secure_delete on, so every
+#   delivered message's content page was zeroed on delete and written again
+#   (to the WAL, then by the checkpoint). FAST still zeroes deleted cells in
+#   pages that are written anyway, and skips the extra I/O for whole freed
+#   pages: a third fewer page writes.
+# - cache_size 32 MB: an injection chunk (2,000 messages, ~5 MB) no longer
+#   spills the default 2 MB cache mid-transaction: half the page reads.
+_SQLITE_TUNING = ("PRAGMA secure_delete=FAST", "PRAGMA cache_size=-32768")
+
+
+def tune_connection(conn: Connection) -> None:
+    """Apply the queue's SQLite settings to this (pooled) connection; cheap
+    enough to repeat at the start of every bulk transaction. (One statement
+    at a time: executescript would COMMIT the caller's transaction first.)"""
+    if conn.dialect.name == "sqlite":
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        for pragma in _SQLITE_TUNING:
+            cursor.execute(pragma)
+
+
 def executemany(conn: Connection, sql: str, rows: Sequence[tuple]) -> None:
     if rows:
         cursor, sql = _raw(conn, sql)
@@ -140,6 +162,7 @@ def enqueue(conn: Connection, messages: Sequence[NewMessage], now: float | None 
     if not messages:
         return 0
     now = time.time() if now is None else now
+    tune_connection(conn)
     ids = _allocate_ids(conn, len(messages))
     rows = [(
         i, m.campaign, m.pool, m.recipient, m.recipient.rpartition("@")[2].lower(), m.mail_from, m.message_id,
@@ -157,6 +180,7 @@ def enqueue(conn: Connection, messages: Sequence[NewMessage], now: float | None 
 def claim(conn: Connection, lane: str, limit: int, owner: str, now: float) -> list[QueuedMessage]:
     """Lease up to `limit` due messages of one lane, oldest first."""
     lock = " FOR UPDATE SKIP LOCKED" if conn.dialect.name == "postgresql" else ""
+    tune_connection(conn)
     cursor, sql = _raw(conn,
         f"UPDATE sender_message SET state = 'inflight', lease_owner = ?, lease_until = ?, updated_at = ? "
         f"WHERE id IN (SELECT id FROM sender_message WHERE state = 'queued' AND lane = ? "
@@ -244,6 +268,7 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], owner: str) -
     log and the lane counters still record it: that delivery did happen). The
     lane and source IP are written too: messages routed in memory after a
     claim learn their lane here."""
+    tune_connection(conn)
     final: list[tuple] = []
     delivered: dict[tuple[str, str | None], list[int]] = {}  # (lane, source IP) -> ids
     done_ids: list[int] = []

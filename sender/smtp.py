@@ -39,7 +39,10 @@ class Reply:
     @property
     def text(self) -> str:
         """The reply flattened to one line, as rules and logs match it."""
-        return " ".join(x for x in self.lines if x)
+        lines = self.lines
+        if len(lines) == 1:  # nearly every reply to a transaction: no join
+            return lines[0]
+        return " ".join(x for x in lines if x)
 
     @property
     def status(self) -> str | None:
@@ -390,7 +393,10 @@ class SmtpConnection:
 
 def dot_stuff(data: bytes) -> bytes:
     """CRLF line ends, a leading dot doubled on every line, a final CRLF."""
-    if b"\r\n" not in data or b"\n" in data.replace(b"\r\n", b""):
+    # Counting, not copying: a message already in CRLF form (every rendered
+    # template body) is left alone without building an intermediate copy.
+    crlf = data.count(b"\r\n")
+    if not crlf or data.count(b"\n") != crlf or data.count(b"\r") != crlf:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"

@@ -38,8 +38,8 @@ def from_parts(msg: MailPart) -> Original | None:
     for part in msg.walk():
         if part is msg or part.content_type not in ENCLOSING_TYPES:
             continue
-        if part.children and part.children[0].headers:
-            return _from_headers(part.children[0].headers)
+        if part.children and part.children[0].raw_headers:
+            return _from_headers(part.children[0].fields(_WANTED))  # decodes only the wanted fields
     return None
 
 

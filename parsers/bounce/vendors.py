@@ -254,7 +254,7 @@ def detect_agent(msg: MailPart, boilerplate: str) -> str:
     standard DSN, else "unknown". Looks at the bounce's own headers and at
     the notice's boilerplate, not at the remote servers' replies (a Postfix
     bounce quoting Yahoo is Postfix's)."""
-    headers = " ".join(value for name, value in msg.headers if name.lower() in _AGENT_HEADERS)
+    headers = " ".join(value for _, value in msg.fields(_AGENT_HEADERS))
     received = msg.header_all("Received")
     # the last Received is the generating MTA's; those above it are the receiving side's
     signature = f"{headers}\n{received[-1] if received else ''}\n{boilerplate[:3000]}".lower()
