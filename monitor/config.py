@@ -27,6 +27,28 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+def resolve_secret(what: str, value: str | None, env: str | None, file: Path | None = None) -> str | None:
+    """A secret given inline, by environment variable or by file; None when
+    none of them is given. Errors name where it was looked for, never a value;
+    an empty variable or file counts as missing."""
+    if value is not None:
+        return value
+    if env is not None:
+        found = os.environ.get(env)
+        if not found:
+            raise ConfigError(f"{what}: environment variable {env} is not set")
+        return found
+    if file is not None:
+        try:
+            found = file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read {file}: {exc.strerror}") from None
+        if not found:
+            raise ConfigError(f"{what}: {file} is empty")
+        return found
+    return None
+
+
 def require_unique(values: list[str], what: str) -> None:
     """Raise a validation error naming every value given more than once."""
     repeated = sorted({v for v in values if values.count(v) > 1})
@@ -89,18 +111,10 @@ class MailboxConfig(Section):
 
     def resolve_password(self) -> str:
         """The secret itself; errors name where it was looked for, never its value."""
-        if self.password is not None:
-            return self.password
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"mailbox {self.display_name}: environment variable {self.password_env} is not set")
-            return value
-        assert self.password_file is not None
-        try:
-            return self.password_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"mailbox {self.display_name}: cannot read password_file {self.password_file}: {exc.strerror}") from None
+        password = resolve_secret(f"mailbox {self.display_name} password", self.password, self.password_env,
+                                  self.password_file)
+        assert password is not None  # the validator requires one source
+        return password
 
 
 class FolderSourceConfig(Section):
@@ -366,14 +380,7 @@ class DnsblConfig(Section):
         return self
 
     def resolve_dqs_key(self) -> str | None:
-        if self.dqs_key is not None:
-            return self.dqs_key
-        if self.dqs_key_env is not None:
-            value = os.environ.get(self.dqs_key_env)
-            if not value:
-                raise ConfigError(f"dnsbl: environment variable {self.dqs_key_env} (dqs_key_env) is not set")
-            return value
-        return None
+        return resolve_secret("dnsbl dqs_key", self.dqs_key, self.dqs_key_env)
 
 
 class DnsAuthConfig(Section):
@@ -388,15 +395,6 @@ class DnsAuthConfig(Section):
     fetch_mta_sts_policy: bool = True
 
 
-def _secret(value: str | None, env: str | None, what: str) -> str | None:
-    if value is not None:
-        return value
-    if env is not None:
-        found = os.environ.get(env)
-        if not found:
-            raise ConfigError(f"{what}: environment variable {env} is not set")
-        return found
-    return None
 
 
 class GooglePostmasterConfig(Section):
@@ -426,10 +424,10 @@ class SndsConfig(Section):
     interval_s: float = Field(default=21600.0, gt=0)
 
     def resolve_data_key(self) -> str | None:
-        return _secret(self.data_key, self.data_key_env, "postmaster.snds data_key")
+        return resolve_secret("postmaster.snds data_key", self.data_key, self.data_key_env)
 
     def resolve_ipstatus_key(self) -> str | None:
-        return _secret(self.ipstatus_key, self.ipstatus_key_env, "postmaster.snds ipstatus_key")
+        return resolve_secret("postmaster.snds ipstatus_key", self.ipstatus_key, self.ipstatus_key_env)
 
 
 class PostmasterConfig(Section):
@@ -716,7 +714,7 @@ class SlackAlertConfig(Section):
         return self
 
     def resolve_url(self) -> str:
-        url = _secret(self.webhook_url, self.webhook_url_env, f"alerts.slack {self.name}")
+        url = resolve_secret(f"alerts.slack {self.name}", self.webhook_url, self.webhook_url_env)
         assert url is not None
         return url
 
@@ -740,7 +738,7 @@ class AlertSmtpConfig(Section):
     verify_tls: bool = True
 
     def resolve_password(self) -> str | None:
-        return _secret(self.password, self.password_env, "alerts.smtp password")
+        return resolve_secret("alerts.smtp password", self.password, self.password_env)
 
 
 class AlertsConfig(Section):

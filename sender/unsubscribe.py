@@ -16,13 +16,12 @@ import hashlib
 import hmac
 import html
 import logging
-import os
 from dataclasses import dataclass
 
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from monitor.config import UnsubscribeConfig
+from monitor.config import ConfigError, UnsubscribeConfig, resolve_secret
 from monitor.storage.db import session_scope
 from monitor.storage.suppression import OPT_OUT, suppress
 
@@ -67,11 +66,10 @@ class TokenMaker:
 
 
 def token_maker(config: UnsubscribeConfig) -> TokenMaker:
-    secret = config.secret
-    if secret is None and config.secret_env:
-        secret = os.environ.get(config.secret_env)
-        if secret is None:
-            raise UnsubscribeConfigError(f"sender.unsubscribe: environment variable {config.secret_env} is not set")
+    try:
+        secret = resolve_secret("sender.unsubscribe secret", config.secret, config.secret_env)
+    except ConfigError as exc:
+        raise UnsubscribeConfigError(str(exc)) from None
     if not secret:
         raise UnsubscribeConfigError("sender.unsubscribe: give secret or secret_env (the HMAC key of unsubscribe links)")
     return TokenMaker(secret.encode("utf-8"))

@@ -10,13 +10,12 @@ it is never logged and never part of an error message.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from monitor.config import ConfigError, GrafanaConfig, RepmonConfig
+from monitor.config import ConfigError, GrafanaConfig, RepmonConfig, resolve_secret
 
 
 class PushError(Exception):
@@ -33,21 +32,9 @@ class PushResult:
 
 def resolve_token(config: RepmonConfig) -> str:
     settings = _settings(config)
-    if settings.token is not None:
-        token = settings.token
-    elif settings.token_env is not None:
-        token = os.environ.get(settings.token_env, "")
-        if not token:
-            raise ConfigError(f"grafana: environment variable {settings.token_env} (token_env) is not set")
-    else:
-        assert settings.token_file is not None
-        path = config.resolve_path(settings.token_file)
-        try:
-            token = path.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"grafana: cannot read token_file {path}: {exc.strerror}") from None
-        if not token:
-            raise ConfigError(f"grafana: token_file {path} is empty")
+    token_file = config.resolve_path(settings.token_file) if settings.token_file is not None else None
+    token = resolve_secret("grafana token", settings.token, settings.token_env, token_file)
+    assert token is not None  # the validator requires one source
     return token.strip()
 
 
