@@ -20,14 +20,13 @@ __all__ = ["parse_bytes", "looks_like_report_file"]
 # and the MIME parser peaks at about 8x the input size.
 MAX_INPUT_BYTES = 100 * 1024 * 1024
 
-_ZIP_MAGIC = b"PK\x03\x04"
-_GZIP_MAGIC = b"\x1f\x8b"
-
 
 def looks_like_report_file(data: bytes) -> bool:
-    """True for the report containers that are not an email: zip, gzip, XML, JSON."""
-    head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith((_ZIP_MAGIC, _GZIP_MAGIC, b"<", b"{", b"["))
+    """True for the report containers that are not an email: zip, gzip, XML, JSON
+    (the same content sniffing the report parser opens them with)."""
+    from parsers.reports.containers import sniff
+
+    return sniff(data[:64]) != "unknown"
 
 
 def parse_bytes(data: bytes) -> list[AnyEvent]:
