@@ -49,12 +49,13 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import text  # noqa: E402
 
 from monitor.config import parse_config  # noqa: E402
+from monitor.core.db import make_engine  # noqa: E402
 from monitor.health.counts import window_start  # noqa: E402
 from monitor.health.jobs import HealthLoop  # noqa: E402
 from monitor.health.rollup import Rollup  # noqa: E402
 from monitor.health.service import HealthService, Wanted  # noqa: E402
 from monitor.health.windows import read_windows  # noqa: E402
-from monitor.storage.db import make_engine, upgrade_schema  # noqa: E402
+from monitor.parts import upgrade_schema  # noqa: E402
 
 SPAN = 7 * 86400
 DESTINATIONS = ["google", "microsoft", "yahoo", "apple", "mx:mx.other.example"]
@@ -192,8 +193,8 @@ class Sink:
 
 def store_listing(engine, ip: str) -> float:
     """What the blocklist job writes when an IP becomes listed; returns the commit time."""
+    from monitor.core.dbtypes import utcnow
     from monitor.signals.models import DnsblState, SignalEvent
-    from monitor.storage.types import utcnow
 
     with engine.begin() as conn:
         now = utcnow()

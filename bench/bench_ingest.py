@@ -43,9 +43,10 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import select  # noqa: E402
 
+from monitor.core.db import make_engine, session_scope  # noqa: E402
+from monitor.core.runtime import Runtime  # noqa: E402
 from monitor.ingest.imap import FolderWatcher  # noqa: E402
-from monitor.runtime import Runtime  # noqa: E402
-from monitor.storage.db import make_engine, session_scope, upgrade_schema  # noqa: E402
+from monitor.parts import upgrade_schema  # noqa: E402
 from monitor.storage.models import ProcessedMessage  # noqa: E402
 from tests.fixtures.databases import find_or_start_postgres  # noqa: E402
 from tests.fixtures.dovecot import DovecotServer  # noqa: E402
@@ -85,7 +86,7 @@ def repmon_ingest_rate(server, db_url: str, messages: list[bytes], workdir: Path
     engine = make_engine(db_url)
     config = make_config(db_url, workdir, [mailbox_section(account, batch_size=500, timeout_s=120)])
     try:
-        watcher = FolderWatcher(config, Runtime(config, engine), config.mailboxes[0], "INBOX")
+        watcher = FolderWatcher(config, Runtime(engine), config.mailboxes[0], "INBOX")
         start = time.perf_counter()
         result = asyncio.run(watcher.run_once())
         elapsed = time.perf_counter() - start
@@ -109,7 +110,7 @@ def idle_latency(server, db_url: str, samples: int, workdir: Path) -> list[float
             return found.first() is not None
 
     async def main() -> None:
-        runtime = Runtime(config, engine)
+        runtime = Runtime(engine)
         watcher = FolderWatcher(config, runtime, config.mailboxes[0], "INBOX")
         service = asyncio.create_task(watcher.serve())
         await asyncio.sleep(1.0)

@@ -43,7 +43,8 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
 
 from monitor.config import parse_config  # noqa: E402
-from monitor.storage.db import make_engine, upgrade_schema  # noqa: E402
+from monitor.core.db import make_engine  # noqa: E402
+from monitor.parts import upgrade_schema  # noqa: E402
 from sender.campaign import inject  # noqa: E402
 from sender.engine import Sender  # noqa: E402
 from tests.fixtures.smtp_receivers import SMTP_SOURCE, ScriptedSmtp, SmtpSink  # noqa: E402

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 from monitor import commands
-from monitor.config import ConfigError
+from monitor.core.config import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,11 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
-from monitor.config import ConfigError, RepmonConfig
-from monitor.runtime import Backoff, JobSpec, Runtime, collect_jobs
-from monitor.storage.db import make_engine, redact_url, upgrade_schema
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.config import RepmonConfig
+from monitor.core.config import ConfigError
+from monitor.core.db import make_engine, redact_url
+from monitor.core.runtime import Backoff, JobSpec, Runtime
+from monitor.ingest.imap import ImapError
+from monitor.parts import collect_jobs, upgrade_schema
 
 log = logging.getLogger("repmon.daemon")
 
@@ -37,7 +44,7 @@ async def run(config: RepmonConfig, *, once: bool = False, progress: bool = Fals
             log.error("cannot open the database %s: %s: %s", redact_url(config.database_url), type(exc).__name__,
                       str(exc).splitlines()[0] if str(exc) else "")
             return 1
-        runtime = Runtime(config=config, engine=engine, once=once, progress=progress)
+        runtime = Runtime(engine=engine, once=once, progress=progress, logs_as_json=config.logging.as_json)
         jobs = collect_jobs(config, runtime)
         if not jobs:
             log.warning("nothing to do: the configuration has no mailboxes, folders or other jobs")
@@ -63,8 +70,6 @@ async def _one(job: JobSpec) -> bool:
 
 
 def _log_failure(job: JobSpec, exc: BaseException) -> None:
-    from monitor.ingest.imap import ImapError
-
     if isinstance(exc, (ConfigError, ImapError, OSError)):
         log.error("job %s failed: %s", job.name, exc, extra={"job": job.name})
     else:
@@ -72,9 +77,6 @@ def _log_failure(job: JobSpec, exc: BaseException) -> None:
 
 
 async def _run_daemon(runtime: Runtime, jobs: list[JobSpec]) -> int:
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-    from apscheduler.triggers.interval import IntervalTrigger
-
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
 

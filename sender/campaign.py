@@ -19,12 +19,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from monitor.config import SenderConfig
 from monitor.storage.suppression import suppressed_addresses
 from sender.dkim import signer_for
 from sender.message import Personaliser, Template, TemplateError
 from sender.models import SUPPRESSED
 from sender.queue import NewMessage, enqueue
+from sender.settings import SenderConfig
 
 CHUNK = 2000
 

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from monitor.config import SenderConfig
+from monitor.core.units import parse_duration
 from parsers import tracking
 from parsers.bounce.classify import classify
 from parsers.bounce.reasons import EXPIRED as REASON_EXPIRED
@@ -40,8 +40,8 @@ from sender.lanes import DEFAULT_SOURCE, Lane, build_overlay, lane_key, lane_set
 from sender.queue import Outcome, QueuedMessage
 from sender.routing import RELAY, RouteError, Router, Site
 from sender.rules import RuleBook, RuleHit, load_rules
+from sender.settings import SenderConfig
 from sender.smtp import Reply, SmtpConnection, SmtpFailure, TransactionResult
-from sender.units import parse_duration
 from sender.warmup import WarmupState, load_states, save_states
 
 log = logging.getLogger("repmon.sender")

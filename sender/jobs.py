@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from monitor.config import RepmonConfig
-from monitor.runtime import JobSpec, Runtime
+from monitor.core.runtime import JobSpec, Runtime
 
 log = logging.getLogger("repmon.sender")
 

@@ -17,10 +17,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from monitor.config import LaneLimits, SenderConfig
+from monitor.core.units import format_rate, parse_rate
 from sender.routing import BUILTIN_PROVIDERS, RELAY
+from sender.settings import LaneLimits, SenderConfig
 from sender.throttle import Gcra
-from sender.units import format_rate, parse_rate
 
 DEFAULT_SOURCE = "default"  # lane key of the OS-chosen source address (no [[sender.ips]])
 

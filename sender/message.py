@@ -16,8 +16,8 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from email.utils import format_datetime, parseaddr
 from datetime import datetime, timezone
+from email.utils import format_datetime, parseaddr
 from pathlib import Path
 
 from sender.dkim import body_hash_of_wire

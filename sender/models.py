@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import Column, Index, LargeBinary
 from sqlmodel import Field, SQLModel
 
-from monitor.storage.types import BigId
+from monitor.core.dbtypes import BigId
 
 # Message states. A message is `queued` (lane '' until routed), `inflight`
 # while one sender holds its lease, then ends delivered / bounced / expired

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import dns.asyncresolver
 import dns.exception
-import dns.resolver
 import dns.rdatatype
+import dns.resolver
 
 # Built-in providers: MX host suffixes and the limits their postmaster pages
 # and operators' experience ask for (see the README's sender section for the

@@ -32,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sender.units import parse_duration, parse_rate
+from monitor.core.units import parse_duration, parse_rate
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("default_rules.toml")
 ACTIONS = ("suspend", "slow", "halt", "none")

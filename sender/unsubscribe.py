@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from sqlalchemy.engine import Engine
 
-from monitor.config import ConfigError, UnsubscribeConfig, resolve_secret
-from monitor.storage.db import session_scope
+from monitor.core.config import ConfigError, resolve_secret
+from monitor.core.db import session_scope
 from monitor.storage.suppression import OPT_OUT, suppress
+from sender.settings import UnsubscribeConfig
 
 log = logging.getLogger("repmon.sender.unsubscribe")
 

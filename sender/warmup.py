@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from monitor.config import WarmupConfig
+from sender.settings import WarmupConfig
 
 
 @dataclass(slots=True)

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import select
 
 from monitor.config import RepmonConfig, parse_config
+from monitor.core.db import session_scope
 from monitor.ingest.rows import EVENT_KINDS, normalize_recipient
-from monitor.storage.db import session_scope
 from monitor.storage.models import DmarcFailure, DmarcReport, QuarantinedMessage, StoredEvent
 from parsers import parse_bytes
 from parsers.events import DmarcAggregateEvent, DmarcFailureEvent, UnparseableEvent

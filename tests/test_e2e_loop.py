@@ -25,8 +25,9 @@ from email.utils import format_datetime
 from sqlalchemy import text
 
 from monitor.config import parse_config
+from monitor.core.runtime import Runtime
 from monitor.daemon import _run_daemon
-from monitor.runtime import Runtime, collect_jobs
+from monitor.parts import collect_jobs
 from sender.campaign import inject
 from tests.fixtures.http_fixture_server import Reply
 from tests.fixtures.rbldnsd import ip_zone
@@ -162,7 +163,7 @@ async def test_three_incidents_each_stop_the_right_lane(engine, migrated_db_url,
         "health": {"domains": ["example.com"], "interval_s": 0.2},
         "alerts": {"slack": [{"name": "ops", "webhook_url": slack.url(HOOK)}], "gather_s": 1.0},
     }, base_dir=tmp_path)
-    runtime = Runtime(config=cfg, engine=engine)
+    runtime = Runtime(engine=engine)
     daemon = asyncio.create_task(_run_daemon(runtime, collect_jobs(cfg, runtime)))
     try:
         # --- 1. complaint spike -------------------------------------------------------------

@@ -168,7 +168,7 @@ def test_thresholds_per_provider_and_percent_strings():
 
 
 def test_bad_threshold_config_is_a_clear_error():
-    from monitor.config import ConfigError
+    from monitor.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="health.complaint_rate.warning"):
         parse_config({"health": {"complaint_rate": {"warning": "12"}}})

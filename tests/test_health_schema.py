@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from monitor.core.db import alembic_config
 from monitor.health import models
-from monitor.storage.db import alembic_config
-from monitor.storage.schema import import_all_models
+from monitor.parts import MIGRATION_DIRS, all_tables
 
 HEALTH_TABLES = {"health_counts", "health_cursors", "health_routes", "health_states", "policy_actions",
                  "alert_states", "alert_notifications", "alert_deliveries"}
@@ -27,7 +27,7 @@ def _table_of(diff) -> str | None:
 
 
 def test_health_migration_matches_models(engine):
-    metadata = import_all_models()
+    metadata = all_tables()
     assert HEALTH_TABLES <= set(metadata.tables)
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), metadata)
@@ -36,7 +36,7 @@ def test_health_migration_matches_models(engine):
 
 
 def test_health_revision_is_its_own_branch():
-    script = ScriptDirectory.from_config(alembic_config())
+    script = ScriptDirectory.from_config(alembic_config(MIGRATION_DIRS))
     revision = script.get_revision("0004_health")
     assert revision.down_revision == "0001_core" and "health" in revision.branch_labels
     assert "0004_health" in script.get_heads()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from monitor.storage.db import make_engine, session_scope
+from monitor.core.db import make_engine, session_scope
 from monitor.storage.models import ProcessedMessage, QuarantinedMessage
 from tests.fixtures.feedback_messages import mixed_batch
 from tests.ingest_helpers import expected_events, expected_quarantine, stored_events

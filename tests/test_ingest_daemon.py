@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import ConfigError, parse_config
+from monitor.config import parse_config
+from monitor.core.config import ConfigError
 from tests.fixtures.feedback_messages import broken_report, dsn_bounce, mixed_batch
 from tests.ingest_helpers import expected_events, stored_events
 
@@ -156,7 +157,7 @@ def test_events_match_the_parsers_through_the_cli(tmp_path):
         (drop / f"{i}.eml").write_bytes(raw)
     config = write_config(tmp_path / "repmon.toml", '[database]\nurl = "sqlite:///r.db"\n[[folders]]\npath = "drop"\n')
     assert repmon("run", "--once", "--config", str(config)).returncode == 0
-    from monitor.storage.db import make_engine
+    from monitor.core.db import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     try:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from monitor.core.runtime import Runtime
 from monitor.ingest.folder import FolderReader, list_files
-from monitor.runtime import Runtime
 from tests.fixtures.feedback_messages import arf_report, broken_report, dmarc_aggregate_gz, dsn_bounce, mixed_batch
 from tests.ingest_helpers import expected_events, make_config, quarantine_reasons, stored_events
 
 
 def reader(engine, db_url: str, path: Path, tmp_path: Path) -> FolderReader:
     config = make_config(db_url, tmp_path, folders=[{"path": str(path), "name": "local"}])
-    return FolderReader(config, Runtime(config, engine), config.folders[0])
+    return FolderReader(config, Runtime(engine), config.folders[0])
 
 
 async def test_folder_of_files_read_once(engine, migrated_db_url, tmp_path):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.core.runtime import Runtime
 from monitor.ingest.imap import FolderWatcher, ImapConnection, ImapError, encode_folder, parse_delimiter, uid_set
-from monitor.runtime import Runtime
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.feedback_messages import arf_report, broken_report, dsn_bounce, mixed_batch
 from tests.ingest_helpers import (
@@ -27,7 +27,7 @@ from tests.ingest_helpers import (
 
 def watcher_for(config, engine, folder: str | None = None, index: int = 0) -> FolderWatcher:
     mailbox = config.mailboxes[index]
-    return FolderWatcher(config, Runtime(config, engine), mailbox, folder or mailbox.folders[0])
+    return FolderWatcher(config, Runtime(engine), mailbox, folder or mailbox.folders[0])
 
 
 async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
@@ -142,7 +142,7 @@ async def test_wrong_password_is_reported_and_others_keep_going(sqlite_engine, s
         mailbox_section(bad, password=secret, name="bad-box"),
         mailbox_section(good, name="good-box", poll_interval_s=600),
     ])
-    runtime = Runtime(config, sqlite_engine)
+    runtime = Runtime(sqlite_engine)
     watchers = [FolderWatcher(config, runtime, m, "INBOX") for m in config.mailboxes]
     caplog.set_level(logging.INFO)
 

@@ -18,10 +18,10 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 
+from monitor.core.db import session_scope
 from monitor.metrics.catalog import METRICS
 from monitor.metrics.collector import RepmonCollector
 from monitor.metrics.reading import reader_engine
-from monitor.storage.db import session_scope
 
 OURS = ["192.0.2.0/28"]
 _seq = itertools.count(1)
@@ -471,7 +471,8 @@ def test_dnsbl_series_limit_keeps_only_interesting_pairs(engine: Engine, reader:
 
 
 def test_missing_tables_skip_their_family_only(db_url: str) -> None:
-    from monitor.storage.db import make_engine, upgrade_schema
+    from monitor.core.db import make_engine
+    from monitor.parts import upgrade_schema
 
     upgrade_schema(db_url, revision="0001_core")  # no signals, sender or health tables
     writer = make_engine(db_url)
@@ -506,7 +507,8 @@ def test_rows_committed_out_of_id_order_are_counted(postgres_url: str) -> None:
     """PostgreSQL hands out ids at insert time: a transaction that commits late
     makes a lower id appear after a higher one. The running totals must
     still count it (rows settle only after settle_s)."""
-    from monitor.storage.db import make_engine, upgrade_schema
+    from monitor.core.db import make_engine
+    from monitor.parts import upgrade_schema
 
     upgrade_schema(postgres_url)
     writer = make_engine(postgres_url)

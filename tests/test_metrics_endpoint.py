@@ -12,11 +12,13 @@ import aiohttp
 import pytest
 from prometheus_client.core import CounterMetricFamily
 
-from monitor.config import ConfigError, parse_config
+from monitor.config import RepmonConfig, parse_config
+from monitor.core.config import ConfigError
+from monitor.core.db import make_engine
+from monitor.core.runtime import Runtime
 from monitor.metrics import SHARED_COLLECTORS_KEY
 from monitor.metrics.jobs import provide
-from monitor.runtime import PROVIDERS, Runtime
-from monitor.storage.db import make_engine, upgrade_schema
+from monitor.parts import collect_jobs, upgrade_schema
 
 
 def free_port() -> int:
@@ -29,7 +31,7 @@ def free_port() -> int:
 def runtime_for(tmp_path):
     engines = []
 
-    def make(metrics: dict | None) -> Runtime:
+    def make(metrics: dict | None) -> tuple[RepmonConfig, Runtime]:
         url = f"sqlite:///{tmp_path / 'repmon.db'}"
         upgrade_schema(url)
         data = {"database": {"url": url}}
@@ -38,7 +40,7 @@ def runtime_for(tmp_path):
         config = parse_config(data, base_dir=tmp_path)
         engine = make_engine(url)
         engines.append(engine)
-        return Runtime(config=config, engine=engine)
+        return config, Runtime(engine=engine)
 
     yield make
     for engine in engines:
@@ -55,16 +57,18 @@ class JobsDone:
 
 
 def test_the_provider_is_registered_and_needs_the_section(runtime_for) -> None:
-    assert "monitor.metrics.jobs:provide" in PROVIDERS
-    runtime = runtime_for(None)
-    assert provide(runtime.config, runtime) == []
+    config, runtime = runtime_for(None)
+    assert provide(config, runtime) == []
+    assert not [job for job in collect_jobs(config, runtime) if job.name.startswith("metrics")]
+    config, runtime = runtime_for({"port": free_port()})
+    assert [job.name for job in collect_jobs(config, runtime) if job.name.startswith("metrics")] == ["metrics:http"]
 
 
 async def test_the_daemon_service_serves_metrics_until_stopped(runtime_for) -> None:
     port = free_port()
-    runtime = runtime_for({"port": port, "refresh_s": 0})
+    config, runtime = runtime_for({"port": port, "refresh_s": 0})
     runtime.shared[SHARED_COLLECTORS_KEY] = [JobsDone()]
-    [job] = provide(runtime.config, runtime)
+    [job] = provide(config, runtime)
     assert job.name == "metrics:http" and job.service is not None
     task = asyncio.create_task(job.service())
     url = f"http://127.0.0.1:{port}/metrics"
@@ -103,15 +107,15 @@ async def test_a_taken_port_fails_the_service_with_os_error(runtime_for) -> None
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        runtime = runtime_for({"port": busy.getsockname()[1]})
-        [job] = provide(runtime.config, runtime)
+        config, runtime = runtime_for({"port": busy.getsockname()[1]})
+        [job] = provide(config, runtime)
         with pytest.raises(OSError):
             await asyncio.wait_for(job.service(), 10)
 
 
 async def test_once_reads_every_family_and_logs_what_was_skipped(runtime_for, caplog) -> None:
-    runtime = runtime_for({"port": free_port()})
-    [job] = provide(runtime.config, runtime)
+    config, runtime = runtime_for({"port": free_port()})
+    [job] = provide(config, runtime)
     with caplog.at_level(logging.INFO, logger="repmon.metrics"):
         await job.run()
     messages = [r.getMessage() for r in caplog.records if r.name == "repmon.metrics"]

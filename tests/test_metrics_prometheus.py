@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from monitor.core.db import make_engine
 from monitor.metrics.collector import RepmonCollector
 from monitor.metrics.dashboards import panel_queries
 from monitor.metrics.jobs import build_registry
 from monitor.metrics.reading import reader_engine
 from monitor.metrics.server import MetricsServer
-from monitor.storage.db import make_engine, upgrade_schema
+from monitor.parts import upgrade_schema
 from tests.test_metrics_collector import (
     B_BOUNCE_EVENTS,
     B_BOUNCED_AT_SMTP,

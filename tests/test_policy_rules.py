@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from monitor.config import ConfigError, parse_config
+from monitor.config import parse_config
+from monitor.core.config import ConfigError
 from monitor.health.assess import Listing, SubjectInputs, Thresholds, assess
 from monitor.health.counts import Counts
 from monitor.health.subjects import Subject

@@ -17,7 +17,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from monitor.config import load_config
-from monitor.storage.db import make_engine, upgrade_schema
+from monitor.core.db import make_engine
+from monitor.parts import upgrade_schema
 from parsers import tracking
 from sender.campaign import inject
 
@@ -28,7 +29,7 @@ KILLS = 5
 CHILD = """
 import asyncio, sys
 from monitor.config import load_config
-from monitor.storage.db import make_engine
+from monitor.core.db import make_engine
 from sender.engine import Sender
 config = load_config(sys.argv[1])
 engine = make_engine(config.database_url)

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from monitor.config import parse_config
-from monitor.storage.db import session_scope
+from monitor.core.db import session_scope
 from monitor.storage.suppression import HARD_BOUNCE, OPT_OUT, suppress, suppressed_addresses
 from parsers import tracking
 from sender import control
@@ -287,7 +287,7 @@ async def test_warmup_without_overflow_waits_for_tomorrow(engine, smtp_sink, tmp
 
 
 def test_warmup_day_advances_only_after_a_good_day():
-    from monitor.config import WarmupConfig
+    from sender.settings import WarmupConfig
 
     settings = WarmupConfig(schedule=[100, 200, 400], advance_fraction=0.9, max_deferral_rate=0.05)
     good = WarmupState("127.0.0.2", "google", 0, "2024-05-01", routed_today=100, delivered_today=95, deferred_today=2)

@@ -12,7 +12,7 @@ import time
 from sqlalchemy import text
 
 from monitor.config import parse_config
-from monitor.runtime import Runtime
+from monitor.core.runtime import Runtime
 from sender import queue
 from sender.jobs import provide
 from sender.queue import NewMessage, Outcome
@@ -96,11 +96,11 @@ def test_expire_old_finds_waiting_messages_not_due_ones(engine):
 
 async def test_jobs_for_repmon_run(engine, smtp_sink, tmp_path):
     bare = parse_config({})
-    assert provide(bare, Runtime(bare, engine)) == []  # no [sender]: no polling
+    assert provide(bare, Runtime(engine)) == []  # no [sender]: no polling
     config = parse_config({"sender": {"mail_from": "b@example.com",
                                       "relay": {"host": "127.0.0.1", "port": smtp_sink.port},
                                       "unsubscribe": {"url": "https://u.example.com/u", "secret": "s"}}})
-    runtime = Runtime(config, engine)
+    runtime = Runtime(engine)
     jobs = {job.name: job for job in provide(config, runtime)}
     assert set(jobs) == {"sender:delivery", "sender:unsubscribe"}
     with engine.begin() as conn:

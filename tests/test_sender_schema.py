@@ -6,11 +6,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, text
 
-from monitor.storage.schema import import_all_models
+from monitor.parts import all_tables
 
 
 def test_migrated_sender_schema_matches_the_models(engine):
-    full = import_all_models()
+    full = all_tables()
     ours = MetaData()
     for table in full.sorted_tables:
         if table.name.startswith("sender_"):

@@ -7,9 +7,9 @@ import asyncio
 import aiohttp
 from sqlalchemy import text
 
-from monitor.config import UnsubscribeConfig
-from monitor.storage.db import session_scope
+from monitor.core.db import session_scope
 from monitor.storage.suppression import suppressed_addresses
+from sender.settings import UnsubscribeConfig
 from sender.unsubscribe import header_builder, serve, token_maker
 from tests.fixtures.smtp_receivers import free_port
 

@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import select
 
 from monitor.config import parse_config
+from monitor.core.db import session_scope
 from monitor.signals.auth_cycle import auth_targets, run_auth_cycle
 from monitor.signals.dns_auth import AuthChecker, AuthTarget, DnsSettings, check_domain, parse_dkim_key
 from monitor.signals.models import DnsAuthCheck, SignalEvent, SignalFetchState
 from monitor.signals.spf_eval import evaluate
-from monitor.storage.db import session_scope
 
 
 def rsa_key_b64(bits: int = 2048) -> str:

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from monitor.config import parse_config
+from monitor.core.db import session_scope
 from monitor.signals.models import PostmasterDomainDay, SignalEvent, SignalFetchState, SndsIpDay, SndsIpStatus
 from monitor.signals.postmaster import cycle, google, snds
 from monitor.signals.postmaster.http import retry_after_seconds
-from monitor.storage.db import session_scope
 from tests.fixtures.http_fixture_server import GoogleTokenEndpoint, Reply, google_api
 
 TODAY = date(2026, 6, 17)

@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from monitor.config import parse_config
+from monitor.core.db import session_scope
 from monitor.signals.blocklists import run_cycle
 from monitor.signals.dnsbl import Observation, ZoneHealth
 from monitor.signals.models import DnsblState, DnsblZoneHealth, SignalEvent
 from monitor.signals.state import advance, advance_zone
-from monitor.storage.db import session_scope
 
 T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
 

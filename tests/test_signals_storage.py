@@ -7,12 +7,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from monitor.config import ConfigError, parse_config
-from monitor.runtime import Runtime
+from monitor.config import parse_config
+from monitor.core.config import ConfigError
+from monitor.core.db import current_revisions
+from monitor.core.runtime import Runtime
+from monitor.parts import all_tables
 from monitor.signals import models
 from monitor.signals.jobs import provide
-from monitor.storage.db import current_revisions
-from monitor.storage.schema import import_all_models
 
 SIGNAL_TABLES = {models.DnsblState.__tablename__, models.DnsblZoneHealth.__tablename__,
                  models.SignalEvent.__tablename__, models.DnsAuthCheck.__tablename__,
@@ -34,7 +35,7 @@ def _table_of(diff) -> str | None:
 
 def test_migration_matches_models(engine):
     assert "0002_signals" in current_revisions(engine)
-    metadata = import_all_models()
+    metadata = all_tables()
     assert SIGNAL_TABLES <= set(metadata.tables)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -43,7 +44,7 @@ def test_migration_matches_models(engine):
 
 
 def test_no_jobs_without_configuration(engine):
-    assert provide(parse_config({}), Runtime(parse_config({}), engine)) == []
+    assert provide(parse_config({}), Runtime(engine)) == []
 
 
 def test_jobs_for_each_configured_source(engine, tmp_path):
@@ -53,7 +54,7 @@ def test_jobs_for_each_configured_source(engine, tmp_path):
         "postmaster": {"google": {"service_account_file": str(tmp_path / "sa.json")},
                        "snds": {"data_key": "k", "interval_s": 7200}},
     })
-    jobs = {job.name: job.interval_s for job in provide(config, Runtime(config, engine))}
+    jobs = {job.name: job.interval_s for job in provide(config, Runtime(engine))}
     assert jobs == {"signals:dnsbl": 600, "signals:dns-auth": 1800, "signals:google-postmaster": 21600,
                     "signals:snds": 7200}
 
@@ -62,4 +63,4 @@ def test_missing_dqs_key_fails_at_start_up(engine, monkeypatch):
     monkeypatch.delenv("REPMON_NO_SUCH_KEY", raising=False)
     config = parse_config({"dnsbl": {"ips": ["192.0.2.1"], "dqs_key_env": "REPMON_NO_SUCH_KEY"}})
     with pytest.raises(ConfigError, match="REPMON_NO_SUCH_KEY"):
-        provide(config, Runtime(config, engine))
+        provide(config, Runtime(engine))

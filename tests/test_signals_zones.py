@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from monitor.config import ConfigError, parse_config
-from monitor.signals.targets import expand_ips, normalize_domain, query_name, reversed_ip, Target, TargetError
+from monitor.config import parse_config
+from monitor.core.config import ConfigError
+from monitor.signals.targets import Target, TargetError, expand_ips, normalize_domain, query_name, reversed_ip
 from monitor.signals.zones import CATALOG, ZoneSpec, build_zones, catalog_entry, classify, default_zone_names
 
 ZEN = next(z for z in build_zones(parse_config({}).dnsbl) if z.display == "zen.spamhaus.org")

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from monitor.config import SuppressionConfig
+from monitor.core.db import session_scope
 from monitor.ingest import commit as commit_module
 from monitor.ingest.commit import ImapPosition, commit_batch, commit_isolating
 from monitor.ingest.messages import prepare
-from monitor.storage.db import session_scope
+from monitor.ingest.settings import SuppressionConfig
 from monitor.storage.models import (
     DmarcFailure,
     DmarcRecord,

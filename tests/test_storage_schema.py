@@ -11,16 +11,16 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from monitor.config import ConfigError
-from monitor.storage.db import current_revisions, make_engine, redact_url, session_scope, upgrade_schema
+from monitor.core.config import ConfigError
+from monitor.core.db import current_revisions, make_engine, redact_url, session_scope
+from monitor.parts import all_tables, upgrade_schema
 from monitor.storage.models import ProcessedMessage, StoredEvent
-from monitor.storage.schema import import_all_models
 
 
 def test_migrations_create_exactly_the_models(engine):
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        diff = compare_metadata(context, import_all_models())
+        diff = compare_metadata(context, all_tables())
     # A difference means a model changed without a migration (or the reverse).
     assert diff == [], "\n".join(map(str, diff))
 
@@ -28,9 +28,10 @@ def test_migrations_create_exactly_the_models(engine):
 def test_database_is_at_every_head(engine):
     from alembic.script import ScriptDirectory
 
-    from monitor.storage.db import alembic_config
+    from monitor.core.db import alembic_config
+    from monitor.parts import MIGRATION_DIRS
 
-    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    heads = set(ScriptDirectory.from_config(alembic_config(MIGRATION_DIRS)).get_heads())
     assert current_revisions(engine) == heads
 
 

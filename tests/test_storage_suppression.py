@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from monitor.storage.db import session_scope
+from monitor.core.db import session_scope
 from monitor.storage.models import Suppression
 from monitor.storage.suppression import (
     COMPLAINT,

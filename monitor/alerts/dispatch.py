@@ -29,8 +29,8 @@ from sqlmodel import Session
 from monitor.alerts.email import send_mail
 from monitor.alerts.notify import ALERT_RANK
 from monitor.alerts.render import email_message, slack_payload
+from monitor.alerts.settings import AlertsConfig
 from monitor.alerts.slack import SendOutcome, post_webhook
-from monitor.config import AlertsConfig
 from monitor.health.clock import Clock, SystemClock
 from monitor.health.models import AlertDelivery, AlertNotification
 

@@ -7,8 +7,8 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
+from monitor.alerts.settings import AlertSmtpConfig
 from monitor.alerts.slack import SendOutcome
-from monitor.config import AlertSmtpConfig
 
 
 def build_message(sender: str, to: list[str], subject: str, body: str) -> EmailMessage:

@@ -18,11 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from monitor.config import AlertsConfig
+from monitor.alerts.settings import AlertsConfig
+from monitor.core.units import parse_duration
 from monitor.health.assess import SEVERITY_RANK
 from monitor.health.models import AlertNotification, AlertState
 from monitor.health.service import StateChange
-from sender.units import parse_duration
 
 ALERT_RANK = {"info": 0, "warning": 1, "critical": 2}
 

@@ -19,13 +19,15 @@ import os
 import sys
 from datetime import datetime, timezone
 
-from monitor.config import ConfigError, load_config
+from monitor.config import load_config
+from monitor.core.config import ConfigError
+from monitor.core.db import make_engine
+from monitor.core.units import format_rate, parse_duration, parse_rate
 from monitor.health.clock import SystemClock, iso
 from monitor.health.service import HealthService
+from monitor.parts import upgrade_schema
 from monitor.policy import manual
 from monitor.policy.engine import PolicyEngine, action_json, describe_target
-from monitor.storage.db import make_engine, upgrade_schema
-from sender.units import format_rate, parse_duration, parse_rate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -47,9 +47,9 @@ def run_write(args: argparse.Namespace) -> int:
 
 def run_push(args: argparse.Namespace) -> int:
     from monitor import metrics
+    from monitor.core.logs import register_secret
     from monitor.metrics.dashboards import all_dashboards
     from monitor.metrics.grafana import PushError, load_dashboard_files, push, resolve_token
-    from monitor.runtime import register_secret
 
     config = load_config(args.config)
     register_secret(resolve_token(config))

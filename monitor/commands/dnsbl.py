@@ -18,9 +18,11 @@ import sys
 
 from pydantic import ValidationError
 
-from monitor.config import ConfigError, DnsConfig, RepmonConfig, load_config, parse_config
+from monitor.config import RepmonConfig, load_config, parse_config
+from monitor.core.config import ConfigError
 from monitor.signals.blocklists import check_now, configured_targets
 from monitor.signals.dnsbl import CheckResult
+from monitor.signals.settings import DnsConfig
 from monitor.signals.targets import TargetError, parse_target
 from monitor.signals.zones import build_zones
 

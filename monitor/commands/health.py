@@ -12,11 +12,12 @@ import sys
 import textwrap
 
 from monitor.config import load_config
+from monitor.core.db import make_engine
 from monitor.health.assess import STATES, Assessment
 from monitor.health.clock import SystemClock
 from monitor.health.rollup import Rollup
 from monitor.health.service import HealthService, Wanted
-from monitor.storage.db import make_engine, upgrade_schema
+from monitor.parts import upgrade_schema
 
 _STATE_ORDER = {state: i for i, state in enumerate(reversed(STATES))}
 

@@ -10,7 +10,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from monitor.config import ConfigError, RepmonConfig, load_config
+from monitor.config import RepmonConfig, load_config
+from monitor.core.config import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.storage.db import make_engine, upgrade_schema
+    from monitor.core.db import make_engine
+    from monitor.parts import upgrade_schema
 
     config = load_config(args.config)
     engine = make_engine(config.database_url)
@@ -46,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _set(engine, args: argparse.Namespace) -> int:
+    from monitor.core.units import format_rate, parse_duration, parse_rate
     from sender.control import add_directive
-    from sender.units import format_rate, parse_duration, parse_rate
 
     if args.ip == "*" and args.destination == "*" and args.action != "resume":
         print("repmon lanes: name a lane with --ip and/or --destination (refusing to act on every lane implicitly)",

@@ -9,13 +9,14 @@ import json
 import sys
 
 from monitor.config import load_config
+from monitor.core.db import make_engine
+from monitor.core.units import format_duration, format_rate, parse_duration
 from monitor.health.clock import SystemClock, iso
 from monitor.health.rollup import Rollup
 from monitor.health.service import HealthService
+from monitor.parts import upgrade_schema
 from monitor.policy.replay import Replay
 from monitor.policy.rules import compile_rules
-from monitor.storage.db import make_engine, upgrade_schema
-from sender.units import format_duration, format_rate, parse_duration
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 
 from monitor.config import load_config
-from monitor.runtime import configure_logging, register_secret
+from monitor.core.logs import configure_logging, register_secret
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

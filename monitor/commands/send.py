@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from monitor.config import ConfigError, load_config
+from monitor.config import load_config
+from monitor.core.config import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from monitor.storage.db import make_engine, upgrade_schema
+    from monitor.core.db import make_engine
+    from monitor.parts import upgrade_schema
     from sender.campaign import CampaignError, inject
     from sender.engine import Sender
     from sender.queue import counts_by_state

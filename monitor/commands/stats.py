@@ -12,7 +12,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.config import load_config
-from monitor.storage.db import make_engine, redact_url, session_scope, upgrade_schema
+from monitor.core.db import make_engine, redact_url, session_scope
+from monitor.core.dbtypes import utcnow
+from monitor.parts import upgrade_schema
 from monitor.storage.models import (
     DmarcFailure,
     DmarcReport,
@@ -22,7 +24,6 @@ from monitor.storage.models import (
     Suppression,
     TlsReport,
 )
-from monitor.storage.types import utcnow
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from monitor.config import HealthConfig, PassRateThreshold, RateThreshold
 from monitor.health.counts import RATES, WINDOWS, Counts, Rate, rate
+from monitor.health.settings import HealthConfig, PassRateThreshold, RateThreshold
 from monitor.health.subjects import Subject
 from monitor.health.zones import ZoneWeight
 

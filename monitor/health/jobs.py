@@ -22,12 +22,12 @@ from sqlalchemy.engine import Engine
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.notify import AlertCenter
 from monitor.config import RepmonConfig
+from monitor.core.runtime import JobSpec, Runtime
 from monitor.health.assess import Assessment
 from monitor.health.clock import Clock, SystemClock
 from monitor.health.rollup import Rollup, RollupResult
 from monitor.health.service import HealthService, HealthStore, Wanted
 from monitor.policy.engine import PolicyEngine, PolicyReport
-from monitor.runtime import JobSpec, Runtime
 
 log = logging.getLogger("repmon.health")
 
@@ -129,7 +129,7 @@ class HealthLoop:
 
 
 def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
-    from monitor.runtime import register_secret
+    from monitor.core.logs import register_secret
 
     loop = HealthLoop(config, runtime.engine)
     runtime.shared["health.loop"] = loop

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from sqlalchemy import Column, Index, Text
 from sqlmodel import Field, SQLModel
 
-from monitor.storage.types import BigId, JsonDoc, UTCDateTime, utcnow
+from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
 
 # Counter columns of health_counts, in one place (roll-up, windows and replay use it).
 COUNTERS = (

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from monitor.core.runtime import Runtime
 from monitor.ingest.commit import CommitResult
-from monitor.runtime import Runtime
 
 T = TypeVar("T")
 

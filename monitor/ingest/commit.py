@@ -21,7 +21,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session, SQLModel
 
-from monitor.config import SuppressionConfig
+from monitor.core.db import session_scope
+from monitor.core.dbtypes import utcnow
 from monitor.ingest.messages import Prepared
 from monitor.ingest.rows import (
     EVENT_KINDS,
@@ -33,8 +34,8 @@ from monitor.ingest.rows import (
     tls_policy_rows,
     tls_report_row,
 )
+from monitor.ingest.settings import SuppressionConfig
 from monitor.ingest.suppress import StoredRow, apply_suppressions
-from monitor.storage.db import session_scope
 from monitor.storage.models import (
     DmarcFailure,
     DmarcRecord,
@@ -49,7 +50,6 @@ from monitor.storage.models import (
     TlsPolicyResult,
     TlsReport,
 )
-from monitor.storage.types import utcnow
 from parsers.events import DmarcAggregateEvent, DmarcFailureEvent, TlsReportEvent, UnparseableEvent
 
 log = logging.getLogger("repmon.ingest")

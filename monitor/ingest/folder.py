@@ -16,12 +16,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from monitor.config import FolderSourceConfig, RepmonConfig
+from monitor.config import RepmonConfig
+from monitor.core.db import session_scope
+from monitor.core.runtime import Runtime
 from monitor.ingest.batches import ingest_in_batches
 from monitor.ingest.commit import CommitResult, SeenFile, commit_isolating, is_transient
 from monitor.ingest.messages import Prepared, content_hash, prepare
-from monitor.runtime import Runtime
-from monitor.storage.db import session_scope
+from monitor.ingest.settings import FolderSourceConfig
 from monitor.storage.models import FolderFile
 from parsers import MAX_INPUT_BYTES
 

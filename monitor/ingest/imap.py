@@ -22,12 +22,14 @@ from typing import Any, TypeVar
 import aioimaplib
 from sqlalchemy import delete, select
 
-from monitor.config import MailboxConfig, RepmonConfig
+from monitor.config import RepmonConfig
+from monitor.core.db import session_scope
+from monitor.core.logs import register_secret
+from monitor.core.runtime import Backoff, Runtime
 from monitor.ingest.batches import chunks, ingest_in_batches
 from monitor.ingest.commit import CommitResult, ImapPosition, commit_isolating, is_transient, save_checkpoint
 from monitor.ingest.messages import Prepared, oversized, prepare
-from monitor.runtime import Backoff, Runtime, register_secret
-from monitor.storage.db import session_scope
+from monitor.ingest.settings import MailboxConfig
 from monitor.storage.models import PendingMove, SourceCheckpoint
 from parsers import MAX_INPUT_BYTES
 
@@ -462,7 +464,7 @@ class FolderWatcher:
         uids = await connection.uids_from(last_uid + 1)
         total = await ingest_in_batches(
             uids, self.mailbox.batch_size, lambda chunk: self._ingest_chunk(connection, state.uidvalidity, chunk),
-            runtime=self.runtime, logs_as_json=self.runtime.config.logging.as_json, name=self.name, unit="msg",
+            runtime=self.runtime, logs_as_json=self.runtime.logs_as_json, name=self.name, unit="msg",
             log=log, log_extra={"mailbox": self.mailbox.display_name, "folder": self.folder},
         )
         self.last_result = total

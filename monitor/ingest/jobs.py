@@ -3,10 +3,11 @@ or polling, reconnecting with back-off) and one interval job per local folder.""
 
 from __future__ import annotations
 
-from monitor.config import ConfigError, RepmonConfig
+from monitor.config import RepmonConfig
+from monitor.core.config import ConfigError
+from monitor.core.runtime import JobSpec, Runtime
 from monitor.ingest.folder import FolderReader
 from monitor.ingest.imap import FolderWatcher
-from monitor.runtime import JobSpec, Runtime
 
 
 def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:

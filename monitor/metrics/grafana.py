@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from monitor.config import ConfigError, GrafanaConfig, RepmonConfig, resolve_secret
+from monitor.config import RepmonConfig
+from monitor.core.config import ConfigError, resolve_secret
+from monitor.metrics.settings import GrafanaConfig
 
 
 class PushError(Exception):

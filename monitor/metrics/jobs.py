@@ -13,11 +13,11 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy.engine import Engine
 
 from monitor.config import RepmonConfig
+from monitor.core.runtime import JobSpec, Runtime
 from monitor.metrics import SHARED_COLLECTORS_KEY
 from monitor.metrics.collector import RepmonCollector
 from monitor.metrics.reading import reader_engine
 from monitor.metrics.server import MetricsServer
-from monitor.runtime import JobSpec, Runtime
 
 log = logging.getLogger("repmon.metrics")
 

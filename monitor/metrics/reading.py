@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 
-from monitor.storage.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, normalize_url, run_on_every_sqlite_connection
+from monitor.core.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, normalize_url, run_on_every_sqlite_connection
 
 
 def reader_engine(url: str | URL) -> Engine:

@@ -29,6 +29,7 @@ from sqlmodel import Session
 
 from monitor.alerts.notify import AlertCenter, alert_severity
 from monitor.config import RepmonConfig
+from monitor.core.units import format_duration, format_rate, parse_duration, parse_rate
 from monitor.health.assess import Assessment
 from monitor.health.clock import iso, to_datetime
 from monitor.health.models import PolicyAction
@@ -36,7 +37,6 @@ from monitor.health.service import HealthService
 from monitor.health.subjects import parse_subject
 from monitor.policy.directives import add_directives, end_directives
 from monitor.policy.rules import Match, Rule, compile_rules, evidence_grew, match
-from sender.units import format_duration, format_rate, parse_duration, parse_rate
 
 log = logging.getLogger("repmon.policy")
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from monitor.config import HealthConfig, PolicyConfig, PolicyRuleConfig
+from monitor.core.units import parse_duration, parse_rate
 from monitor.health.assess import SEVERITY_RANK, Assessment, Listing, Thresholds, pct
 from monitor.health.counts import RATES
+from monitor.health.settings import HealthConfig
 from monitor.policy.defaults import DEFAULT_RULES
-from sender.units import parse_duration, parse_rate
+from monitor.policy.settings import PolicyConfig, PolicyRuleConfig
 
 _COUNT_LABELS = {"complaints": "complaints", "hard_bounces": "hard bounces", "deferred": "deferred attempts",
                  "delivered": "deliveries", "sent": "messages sent", "hostunknown": "host-unknown bounces",

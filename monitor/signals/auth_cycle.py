@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from monitor.config import RepmonConfig
+from monitor.core.db import session_scope
+from monitor.core.dbtypes import utcnow
 from monitor.signals.dns_auth import AuthChecker, AuthTarget, DnsSettings, Finding, baseline, compare, overall_status
 from monitor.signals.models import DnsAuthCheck, SignalEvent
 from monitor.signals.store import add_event, record_fetch
-from monitor.storage.db import session_scope
-from monitor.storage.types import utcnow
 
 log = logging.getLogger("repmon.signals.dns_auth")
 HISTORY = 20  # snapshots looked at to find the last known result of each component

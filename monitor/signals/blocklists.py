@@ -18,6 +18,8 @@ from sqlalchemy import delete, tuple_
 from sqlalchemy.engine import Engine
 
 from monitor.config import RepmonConfig
+from monitor.core.db import session_scope
+from monitor.core.dbtypes import utcnow
 from monitor.signals.dnsbl import CheckResult, check
 from monitor.signals.dnsclient import DnsClient
 from monitor.signals.models import DnsblState
@@ -32,8 +34,6 @@ from monitor.signals.store import (
 )
 from monitor.signals.targets import Target, domain_targets, expand_ips
 from monitor.signals.zones import ZoneSpec, build_zones
-from monitor.storage.db import session_scope
-from monitor.storage.types import utcnow
 
 log = logging.getLogger("repmon.signals.dnsbl")
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from monitor.config import ConfigError, RepmonConfig
-from monitor.runtime import JobSpec, Runtime
+from monitor.config import RepmonConfig
+from monitor.core.config import ConfigError
+from monitor.core.runtime import JobSpec, Runtime
 from monitor.signals import blocklists
 from monitor.signals.auth_cycle import auth_targets, run_auth_cycle
 from monitor.signals.dns_auth import AuthChecker
@@ -18,7 +19,7 @@ log = logging.getLogger("repmon.signals")
 
 
 def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
-    from monitor.runtime import register_secret
+    from monitor.core.logs import register_secret
 
     jobs: list[JobSpec] = []
     dnsbl = config.dnsbl

@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
+from monitor.core.dbtypes import utcnow
 from monitor.signals.models import DnsblState, DnsblZoneHealth, SignalEvent, SignalFetchState
 from monitor.signals.state import TargetState, Transition, ZoneTransition
-from monitor.storage.types import utcnow
 
 _STATE_FIELDS = ("target_kind", "state", "reason", "txt", "delist_url", "error_streak", "last_error",
                  "last_known", "changed_at", "checked_at")

@@ -1,5 +1,7 @@
-"""Storage: SQLModel tables, the engine (SQLite or PostgreSQL) and Alembic migrations.
+"""Storage: the core tables (ledger, events, reports, quarantine, suppressions)
+and their migrations, and the suppression-list API.
 
-`monitor.storage.db` makes engines and applies the schema, `monitor.storage.models`
-holds the core tables, `monitor.storage.suppression` the suppression-list API.
+`monitor.storage.models` holds the tables, `monitor.storage.suppression` the
+suppression list every other part reads and writes through. Engines and schema
+upgrades are on the ground floor (monitor/core/db.py).
 """

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from sqlalchemy import Column, ForeignKey, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from monitor.storage.types import BigId, JsonDoc, UTCDateTime, utcnow
+from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
 
 
 def _id() -> Any:

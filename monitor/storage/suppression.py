@@ -22,8 +22,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
+from monitor.core.dbtypes import utcnow
 from monitor.storage.models import Suppression
-from monitor.storage.types import utcnow
 
 # Why an address is suppressed. Only soft_bounce expires.
 HARD_BOUNCE = "hard_bounce"

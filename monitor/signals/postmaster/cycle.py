@@ -17,13 +17,14 @@ import aiohttp
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from monitor.config import PostmasterConfig, RepmonConfig
+from monitor.config import RepmonConfig
+from monitor.core.db import session_scope
+from monitor.core.dbtypes import utcnow
 from monitor.signals.models import PostmasterDomainDay, SignalEvent, SndsIpDay, SndsIpStatus
 from monitor.signals.postmaster import google, snds
 from monitor.signals.postmaster.http import FetchError, RetryPolicy
+from monitor.signals.settings import PostmasterConfig
 from monitor.signals.store import add_event, record_fetch
-from monitor.storage.db import session_scope
-from monitor.storage.types import utcnow
 
 log = logging.getLogger("repmon.signals.postmaster")
 

@@ -1,35 +1,27 @@
-"""Alembic environment: run by monitor.storage.db.upgrade_schema (never by hand
+"""Alembic environment: run by monitor.core.db.upgrade_schema (never by hand
 through alembic.ini; there is none). The connection comes in through
-config.attributes["connection"]."""
+config.attributes["connection"]; the revisions come from the folders each part
+keeps its migrations in (monitor/parts.py lists them)."""
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
-
-from monitor.storage.schema import import_all_models
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
 config = context.config
-target_metadata = import_all_models()
+# The tables of whatever parts the caller imported (autogenerate only).
+target_metadata = SQLModel.metadata
 
 
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
-    if connection is None:  # e.g. `alembic -x url=...` by a developer
-        from monitor.storage.db import make_engine
-
-        url = context.get_x_argument(as_dictionary=True).get("url")
-        if not url:
-            raise SystemExit("pass the database with -x url=...")
-        engine = make_engine(url)
-        with engine.connect() as connection:
-            _run(connection)
-        engine.dispose()
-        return
+    if connection is None:
+        raise SystemExit("run migrations through monitor.parts.upgrade_schema (or `repmon run`)")
     _run(connection)
 
 
-def _run(connection) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from monitor.storage.types import BigId
+from monitor.core.dbtypes import BigId
 
 revision = "0003_sender"
 down_revision = "0001_core"

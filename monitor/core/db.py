@@ -8,25 +8,33 @@ half-way with "database is locked". PostgreSQL is reached through psycopg 3
 mean the same).
 
 The schema is managed by Alembic; `upgrade_schema` brings any database to the
-newest revision of every branch (core, signals, sender) and is what `repmon
-run` calls at start-up. Upgrades only add: they never drop user data.
+newest revision of every branch (core, signals, sender, health) found in the
+folders it is given (each part keeps its own revisions; monitor/parts.py lists
+the folders) and is what `repmon run` calls at start-up. Upgrades only add: they
+never drop user data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session, create_engine
 
-from monitor.config import ConfigError
+from monitor.core.config import ConfigError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# The Alembic environment; the revisions live with the parts that own the tables.
+MIGRATIONS_ENV_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Any fixed number: all repmon nodes upgrading one PostgreSQL database take
 # this advisory lock so only one runs the migrations.
@@ -95,7 +103,7 @@ def _sqlite_engine(url: URL, echo: bool) -> Engine:
     run_on_every_sqlite_connection(engine, pragmas)
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection) -> None:
+    def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
@@ -106,7 +114,7 @@ def run_on_every_sqlite_connection(engine: Engine, pragmas: list[str]) -> None:
     these settings per connection, not in the database file."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
             for pragma in pragmas:
@@ -129,22 +137,18 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
-def alembic_config(connection=None):
-    from alembic.config import Config
-
+def alembic_config(version_dirs: Sequence[Path], connection: Connection | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", str(MIGRATIONS_ENV_DIR))
     config.set_main_option("path_separator", "os")
-    config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
+    config.set_main_option("version_locations", os.pathsep.join(str(d) for d in version_dirs))
     if connection is not None:
         config.attributes["connection"] = connection
     return config
 
 
-def upgrade_schema(engine_or_url: Engine | str | URL, revision: str = "heads") -> None:
+def upgrade_schema(engine_or_url: Engine | str | URL, version_dirs: Sequence[Path], revision: str = "heads") -> None:
     """Apply every Alembic migration not applied yet (all branches by default)."""
-    from alembic import command
-
     engine = engine_or_url if isinstance(engine_or_url, Engine) else make_engine(engine_or_url)
     try:
         with engine.connect() as connection:
@@ -152,7 +156,7 @@ def upgrade_schema(engine_or_url: Engine | str | URL, revision: str = "heads") -
                 connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
                 connection.commit()
             try:
-                command.upgrade(alembic_config(connection), revision)
+                command.upgrade(alembic_config(version_dirs, connection), revision)
                 connection.commit()
             finally:
                 if connection.dialect.name == "postgresql":
@@ -166,7 +170,5 @@ def upgrade_schema(engine_or_url: Engine | str | URL, revision: str = "heads") -
 
 def current_revisions(engine: Engine) -> set[str]:
     """The Alembic revisions the database is at (empty before the first upgrade)."""
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as connection:
         return set(MigrationContext.configure(connection).get_current_heads())

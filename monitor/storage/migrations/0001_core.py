@@ -6,10 +6,10 @@ Hand-checked autogenerate output; the schema test compares it with the models.
 """
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-from monitor.storage.types import BigId, JsonDoc, UTCDateTime
+from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime
 
 revision = '0001_core'
 down_revision = None

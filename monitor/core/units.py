@@ -1,4 +1,4 @@
-"""Rates and durations as people write them in the config and on the command
+"""Rates, durations and fractions as people write them in the config and on the command
 line: "10/s", "600/min", "1000/h", "50000/day"; "90s", "15m", "2h", "3d"."""
 
 from __future__ import annotations
@@ -72,3 +72,17 @@ def format_duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{int(seconds // 60)}m"
     return f"{seconds:g}s"
+
+
+def parse_fraction(value: float | str | None) -> float | None:
+    """0.003, "0.3%" -> 0.003. Rates in the config are fractions or percentages."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.endswith("%"):
+            raise ValueError(f"{value!r}: write a fraction (0.003) or a percentage (\"0.3%\")")
+        value = float(text[:-1]) / 100.0
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{value!r}: a rate must be between 0 and 1 (or 0% and 100%)")
+    return float(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from monitor.storage.types import BigId, JsonDoc, UTCDateTime
+from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime
 
 revision = "0004_health"
 down_revision = "0001_core"
