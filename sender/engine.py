@@ -900,7 +900,7 @@ class Sender:
     def _store_bounces(conn, bounces: list[tuple[BounceEvent, bool]]) -> None:
         """Bounce events into the monitor's event table (so health and stats see
         them) and recipient-level ones onto the suppression list."""
-        from monitor.ingest.rows import event_row
+        from monitor.storage.rows import event_row
         from monitor.storage.models import StoredEvent
         from monitor.storage.suppression import HARD_BOUNCE, SuppressionEntry, suppress_many
 

@@ -24,7 +24,7 @@ from sqlmodel import Session, SQLModel
 from monitor.core.db import session_scope
 from monitor.core.dbtypes import utcnow
 from monitor.ingest.messages import Prepared
-from monitor.ingest.rows import (
+from monitor.storage.rows import (
     EVENT_KINDS,
     clean_text,
     dmarc_failure_row,

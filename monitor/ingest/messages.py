@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
-from monitor.ingest.rows import clean_text
+from monitor.storage.rows import clean_text
 from parsers import parse_bytes
 from parsers.events import AnyEvent, UnparseableEvent
 from parsers.mime import split_header_block

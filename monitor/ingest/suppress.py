@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from monitor.ingest.rows import COMPLAINT_TYPES, OPT_OUT_TYPES
+from monitor.storage.rows import COMPLAINT_TYPES, OPT_OUT_TYPES
 from monitor.ingest.settings import SuppressionConfig
 from monitor.storage.models import StoredEvent
 from monitor.storage.suppression import COMPLAINT, HARD_BOUNCE, OPT_OUT, SOFT_BOUNCE, SuppressionEntry, suppress_many

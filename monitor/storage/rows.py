@@ -1,4 +1,4 @@
-"""Parser events -> table rows (plain dicts, for bulk inserts).
+"""Parser events -> rows of the storage tables (plain dicts, for bulk inserts).
 
 Strings are clipped to their column's length: a 2,000-character "recipient"
 from a hostile bounce must not fail the whole batch on PostgreSQL.
