@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-deps run test bench clean
+.PHONY: install system-deps run test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -18,11 +18,18 @@ $(VENV)/.installed: pyproject.toml
 system-deps:
 	sh ci/install-system-packages ci/apt-packages.txt
 
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 run: install
 	$(BIN)/repmon run --config config.example.toml
 
+# Lint and types first (ruff, mypy: configured in pyproject.toml), then every test.
 test: install system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
 
 # Benchmarks need the reference tools too (Sisimai, smtp-source); see bench/README.md.
 bench: install system-deps

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import sqlite3
 import statistics
@@ -46,16 +47,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from aiosmtpd.controller import Controller  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from monitor.config import parse_config  # noqa: E402
 from monitor.core.db import make_engine  # noqa: E402
+from monitor.core.dbtypes import utcnow  # noqa: E402
 from monitor.health.counts import window_start  # noqa: E402
-from monitor.health.jobs import HealthLoop  # noqa: E402
 from monitor.health.rollup import Rollup  # noqa: E402
-from monitor.health.service import HealthService, Wanted  # noqa: E402
+from monitor.health.service import Wanted  # noqa: E402
 from monitor.health.windows import read_windows  # noqa: E402
+from monitor.loop import HealthLoop, health_service  # noqa: E402
 from monitor.parts import upgrade_schema  # noqa: E402
+from monitor.signals.models import DnsblState, SignalEvent  # noqa: E402
+from sender.campaign import inject  # noqa: E402
+from sender.coordinator import Sender  # noqa: E402
+from tests.fixtures.smtp_receivers import free_port  # noqa: E402
 
 SPAN = 7 * 86400
 DESTINATIONS = ["google", "microsoft", "yahoo", "apple", "mx:mx.other.example"]
@@ -168,10 +175,6 @@ class Sink:
     """An aiosmtpd relay that accepts everything and notes who sent when."""
 
     def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        from tests.fixtures.smtp_receivers import free_port
-
         self.port = free_port()
         self.arrivals: list[tuple[float, str]] = []
         self.lock = threading.Lock()
@@ -193,9 +196,6 @@ class Sink:
 
 def store_listing(engine, ip: str) -> float:
     """What the blocklist job writes when an IP becomes listed; returns the commit time."""
-    from monitor.core.dbtypes import utcnow
-    from monitor.signals.models import DnsblState, SignalEvent
-
     with engine.begin() as conn:
         now = utcnow()
         conn.execute(DnsblState.__table__.insert(), {
@@ -208,9 +208,6 @@ def store_listing(engine, ip: str) -> float:
 
 
 async def latency(url: str, engine, workdir: Path, trials: int, domains: list[str]) -> list[tuple[float, int]]:
-    from sender.campaign import inject
-    from sender.engine import Sender
-
     sink = Sink()
     ips = [f"127.0.0.{31 + i}" for i in range(trials)]
     cfg = parse_config({
@@ -281,8 +278,6 @@ async def latency(url: str, engine, workdir: Path, trials: int, domains: list[st
 
 
 def main() -> int:
-    import logging
-
     logging.basicConfig(level=logging.ERROR)  # the policy acting on the generated history is not news here
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -309,7 +304,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     engine = make_engine(url)
     domains = [f"d{i}.example" for i in range(args.domains)]
     config = parse_config({"database": {"url": url}, "health": {"domains": domains}})
-    service = HealthService(engine, config)
+    service = health_service(config, engine)
     rollup = Rollup(engine, mapper=service.mapper, own_ips=service.own_ips)
     t = time.perf_counter()
     rolled = rollup.run(now, max_rows=10 ** 12)

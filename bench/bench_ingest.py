@@ -86,7 +86,7 @@ def repmon_ingest_rate(server, db_url: str, messages: list[bytes], workdir: Path
     engine = make_engine(db_url)
     config = make_config(db_url, workdir, [mailbox_section(account, batch_size=500, timeout_s=120)])
     try:
-        watcher = FolderWatcher(config, Runtime(engine), config.mailboxes[0], "INBOX")
+        watcher = FolderWatcher(Runtime(engine), config.mailboxes[0], "INBOX", suppression=config.suppression)
         start = time.perf_counter()
         result = asyncio.run(watcher.run_once())
         elapsed = time.perf_counter() - start
@@ -111,7 +111,7 @@ def idle_latency(server, db_url: str, samples: int, workdir: Path) -> list[float
 
     async def main() -> None:
         runtime = Runtime(engine)
-        watcher = FolderWatcher(config, runtime, config.mailboxes[0], "INBOX")
+        watcher = FolderWatcher(runtime, config.mailboxes[0], "INBOX", suppression=config.suppression)
         service = asyncio.create_task(watcher.serve())
         await asyncio.sleep(1.0)
         appender = account.connect()

@@ -39,14 +39,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import aiosmtplib  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
 
 from monitor.config import parse_config  # noqa: E402
 from monitor.core.db import make_engine  # noqa: E402
 from monitor.parts import upgrade_schema  # noqa: E402
+from sender import control  # noqa: E402
 from sender.campaign import inject  # noqa: E402
-from sender.engine import Sender  # noqa: E402
+from sender.coordinator import Sender  # noqa: E402
 from tests.fixtures.smtp_receivers import SMTP_SOURCE, ScriptedSmtp, SmtpSink  # noqa: E402
 
 PARAGRAPH = ("Our spring collection is here: new colours, lighter fabrics and the same care for detail. "
@@ -119,8 +121,6 @@ def bench_smtp_source(count: int) -> float:
 
 
 def bench_naive_aiosmtplib(count: int, connections: int) -> float:
-    import aiosmtplib
-
     message = (b"From: news@example.com\r\nTo: reader@example.org\r\nSubject: naive\r\n\r\n"
                + (PARAGRAPH * 11).replace("\n", "\r\n").encode())
 
@@ -170,7 +170,7 @@ def bench_rate_accuracy(seconds: float) -> list[str]:
                 times.setdefault(received.peer, []).append(received.at)
         worst_rate_error = 0.0
         worst_excess = -1e9
-        for peer, ts in times.items():
+        for _peer, ts in times.items():
             ts.sort()
             start = ts[0] + 1.0  # the steady state: after the first second's burst
             window = [t for t in ts if start <= t < start + seconds]
@@ -196,8 +196,6 @@ def bench_rate_accuracy(seconds: float) -> list[str]:
 
 
 def bench_pause_latency(repeats: int = 5) -> list[str]:
-    from sender import control
-
     folder = Path(tempfile.mkdtemp(prefix="repmon-bench-pause-"))
     server = ScriptedSmtp()
     rows = []

@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 
 from monitor.alerts.settings import AlertsConfig
+from monitor.api.settings import ApiConfig
+from monitor.cluster.settings import ClusterConfig
 from monitor.core.config import (
     ConfigError,
     DatabaseConfig,
@@ -29,6 +31,7 @@ from monitor.ingest.settings import FolderSourceConfig, MailboxConfig, Suppressi
 from monitor.metrics.settings import GrafanaConfig, MetricsConfig
 from monitor.policy.settings import PolicyConfig
 from monitor.signals.settings import DnsAuthConfig, DnsblConfig, DnsConfig, PostmasterConfig
+from monitor.webhooks.settings import WebhookConfig, unique_names
 from sender.settings import SenderConfig
 
 __all__ = ["ConfigError", "RepmonConfig", "load_config", "parse_config"]
@@ -36,6 +39,7 @@ __all__ = ["ConfigError", "RepmonConfig", "load_config", "parse_config"]
 
 class RepmonConfig(Section):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     mailboxes: list[MailboxConfig] = Field(default_factory=list)
     folders: list[FolderSourceConfig] = Field(default_factory=list)
     suppression: SuppressionConfig = Field(default_factory=SuppressionConfig)
@@ -50,6 +54,8 @@ class RepmonConfig(Section):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     metrics: MetricsConfig | None = None  # absent: no metrics endpoint
     grafana: GrafanaConfig | None = None  # for `repmon dashboards push`
+    api: ApiConfig | None = None  # absent: no HTTP API / operator page
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
 
     # Set by load_config: the folder relative paths are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -59,6 +65,11 @@ class RepmonConfig(Section):
     def _unique_mailbox_names(cls, value: list[MailboxConfig]) -> list[MailboxConfig]:
         require_unique([m.display_name for m in value], "mailbox names")
         return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhook_names(cls, value: list[WebhookConfig]) -> list[WebhookConfig]:
+        return unique_names(value)
 
     def resolve_path(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.base_dir / path)
@@ -89,6 +100,11 @@ def parse_config(data: dict[str, Any], base_dir: Path | None = None) -> RepmonCo
         key.key_file = config.resolve_path(key.key_file)
     if config.sender.rules_file is not None:
         config.sender.rules_file = config.resolve_path(config.sender.rules_file)
+    if config.api is not None and config.api.token_file is not None:
+        config.api.token_file = config.resolve_path(config.api.token_file)
+    for hook in config.webhooks:
+        if hook.secret_file is not None:
+            hook.secret_file = config.resolve_path(hook.secret_file)
     for mailbox in config.mailboxes:
         if mailbox.password_file is not None:
             mailbox.password_file = config.resolve_path(mailbox.password_file)

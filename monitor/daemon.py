@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from monitor.cluster.member import ClusterMember
 from monitor.config import RepmonConfig
 from monitor.core.config import ConfigError
 from monitor.core.db import make_engine, redact_url
@@ -30,6 +31,7 @@ from monitor.parts import collect_jobs, upgrade_schema
 log = logging.getLogger("repmon.daemon")
 
 STOP_GRACE_S = 10.0
+LEASE_POLL_S = 0.2  # how often a leased service checks that this node still holds its lease
 
 
 async def run(config: RepmonConfig, *, once: bool = False, progress: bool = False) -> int:
@@ -44,19 +46,33 @@ async def run(config: RepmonConfig, *, once: bool = False, progress: bool = Fals
             log.error("cannot open the database %s: %s: %s", redact_url(config.database_url), type(exc).__name__,
                       str(exc).splitlines()[0] if str(exc) else "")
             return 1
-        runtime = Runtime(engine=engine, once=once, progress=progress, logs_as_json=config.logging.as_json)
+        member = ClusterMember(engine, config.cluster, enabled=config.cluster.enabled_for(config.database_url))
+        runtime = Runtime(engine=engine, once=once, progress=progress, logs_as_json=config.logging.as_json,
+                          holds=member.holds, node_id=member.node_id)
         jobs = collect_jobs(config, runtime)
+        member.want(job.lease for job in jobs if job.lease)
         if not jobs:
             log.warning("nothing to do: the configuration has no mailboxes, folders or other jobs")
         if once:
-            return await _run_once(jobs)
-        return await _run_daemon(runtime, jobs)
+            return await _run_once(member, runtime, jobs)
+        return await _run_daemon(runtime, jobs, member)
     finally:
         engine.dispose()
 
 
-async def _run_once(jobs: list[JobSpec]) -> int:
-    results = await asyncio.gather(*(_one(job) for job in jobs))
+async def _run_once(member: ClusterMember, runtime: Runtime, jobs: list[JobSpec]) -> int:
+    """One pass, in the order the jobs depend on each other (monitor/parts.py):
+    a listing found by this pass's blocklist cycle is acted on in this pass."""
+    await asyncio.to_thread(member.beat)
+    try:
+        results = []
+        for job in jobs:
+            if job.lease is not None and not runtime.holds(job.lease):
+                log.info("job %s skipped: another node holds %s", job.name, job.lease, extra={"job": job.name})
+                continue
+            results.append(await _one(job))
+    finally:
+        await asyncio.to_thread(member.leave)
     return 0 if all(results) else 1
 
 
@@ -76,7 +92,7 @@ def _log_failure(job: JobSpec, exc: BaseException) -> None:
         log.error("job %s failed: %s: %s", job.name, type(exc).__name__, exc, exc_info=exc, extra={"job": job.name})
 
 
-async def _run_daemon(runtime: Runtime, jobs: list[JobSpec]) -> int:
+async def _run_daemon(runtime: Runtime, jobs: list[JobSpec], member: ClusterMember) -> int:
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
 
@@ -98,6 +114,8 @@ async def _run_daemon(runtime: Runtime, jobs: list[JobSpec]) -> int:
         async def tick() -> None:
             if runtime.stopping.is_set():
                 return
+            if job.lease is not None and not runtime.holds(job.lease):
+                return  # another node runs it this time
             task = asyncio.current_task()
             if task is not None:
                 running.add(task)
@@ -119,6 +137,7 @@ async def _run_daemon(runtime: Runtime, jobs: list[JobSpec]) -> int:
                               name=job.name, max_instances=1, coalesce=True, misfire_grace_time=None,
                               next_run_time=datetime.now(timezone.utc))
     services = [asyncio.create_task(_supervise(job, runtime), name=job.name) for job in jobs if job.service]
+    services.append(asyncio.create_task(member.serve(runtime.stopping), name="cluster:heartbeat"))
     scheduler.start()
     log.info("repmon running: %d jobs (%d services)", len(jobs), len(services))
     stopped_scheduler = False
@@ -153,18 +172,45 @@ async def _run_daemon(runtime: Runtime, jobs: list[JobSpec]) -> int:
 
 
 async def _supervise(job: JobSpec, runtime: Runtime) -> None:
+    """Run a service, restarting it with back-off when it fails. A service
+    with a lease runs only while this node holds it: it waits for the lease,
+    and is cancelled when the lease is lost (its batches are transactions, so
+    what it was doing is either stored or left for the new owner)."""
     assert job.service is not None
     backoff = Backoff(1.0, 300.0)
     while not runtime.stopping.is_set():
+        if job.lease is not None and not runtime.holds(job.lease):
+            if await runtime.sleep(LEASE_POLL_S):
+                return
+            continue
+        task = asyncio.create_task(job.service(), name=f"{job.name}:run")
         try:
-            await job.service()
+            lost = await _until_done_or_lease_lost(task, job, runtime)
+            if lost:
+                log.warning("service %s stopped: lease %s is held by another node now", job.name, job.lease,
+                            extra={"job": job.name})
+                continue
+            task.result()
             if runtime.stopping.is_set():
                 return
             log.warning("service %s returned unexpectedly; restarting", job.name)
         except asyncio.CancelledError:
+            task.cancel()
             raise
         except Exception as exc:
             _log_failure(job, exc)
         delay = backoff.next_delay()
         if await runtime.sleep(delay):
             return
+
+
+async def _until_done_or_lease_lost(task: asyncio.Task[Any], job: JobSpec, runtime: Runtime) -> bool:
+    """Wait for the task; True when it was cancelled because the lease went."""
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=LEASE_POLL_S)
+        if done:
+            return False
+        if job.lease is not None and not runtime.holds(job.lease) and not runtime.stopping.is_set():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return True

@@ -16,30 +16,46 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import URL
 from sqlmodel import SQLModel
 
+from monitor import loop as reaction_loop
+from monitor.alerts import models as alert_models
+from monitor.api import jobs as api_jobs
+from monitor.cluster import models as cluster_models
 from monitor.config import RepmonConfig
 from monitor.core import db
 from monitor.core.runtime import JobSpec, Runtime
-from monitor.health import jobs as health_jobs
 from monitor.health import models as health_models
 from monitor.ingest import jobs as ingest_jobs
 from monitor.metrics import jobs as metrics_jobs
+from monitor.policy import models as policy_models
 from monitor.signals import jobs as signal_jobs
 from monitor.signals import models as signal_models
+from monitor.storage import admin_models as storage_admin_models
 from monitor.storage import models as storage_models
+from monitor.webhooks import jobs as webhook_jobs
+from monitor.webhooks import models as webhook_models
 from sender import jobs as sender_jobs
 from sender import models as sender_models
+from sender.lanes import lane_settings
 
 _HERE = Path(__file__).resolve().parent
 
 # Every module that defines tables, storage first.
-TABLE_MODULES = (storage_models, signal_models, sender_models, health_models)
+TABLE_MODULES = (storage_models, storage_admin_models, cluster_models, signal_models, sender_models,
+                 health_models, policy_models, alert_models,
+                 webhook_models)
 
-# Where each part keeps its Alembic revisions (branches: core, signals, sender, health).
+# Where each part keeps its Alembic revisions (branches: core, cluster, signals, sender, health).
+# health/migrations/0004_health is a historic revision that also created the
+# policy_actions and alert_* tables (monitor/policy/models.py, monitor/alerts/
+# models.py); a later change to those is a revision of the policy's / alerts'
+# own branch, depending on 0004_health.
 MIGRATION_DIRS = (
     _HERE / "storage" / "migrations",
+    _HERE / "cluster" / "migrations",
     _HERE / "signals" / "migrations",
     _HERE.parent / "sender" / "migrations",
     _HERE / "health" / "migrations",
+    _HERE / "webhooks" / "migrations",
 )
 
 
@@ -57,11 +73,17 @@ def collect_jobs(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
     """Every part's jobs, in the order one pass of `repmon run --once` needs them:
     signals and feedback in, then the sender, then health/policy/alerts, then metrics."""
     jobs: list[JobSpec] = [
-        *ingest_jobs.provide(config, runtime),
-        *signal_jobs.provide(config, runtime),
-        *sender_jobs.provide(config, runtime),
-        *metrics_jobs.provide(config, runtime),
-        *health_jobs.provide(config, runtime),
+        *ingest_jobs.provide(runtime, mailboxes=config.mailboxes, folders=config.folders,
+                             suppression=config.suppression),
+        *signal_jobs.provide(runtime, dns=config.dns, dnsbl=config.dnsbl, dns_auth=config.dns_auth,
+                             postmaster_settings=config.postmaster),
+        *sender_jobs.provide(config.sender if "sender" in config.model_fields_set else None, runtime),
+        *metrics_jobs.provide(config.metrics, runtime, database_url=config.database_url,
+                              own_networks=[*config.dnsbl.ips, *(ip.address for ip in config.sender.ips)],
+                              lane_rate=lambda destination: lane_settings(config.sender, destination).rate),
+        *reaction_loop.provide(config, runtime),
+        *webhook_jobs.provide(config.webhooks, runtime),
+        *api_jobs.provide(config, runtime),
     ]
     seen: set[str] = set()
     for job in jobs:

@@ -12,6 +12,13 @@ the bounce parser could not read stays `not_bounce`, never an auto-reply.
 An auto-reply whose text says the mailbox is no longer used is a soft
 bounce with reason `suspend`: the message reached a dead end, and the
 sender should stop mailing the address even though nothing rejected it.
+
+Challenge-response systems (BoxTrapper, Spam Arrest, Mailinblack, TMDA, ...)
+hold a message until its sender proves to be a person or asks to be put on
+a whitelist. They look like bounces (empty Return-Path, "your message was
+not delivered", the original attached), but nothing failed: the recipient's
+responder answered. They are auto-replies, and the bounce parser leaves
+them here (is_challenge_text) unless they carry a delivery-status report.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import re
 
 from parsers.addresses import normalize
+from parsers.bounce.html import strip_tags
 from parsers.events import AutoReplyEvent, BounceEvent
 from parsers.mime import MailPart, decode_bytes
 from parsers.tracking import find_in_bytes
@@ -116,20 +124,43 @@ _MAILBOX_GONE_RE = re.compile(
     r"|\bno\s+longer\s+(?:monitor|check|read|use)s?\s+(?:this|that|the)\s+(?:e-?mail\s+)?(?:address|mailbox|inbox|account)",
     re.IGNORECASE,
 )
+# Challenge-response: the responder asks the sender to prove to be a person,
+# or to be added to an allow list, before the message is delivered.
+_CHALLENGE_RE = re.compile(
+    r"(?:please |kindly )?(?:confirm|verify|prove) (?:that )?you are (?:a )?"
+    r"(?:human|real person|person|not a (?:robot|spammer|machine))"
+    r"|(?:confirm|verify|validate) (?:that you sent|your (?:e-?mail|message|identity|address))[^.\n]{0,60}"
+    r"(?:deliver|whitelist|white list|allowed|approved|spam)"
+    r"|(?:add|added|put) (?:you|your (?:e-?mail )?address) (?:to|on) (?:my|the|his|her|their|our) "
+    r"(?:whitelist|white list|allow ?list|list of (?:approved|allowed|trusted) senders|approved senders|allowed senders)"
+    r"|whitelist request|challenge[- ]response|(?:held|quarantined) (?:pending|until) (?:your )?(?:verification|confirmation)"
+    r"|\b(?:boxtrapper|spam ?arrest|mailinblack|choicemail|tmda|qconfirm)\b",
+    re.IGNORECASE,
+)
+# Words one of which every challenge above contains: a substring test skips the
+# expression for the (nearly all) texts that have none.
+_CHALLENGE_WORDS = ("confirm", "verif", "prove", "validat", "whitelist", "white list", "allow", "senders",
+                    "challenge", "held", "quarantined", "boxtrapper", "spam arrest", "spamarrest", "mailinblack",
+                    "choicemail", "tmda", "qconfirm")
+# Header fields that challenge-response systems set on their challenges.
+_CHALLENGE_HEADERS = ("x-boxtrapper", "x-spamarrest", "x-tmda-confirm", "x-mailinblack", "x-challenge")
 _ANGLED_ID_RE = re.compile(r"<[^<>\s]+>")
-_TAG_RE = re.compile(r"<[^>]*>")
 
 
 def parse_autoreply(msg: MailPart, data: bytes) -> list[AutoReplyEvent | BounceEvent] | None:
     """The auto-reply event of a responder's message, a `suspend` bounce
     when the responder says the mailbox is gone, or None."""
-    if not is_autoreply(msg):
+    challenge = is_challenge(msg)
+    if not challenge and not is_autoreply(msg):
         return None
     text = _body_text(msg)
+    if challenge:
+        return [AutoReplyEvent(recipient=_responder(msg), subject=msg.header("subject"),
+                               original_message_id=_original_message_id(msg), tracking=find_in_bytes(data))]
     if _BOUNCE_TEXT_RE.search(text):
         return None  # a delivery failure report in a responder's clothes
     subject = msg.header("subject")
-    recipient = normalize(msg.header("from")) or normalize(msg.header("x-ms-exchange-inbox-rules-loop"))
+    recipient = _responder(msg)
     original_id = _original_message_id(msg)
     tracking = find_in_bytes(data)
     gone = _MAILBOX_GONE_RE.search(text)
@@ -144,6 +175,41 @@ def parse_autoreply(msg: MailPart, data: bytes) -> list[AutoReplyEvent | BounceE
             tracking=tracking,
         )]
     return [AutoReplyEvent(recipient=recipient, subject=subject, original_message_id=original_id, tracking=tracking)]
+
+
+def is_challenge(msg: MailPart, body: str | None = None) -> bool:
+    """A challenge-response system's request to confirm the sender (see the
+    module docstring); never a message with a delivery or feedback report.
+    body: the message's text when the caller has it already."""
+    if any(part.content_type in _REPORT_TYPES for part in msg.walk()):
+        return False
+    if any(msg.header(name) is not None for name in _CHALLENGE_HEADERS):
+        return True
+    if is_challenge_text((msg.header("subject") or "")[:_HEADER_LIMIT]):
+        return True
+    # a person may write these words too: the body counts only in an automatic message
+    return _is_automatic(msg) and is_challenge_text(_body_text(msg) if body is None else body)
+
+
+def _is_automatic(msg: MailPart) -> bool:
+    auto_submitted = (msg.header("auto-submitted") or "").strip().lower()
+    precedence = (msg.header("precedence") or "").strip().lower()
+    return ((msg.header("return-path") or "").strip() == "<>" or (auto_submitted not in ("", "no"))
+            or precedence in ("bulk", "junk", "list", "auto_reply"))
+
+
+def is_challenge_text(text: str) -> bool:
+    """Whether a text (a notice, a subject) asks its reader to confirm being a
+    person or to be added to a whitelist. Only the first part is read: the
+    challenge comes first, a quoted original may follow."""
+    head = text[:_TEXT_LIMIT].lower()
+    if not any(word in head for word in _CHALLENGE_WORDS):
+        return False
+    return _CHALLENGE_RE.search(head) is not None
+
+
+def _responder(msg: MailPart) -> str | None:
+    return normalize(msg.header("from")) or normalize(msg.header("x-ms-exchange-inbox-rules-loop"))
 
 
 def is_autoreply(msg: MailPart) -> bool:
@@ -176,7 +242,7 @@ def _original_message_id(msg: MailPart) -> str | None:
     value = msg.header("in-reply-to")
     if value:
         ids = _ANGLED_ID_RE.findall(value)
-        return ids[0] if ids else (value.split() or [None])[0]
+        return ids[0] if ids else next(iter(value.split()), None)
     ids = _ANGLED_ID_RE.findall(msg.header("references") or "")
     return ids[-1] if ids else None
 
@@ -193,7 +259,7 @@ def _body_text(msg: MailPart) -> str:
             html = part
     if html is None:
         return ""
-    return _TAG_RE.sub(" ", _decode(html))
+    return strip_tags(_decode(html))
 
 
 def _decode(part: MailPart) -> str:

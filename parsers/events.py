@@ -77,6 +77,7 @@ class BounceEvent(Event):
     smtp_agent: str | None = None  # the format/MTA family that produced it
     original_mail_from: str | None = None
     tracking: Tracking | None = None
+    confidence: Literal["high", "medium", "low"] | None = None  # how sure the reason is (parsers/bounce/classify.py)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -128,7 +129,7 @@ class DmarcRecord:
     source_ip: str
     count: int
     disposition: str | None
-    dkim: str | None  # policy-evaluated: pass | fail
+    dkim: str | None  # policy-evaluated: pass | fail; None when the record has no <policy_evaluated>
     spf: str | None
     header_from: str | None
     envelope_from: str | None = None
@@ -136,6 +137,16 @@ class DmarcRecord:
     spf_results: list[dict[str, str | None]] = field(default_factory=list)
     envelope_to: str | None = None
     policy_override_reasons: list[dict[str, str | None]] = field(default_factory=list)  # type, comment
+    # Where the mail came from (parsers/reports/sources.py), the values parsedmarc gives
+    # offline; None until enriched. reverse_dns/base_domain only when reverse DNS is enabled.
+    source_country: str | None = None
+    source_asn: int | None = None
+    source_as_name: str | None = None
+    source_as_domain: str | None = None
+    source_name: str | None = None
+    source_type: str | None = None
+    source_reverse_dns: str | None = None
+    source_base_domain: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -26,14 +26,15 @@ import binascii
 import email
 import email.header
 import email.message
-import email.utils
 import email.policy
+import email.utils
 import quopri
 import re
 from collections.abc import Collection, Iterator
-from email.feedparser import NLCRE as _NLCRE, headerRE as _HEADER_RE
-from itertools import islice
 from dataclasses import dataclass, field
+from email.feedparser import NLCRE as _NLCRE
+from email.feedparser import headerRE as _HEADER_RE
+from itertools import islice
 
 MAX_DEPTH = 32
 MAX_PARTS = 500
@@ -264,10 +265,8 @@ def _content_type(message: email.message.Message) -> tuple[str, str | None]:
     """(message.get_content_type(), the Content-Type value) without the
     Message API's per-call header lookups; non-ASCII values (which compat32
     turns into Header objects) take the API's own way."""
-    for name, value in message._headers:
-        if name.lower() == "content-type":
-            break
-    else:
+    value = next((v for name, v in message._headers if name.lower() == "content-type"), None)
+    if value is None:
         return message.get_default_type(), None
     if not isinstance(value, str) or not value.isascii():
         return (message.get_content_type() or "text/plain").lower(), str(value)

@@ -24,7 +24,7 @@ from sender.dkim import signer_for
 from sender.message import Personaliser, Template, TemplateError
 from sender.models import SUPPRESSED
 from sender.queue import NewMessage, enqueue
-from sender.settings import SenderConfig
+from sender.settings import DkimKeyConfig, SenderConfig
 
 CHUNK = 2000
 
@@ -80,7 +80,8 @@ def read_recipients(path: Path, template: Template) -> tuple[list[str], Iterator
         raise CampaignError(f"{path}: the CSV needs an 'email' column (found: {', '.join(columns) or 'no header'})")
     missing = sorted(template.placeholders - set(columns))
     if missing:
-        raise CampaignError(f"the template uses {', '.join('{{' + m + '}}' for m in missing)} but {path} has no such column")
+        used = ', '.join('{{' + m + '}}' for m in missing)
+        raise CampaignError(f"the template uses {used} but {path} has no such column")
     reader.fieldnames = columns
 
     def rows() -> Iterator[tuple[int, dict[str, str]]]:
@@ -122,8 +123,8 @@ def inject(engine: Engine, config: SenderConfig, template_path: Path, recipients
     return result
 
 
-def _has_signer(signers: dict, domain: str) -> bool:
-    return signer_for(signers, domain) is not None  # type: ignore[arg-type]
+def _has_signer(signers: dict[str, DkimKeyConfig], domain: str) -> bool:
+    return signer_for(signers, domain) is not None
 
 
 def _write_chunk(engine: Engine, personaliser: Personaliser, mail_from: str, campaign: str, pool: str,
@@ -134,7 +135,8 @@ def _write_chunk(engine: Engine, personaliser: Personaliser, mail_from: str, cam
         messages = []
         for _, address, row in chunk:
             if address in blocked:
-                messages.append(NewMessage(campaign, pool, address, mail_from, "", b"", b"", None, False, state=SUPPRESSED))
+                messages.append(NewMessage(campaign, pool, address, mail_from, "", b"", b"", None, False,
+                                           state=SUPPRESSED))
                 result.suppressed += 1
                 continue
             rendered = personaliser.render(address, row)

@@ -1,6 +1,10 @@
 """Lane directives and rule actions in the database, and the version counter
 running senders poll to notice a change within a second.
 
+This module is the one writer of those tables: repmon lanes, the policy
+engine (monitor/policy/directives.py) and the sender's own rule hits all
+call it.
+
 Writers (repmon lanes, the policy engine, the sender's own rule hits) change
 rows and bump `sender_control.version` in the same transaction; a sender
 reads that one integer every 200 ms and reloads the active rows only when it
@@ -10,10 +14,14 @@ moved.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+
+from sender.models import SenderLaneDirective
 
 DIRECTIVE_KINDS = ("pause", "slow", "resume")
 
@@ -64,18 +72,54 @@ def add_directive(conn: Connection, kind: str, source_ip: str, destination: str,
                 f"WHERE ended_at IS NULL AND {where}"), params).rowcount or 0
     row = conn.execute(text(
         "INSERT INTO sender_lane_directive (source_ip, destination, kind, rate, reason, created_by, created_at, "
-        "expires_at, ended_at, end_reason) VALUES (:ip, :dest, :kind, :rate, :reason, :by, :now, :exp, :ended, :end_reason) "
+        "expires_at, ended_at, end_reason) "
+        "VALUES (:ip, :dest, :kind, :rate, :reason, :by, :now, :exp, :ended, :end_reason) "
         "RETURNING id"),
         {"ip": source_ip, "dest": destination, "kind": kind, "rate": rate, "reason": reason, "by": created_by,
          "now": now, "exp": expires_at, "ended": now if kind == "resume" else None,
          "end_reason": "applied" if kind == "resume" else None}).first()
+    assert row is not None
     bump_version(conn)
     return DirectiveResult(int(row[0]), ended_d, ended_a)
 
 
-def _scope_where(source_ip: str, destination: str) -> tuple[str, dict]:
+def insert_directives(conn: Connection, kind: str, source_ip: str, destinations: Sequence[str], *,
+                      rate: float | None, reason: str, created_by: str, now: float,
+                      expires_at: float | None) -> list[int]:
+    """Store one directive per destination *without* ending any other (unlike
+    `add_directive`): for a writer such as the policy engine whose directive
+    ending must never lift a pause someone else set. Returns the new ids."""
+    if kind not in DIRECTIVE_KINDS:
+        raise ValueError(f"unknown directive {kind!r}")
+    table = SenderLaneDirective.__table__  # type: ignore[attr-defined]
+    ids: list[int] = []
+    for destination in destinations:
+        row = conn.execute(table.insert().values(
+            source_ip=source_ip[:64], destination=destination[:255], kind=kind, rate=rate, reason=reason[:1000],
+            created_by=created_by[:100], created_at=now, expires_at=expires_at).returning(table.c.id)).first()
+        assert row is not None
+        ids.append(int(row[0]))
+    if ids:
+        bump_version(conn)
+    return ids
+
+
+def end_directives(conn: Connection, ids: Sequence[int], now: float, why: str) -> int:
+    """End the given directives (those still running); returns how many ended."""
+    if not ids:
+        return 0
+    n = conn.execute(text(
+        f"UPDATE sender_lane_directive SET ended_at = :now, end_reason = :why WHERE ended_at IS NULL "
+        f"AND id IN ({', '.join(str(int(i)) for i in ids)})"), {"now": now, "why": why[:100]}).rowcount or 0
+    if n:
+        bump_version(conn)
+    return n
+
+
+def _scope_where(source_ip: str, destination: str) -> tuple[str, dict[str, Any]]:
     """Rows a directive for (source_ip, destination) covers; '*' covers all."""
-    clauses, params = [], {}
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
     if source_ip != "*":
         clauses.append("source_ip IN (:sip, '*')")
         params["sip"] = source_ip
@@ -107,6 +151,7 @@ def add_action(conn: Connection, *, source_ip: str, destination: str, action: st
         {"ip": source_ip, "dest": destination, "action": action, "rate": rate, "conns": connections,
          "dpc": deliveries_per_connection, "rule": rule, "pattern": pattern[:1000], "resp": response[:2000],
          "now": now, "exp": expires_at}).first()
+    assert row is not None
     bump_version(conn)
     return int(row[0])
 
@@ -115,9 +160,11 @@ def end_expired(conn: Connection, now: float | None = None) -> int:
     """Close actions and directives whose time is up; bumps the version when any did."""
     now = time.time() if now is None else now
     n = conn.execute(text("UPDATE sender_lane_action SET ended_at = expires_at, end_reason = 'expired' "
-                          "WHERE ended_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now"), {"now": now}).rowcount or 0
+                          "WHERE ended_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now"),
+                     {"now": now}).rowcount or 0
     n += conn.execute(text("UPDATE sender_lane_directive SET ended_at = expires_at, end_reason = 'expired' "
-                           "WHERE ended_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now"), {"now": now}).rowcount or 0
+                           "WHERE ended_at IS NULL AND expires_at IS NOT NULL AND expires_at <= :now"),
+                      {"now": now}).rowcount or 0
     if n:
         bump_version(conn)
     return n
@@ -129,24 +176,25 @@ _ACTION_COLS = ("id", "source_ip", "destination", "action", "rate", "connections
                 "pattern", "response", "created_at", "expires_at", "ended_at", "end_reason")
 
 
-def active_directives(conn: Connection) -> list[dict]:
+def active_directives(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(text(f"SELECT {', '.join(_DIRECTIVE_COLS)} FROM sender_lane_directive WHERE ended_at IS NULL "
                              "ORDER BY id"))
-    return [dict(zip(_DIRECTIVE_COLS, r)) for r in rows]
+    return [dict(zip(_DIRECTIVE_COLS, r, strict=True)) for r in rows]
 
 
-def active_actions(conn: Connection) -> list[dict]:
-    rows = conn.execute(text(f"SELECT {', '.join(_ACTION_COLS)} FROM sender_lane_action WHERE ended_at IS NULL ORDER BY id"))
-    return [dict(zip(_ACTION_COLS, r)) for r in rows]
+def active_actions(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(text(f"SELECT {', '.join(_ACTION_COLS)} FROM sender_lane_action WHERE ended_at IS NULL "
+                             "ORDER BY id"))
+    return [dict(zip(_ACTION_COLS, r, strict=True)) for r in rows]
 
 
-def recent_actions(conn: Connection, limit: int = 50) -> list[dict]:
+def recent_actions(conn: Connection, limit: int = 50) -> list[dict[str, Any]]:
     rows = conn.execute(text(f"SELECT {', '.join(_ACTION_COLS)} FROM sender_lane_action ORDER BY id DESC LIMIT :n"),
                         {"n": limit})
-    return [dict(zip(_ACTION_COLS, r)) for r in rows]
+    return [dict(zip(_ACTION_COLS, r, strict=True)) for r in rows]
 
 
-def recent_resumes(conn: Connection, since: float) -> list[dict]:
+def recent_resumes(conn: Connection, since: float) -> list[dict[str, Any]]:
     rows = conn.execute(text("SELECT source_ip, destination, created_at FROM sender_lane_directive "
                              "WHERE kind = 'resume' AND created_at >= :since"), {"since": since})
     return [{"source_ip": r[0], "destination": r[1], "created_at": r[2]} for r in rows]

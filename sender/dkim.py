@@ -16,11 +16,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+K = TypeVar("K")  # what signer_for picks: a signer, or a key's settings
 
 # Header fields we sign when present. From is listed twice (over-signing), so
 # nobody can add a second From: after signing without breaking the signature.
@@ -86,7 +90,7 @@ class DkimSigner:
     domain: str
     selector: str
     algorithm: str  # rsa-sha256 | ed25519-sha256
-    _key: object
+    _key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     signed_headers: tuple[str, ...] = DEFAULT_SIGNED_HEADERS
 
     @classmethod
@@ -94,11 +98,13 @@ class DkimSigner:
         try:
             key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError) as exc:
-            raise DkimKeyError(f"DKIM key for {selector}._domainkey.{domain}: not a usable PEM private key ({exc})") from None
+            raise DkimKeyError(f"DKIM key for {selector}._domainkey.{domain}: "
+                               f"not a usable PEM private key ({exc})") from None
         if isinstance(key, rsa.RSAPrivateKey):
             found = "rsa-sha256"
             if key.key_size < 1024:
-                raise DkimKeyError(f"DKIM key for {domain}: RSA keys under 1024 bits are refused by receivers (RFC 8301)")
+                raise DkimKeyError(f"DKIM key for {domain}: "
+                                   "RSA keys under 1024 bits are refused by receivers (RFC 8301)")
         elif isinstance(key, ed25519.Ed25519PrivateKey):
             found = "ed25519-sha256"
         else:
@@ -119,9 +125,10 @@ class DkimSigner:
         """The TXT record to publish at <selector>._domainkey.<domain>."""
         key = self._key
         if isinstance(key, rsa.RSAPrivateKey):
-            der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+            der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
             return "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
-        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)  # type: ignore[union-attr]
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         return "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode()
 
     def sign(self, header_block: bytes, bh: str, timestamp: int | None = None) -> bytes:
@@ -152,13 +159,13 @@ class DkimSigner:
             signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
         else:
             # RFC 8463: Ed25519 signs the SHA-256 hash of the header data.
-            signature = key.sign(hashlib.sha256(data).digest())  # type: ignore[union-attr]
+            signature = key.sign(hashlib.sha256(data).digest())
         b64 = base64.b64encode(signature).decode("ascii")
         folded = "\r\n\t".join(b64[i:i + 72] for i in range(0, len(b64), 72))
         return f"DKIM-Signature: {tags}{folded}\r\n".encode("ascii")
 
 
-def signer_for(signers: dict[str, DkimSigner], from_domain: str) -> DkimSigner | None:
+def signer_for(signers: Mapping[str, K], from_domain: str) -> K | None:
     """The key of the From: domain or of its closest configured parent domain
     (DMARC relaxed alignment accepts a parent's signature)."""
     domain = from_domain.lower().rstrip(".")

@@ -1,38 +1,39 @@
 """The sender's jobs for `repmon run`: the delivery service and, when
 [sender.unsubscribe] is configured, the one-click unsubscribe endpoint.
 
-Nothing is started for a config without a [sender] section: a monitor-only
-installation does not poll the queue."""
+Nothing is started without a [sender] section (`config` is None): a
+monitor-only installation does not poll the queue."""
 
 from __future__ import annotations
 
 import logging
 
-from monitor.config import RepmonConfig
 from monitor.core.runtime import JobSpec, Runtime
+from sender.coordinator import Sender
+from sender.settings import SenderConfig
+from sender.unsubscribe import serve, token_maker
 
 log = logging.getLogger("repmon.sender")
 
 
-def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
-    if "sender" not in config.model_fields_set:
+def provide(config: SenderConfig | None, runtime: Runtime) -> list[JobSpec]:
+    """The sender's jobs; `config` is the [sender] section, None when the file has none."""
+    if config is None:
         return []
-    from sender.engine import Sender
+    sender_config = config
 
     async def deliver_service() -> None:
-        sender = Sender(config.sender, runtime.engine)
+        sender = Sender(sender_config, runtime.engine)
         await sender.run(stop=runtime.stopping)
 
     async def deliver_once() -> None:
-        stats = await Sender(config.sender, runtime.engine).run(until_idle=True)
+        stats = await Sender(sender_config, runtime.engine).run(until_idle=True)
         log.info("sender pass done", extra={"delivered": stats.delivered, "deferred": stats.deferred,
                                             "bounced": stats.bounced, "suppressed": stats.suppressed})
 
     jobs = [JobSpec(name="sender:delivery", run=deliver_once, service=deliver_service)]
-    if config.sender.unsubscribe is not None:
-        from sender.unsubscribe import serve, token_maker
-
-        unsubscribe = config.sender.unsubscribe
+    if config.unsubscribe is not None:
+        unsubscribe = config.unsubscribe
 
         async def unsubscribe_service() -> None:
             await serve(runtime.engine, unsubscribe, runtime.stopping)

@@ -16,22 +16,36 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from monitor.core.units import format_rate, parse_rate
-from sender.routing import BUILTIN_PROVIDERS, RELAY
+from sender.queue import QueuedMessage
+from sender.routing import BUILTIN_PROVIDERS, RELAY, Site
 from sender.settings import LaneLimits, SenderConfig
 from sender.throttle import Gcra
 
 DEFAULT_SOURCE = "default"  # lane key of the OS-chosen source address (no [[sender.ips]])
 
 
+class LaneKey(NamedTuple):
+    """A lane's identity; its string form "ip|destination" is what the queue,
+    the lane table and metrics store."""
+
+    ip: str
+    destination: str
+
+    def __str__(self) -> str:
+        return f"{self.ip}|{self.destination}"
+
+    @classmethod
+    def parse(cls, key: str) -> LaneKey:
+        ip, _, destination = key.partition("|")
+        return cls(ip, destination)
+
+
 def lane_key(source_ip: str, destination: str) -> str:
-    return f"{source_ip}|{destination}"
-
-
-def split_lane_key(key: str) -> tuple[str, str]:
-    ip, _, destination = key.partition("|")
-    return ip, destination
+    """The stored form of a lane's key."""
+    return str(LaneKey(source_ip, destination))
 
 
 @dataclass(slots=True)
@@ -52,8 +66,8 @@ def lane_settings(config: SenderConfig, destination: str) -> LaneSettings:
             deliveries_per_connection=relay.deliveries_per_connection or 1000,
             rate=parse_rate(relay.rate), burst=relay.burst, daily_cap=relay.daily_cap,
             tls=relay.tls or "opportunistic")
-    merged: dict = {}
-    layers: list[dict] = [config.lane_defaults.model_dump(exclude_none=True)]
+    merged: dict[str, Any] = {}
+    layers: list[dict[str, Any]] = [config.lane_defaults.model_dump(exclude_none=True)]
     builtin = BUILTIN_PROVIDERS.get(destination)
     if builtin:
         layers.append({k: v for k, v in builtin.items() if k != "mx_suffixes"})
@@ -100,8 +114,8 @@ class Lane:
         self.local_halt: str | None = None
         self.local_set_at = 0.0
         self.gcra: Gcra | None = None
-        self.buffers: dict[str, deque] = {}  # site key -> claimed messages
-        self.sites: dict[str, object] = {}
+        self.buffers: dict[str, deque[QueuedMessage]] = {}  # site key -> claimed messages
+        self.sites: dict[str, Site] = {}
         self.site_active: dict[str, int] = {}
         self.active = 0  # open connections
         self.delivered_today = 0
@@ -112,7 +126,7 @@ class Lane:
         self.retry_connect_at = 0.0
         self.db_empty_until = 0.0
         self.claiming = False
-        self._waiters: list[asyncio.Future] = []
+        self._waiters: list[asyncio.Future[None]] = []
         self._was_blocked = False
         self.last_reply: str | None = None
         self._apply_rate()
@@ -149,7 +163,8 @@ class Lane:
         elif self.gcra is None:
             self.gcra = Gcra(rate, self.settings.burst)
         elif not math.isclose(self.gcra.rate, rate):
-            self.gcra.configure(rate, self.settings.burst if self.overlay.rate is None and self.overlay.factor is None else 1)
+            unchanged = self.overlay.rate is None and self.overlay.factor is None
+            self.gcra.configure(rate, self.settings.burst if unchanged else 1)
 
     def buffer_target(self, batch_size: int) -> int:
         """How many claimed messages to hold: about two seconds of sending."""
@@ -225,7 +240,7 @@ class Lane:
 
     async def wait(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut: asyncio.Future[None] = loop.create_future()
         self._waiters.append(fut)
         handle = loop.call_later(timeout, _wake, fut)
         try:
@@ -234,7 +249,7 @@ class Lane:
             handle.cancel()
 
 
-def _wake(fut: asyncio.Future) -> None:
+def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -243,7 +258,7 @@ def matches(pattern_ip: str, pattern_dest: str, lane: Lane) -> bool:
     return pattern_ip in ("*", lane.source_ip) and pattern_dest in ("*", lane.destination)
 
 
-def build_overlay(lane: Lane, directives: list[dict], actions: list[dict], now: float) -> Overlay:
+def build_overlay(lane: Lane, directives: list[dict[str, Any]], actions: list[dict[str, Any]], now: float) -> Overlay:
     overlay = Overlay()
     for d in directives:
         if not matches(d["source_ip"], d["destination"], lane):
@@ -271,7 +286,8 @@ def build_overlay(lane: Lane, directives: list[dict], actions: list[dict], now: 
             if a["rate"] is not None:
                 overlay.rate = a["rate"] if overlay.rate is None else min(overlay.rate, a["rate"])
             if a["connections"] is not None:
-                overlay.connections = a["connections"] if overlay.connections is None else min(overlay.connections, a["connections"])
+                overlay.connections = (a["connections"] if overlay.connections is None
+                                       else min(overlay.connections, a["connections"]))
             if a.get("deliveries_per_connection") is not None:
                 overlay.deliveries_per_connection = a["deliveries_per_connection"]
             overlay.slowed_by.append(why)

@@ -16,7 +16,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
 
@@ -122,8 +122,10 @@ class Template:
         if re.search(rb"content-transfer-encoding:\s*quoted-printable", lower_head + b"\r\n" + body.lower()):
             encoder = _body_value_qp
         body_pieces = _split_pieces(body)
-        if re.search(rb"content-transfer-encoding:\s*base64", lower_head) and any(isinstance(p, tuple) for p in body_pieces):
-            raise TemplateError(f"{name}: placeholders cannot be replaced inside a base64-encoded body; use 8bit or quoted-printable")
+        if re.search(rb"content-transfer-encoding:\s*base64", lower_head) \
+                and any(isinstance(p, tuple) for p in body_pieces):
+            raise TemplateError(f"{name}: placeholders cannot be replaced inside a base64-encoded body; "
+                                "use 8bit or quoted-printable")
         header_pieces = _split_pieces(header_block)
         placeholders = {p[0] for p in header_pieces + body_pieces if isinstance(p, tuple)}
         return cls(
@@ -181,7 +183,7 @@ def _date_header() -> bytes:
     now = int(time.time())
     if _date_cache[0] != now:
         _date_cache[0] = now
-        _date_cache[1] = b"Date: " + format_datetime(datetime.fromtimestamp(now, timezone.utc)).encode("ascii") + b"\r\n"
+        _date_cache[1] = b"Date: " + format_datetime(datetime.fromtimestamp(now, UTC)).encode("ascii") + b"\r\n"
     return _date_cache[1]
 
 

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -167,13 +167,13 @@ def enqueue(conn: Connection, messages: Sequence[NewMessage], now: float | None 
     rows = [(
         i, m.campaign, m.pool, m.recipient, m.recipient.rpartition("@")[2].lower(), m.mail_from, m.message_id,
         m.body_hash, m.eight_bit, m.state, now, now, now, "suppressed" if m.state == SUPPRESSED else None,
-    ) for i, m in zip(ids, messages)]
+    ) for i, m in zip(ids, messages, strict=True)]
     executemany(conn,
         "INSERT INTO sender_message (id, campaign, pool, recipient, domain, mail_from, message_id, "
         "body_hash, eight_bit, state, lane, attempts, created_at, next_attempt_at, updated_at, reason) VALUES "
         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?, ?, ?)", rows)
     executemany(conn, "INSERT INTO sender_message_content (message_ref, headers, body) VALUES (?, ?, ?)",
-                [(i, m.headers, m.body) for i, m in zip(ids, messages) if m.state == QUEUED])
+                [(i, m.headers, m.body) for i, m in zip(ids, messages, strict=True) if m.state == QUEUED])
     return len(rows)
 
 
@@ -311,8 +311,9 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], owner: str) -
     for (lane, source_ip), ids in delivered.items():
         for chunk in _chunks(ids):
             cursor, sql = _raw(conn, "UPDATE sender_message SET state = 'delivered', lane = ?, source_ip = ?, "
-                                     "lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, last_reply = NULL, "
-                                     f"reason = NULL, updated_at = ? WHERE lease_owner = ? AND id IN ({_marks(chunk)})")
+                                     "lease_owner = NULL, lease_until = NULL, attempts = attempts + 1, "
+                                     "last_reply = NULL, reason = NULL, updated_at = ? "
+                                     f"WHERE lease_owner = ? AND id IN ({_marks(chunk)})")
             cursor.execute(sql, (lane, source_ip, now, owner, *chunk))  # type: ignore[attr-defined]
     executemany(conn, "UPDATE sender_message SET state = ?, lane = ?, source_ip = ?, lease_owner = NULL, "
                       "lease_until = NULL, attempts = ?, last_reply = ?, reason = ?, "
@@ -352,7 +353,7 @@ _COUNTER = {"delivered": 0, "deferred": 1, "bounced": 2, "expired": 2}
 
 
 def utc_day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 def ensure_lanes(conn: Connection, lanes: Iterable[tuple[str, str, str]], now: float) -> None:
@@ -367,14 +368,20 @@ def ensure_lanes(conn: Connection, lanes: Iterable[tuple[str, str, str]], now: f
                           "VALUES (:lane, :ip, :dest, :day, 0, 0, 0, 0, :now)"), rows)
 
 
+def known_lanes(conn: Connection) -> set[str]:
+    """The keys of the lanes registered in sender_lane."""
+    return {r[0] for r in conn.execute(text("SELECT lane FROM sender_lane"))}
+
+
 def bump_lane_counters(conn: Connection, counts: dict[str, tuple[int, int, int]], now: float) -> None:
     day = utc_day(now)
     rows = [{"lane": lane, "d": c[0], "f": c[1], "b": c[2], "day": day, "now": now} for lane, c in counts.items()]
     # A new UTC day starts the daily counters from zero.
     conn.execute(text("UPDATE sender_lane SET delivered_today = 0, deferred_today = 0, bounced_today = 0, day = :day "
                       "WHERE lane = :lane AND day <> :day"), rows)
-    conn.execute(text("UPDATE sender_lane SET delivered_today = delivered_today + :d, deferred_today = deferred_today + :f, "
-                      "bounced_today = bounced_today + :b, delivered_total = delivered_total + :d, updated_at = :now "
+    conn.execute(text("UPDATE sender_lane SET delivered_today = delivered_today + :d, "
+                      "deferred_today = deferred_today + :f, bounced_today = bounced_today + :b, "
+                      "delivered_total = delivered_total + :d, updated_at = :now "
                       "WHERE lane = :lane"), rows)
 
 
@@ -411,14 +418,16 @@ def lease_ids(conn: Connection, ids: Sequence[int], owner: str, now: float) -> N
 
 
 def counts_by_state(conn: Connection, campaign: str | None = None, min_id: int | None = None) -> dict[str, int]:
-    where, params = [], {}
+    where: list[str] = []
+    params: dict[str, str | int] = {}
     if campaign is not None:
         where.append("campaign = :campaign")
         params["campaign"] = campaign
     if min_id is not None:
         where.append("id >= :min_id")
         params["min_id"] = min_id
-    sql = "SELECT state, COUNT(*) FROM sender_message" + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY state"
+    sql = ("SELECT state, COUNT(*) FROM sender_message" + (" WHERE " + " AND ".join(where) if where else "")
+           + " GROUP BY state")
     return {r[0]: r[1] for r in conn.execute(text(sql), params)}
 
 

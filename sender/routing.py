@@ -10,6 +10,8 @@ not share one set of limits). A lane is (source IP, destination).
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import time
 from dataclasses import dataclass, field
 
@@ -97,7 +99,7 @@ class Router:
     _cache: dict[str, _CacheEntry] = field(default_factory=dict)
     _resolver: dns.asyncresolver.Resolver | None = None
     _suffixes: list[tuple[str, str]] = field(default_factory=list)
-    _inflight: dict[str, asyncio.Future] = field(default_factory=dict)
+    _inflight: dict[str, asyncio.Future[_CacheEntry]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         merged: dict[str, list[str]] = {name: list(spec["mx_suffixes"]) for name, spec in BUILTIN_PROVIDERS.items()}
@@ -141,12 +143,15 @@ class Router:
         if pending is None:
             pending = asyncio.ensure_future(self._lookup(domain))
             self._inflight[domain] = pending
-            pending.add_done_callback(lambda _f, d=domain: self._inflight.pop(d, None))
+            pending.add_done_callback(functools.partial(self._forget, domain))
         entry = await asyncio.shield(pending)
         if entry.error is not None:
             raise entry.error
         assert entry.site is not None
         return entry.site
+
+    def _forget(self, domain: str, _done: object) -> None:
+        self._inflight.pop(domain, None)
 
     async def _lookup(self, domain: str) -> _CacheEntry:
         now = time.monotonic()
@@ -195,7 +200,6 @@ def _has_port(ns: str) -> bool:
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
     try:
         ipaddress.ip_address(host)
         return True

@@ -45,7 +45,7 @@ class RulesError(ValueError):
 
 
 @dataclass(slots=True, frozen=True)
-class Rule:
+class ResponseRule:
     name: str
     pattern: re.Pattern[str]
     action: str
@@ -83,12 +83,13 @@ def _parse_threshold(value: str, where: str) -> tuple[int, float]:
     return n, seconds
 
 
-def parse_rules(data: dict, source: str) -> list[Rule]:
+def parse_rules(data: dict, source: str) -> list[ResponseRule]:
     rules = []
     entries = data.get("rule", [])
     unknown_top = set(data) - {"rule"}
     if unknown_top:
-        raise RulesError(f"{source}: unknown top-level keys: {', '.join(sorted(unknown_top))} (rules are [[rule]] tables)")
+        raise RulesError(f"{source}: unknown top-level keys: {', '.join(sorted(unknown_top))} "
+                         "(rules are [[rule]] tables)")
     if not isinstance(entries, list):
         raise RulesError(f"{source}: 'rule' must be an array of tables ([[rule]])")
     for i, entry in enumerate(entries):
@@ -125,7 +126,7 @@ def parse_rules(data: dict, source: str) -> list[Rule]:
         reply = entry.get("reply", ())
         reply = (reply,) if isinstance(reply, (str, int)) else tuple(reply)
         destinations = entry.get("destinations")
-        rules.append(Rule(
+        rules.append(ResponseRule(
             name=str(entry["name"]), pattern=pattern, action=action,
             reply=tuple(str(r) for r in reply), status=entry.get("status"),
             destinations=frozenset(destinations) if destinations else None,
@@ -137,8 +138,8 @@ def parse_rules(data: dict, source: str) -> list[Rule]:
     return rules
 
 
-def load_rules(path: Path | None = None, include_defaults: bool = True) -> list[Rule]:
-    rules: list[Rule] = []
+def load_rules(path: Path | None = None, include_defaults: bool = True) -> list[ResponseRule]:
+    rules: list[ResponseRule] = []
     files = ([path] if path is not None else []) + ([DEFAULT_RULES_FILE] if include_defaults else [])
     for file in files:
         try:
@@ -153,7 +154,7 @@ def load_rules(path: Path | None = None, include_defaults: bool = True) -> list[
 
 @dataclass(slots=True)
 class RuleHit:
-    rule: Rule
+    rule: ResponseRule
     response: str
 
 
@@ -161,7 +162,7 @@ class RuleHit:
 class RuleBook:
     """Matches replies to rules and counts threshold rules per lane."""
 
-    rules: list[Rule]
+    rules: list[ResponseRule]
     clock: object = time.monotonic
     _seen: dict[tuple[str, str], deque] = field(default_factory=dict)
 

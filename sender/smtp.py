@@ -20,10 +20,15 @@ import asyncio
 import re
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, TypeVar
 
-TlsMode = Literal["opportunistic", "required", "none"]
+from sender.settings import TlsMode
+
+T = TypeVar("T")
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, EOFError, TimeoutError, asyncio.TimeoutError, ConnectionError)
 _STATUS_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -68,6 +73,10 @@ class SmtpFailure(Exception):
         self.stage = stage
 
 
+# What can end the clean-up of a refused envelope: the connection is then given up.
+_END_ERRORS: tuple[type[BaseException], ...] = (SmtpFailure, *CONNECTION_ERRORS)
+
+
 @dataclass(slots=True, frozen=True)
 class TransactionResult:
     """How one message's transaction ended: `stage` is the step that decided
@@ -79,6 +88,33 @@ class TransactionResult:
     @property
     def delivered(self) -> bool:
         return self.stage == "end" and 200 <= self.reply.code < 300
+
+
+@dataclass(slots=True, frozen=True)
+class Transaction:
+    """One message in wire form: `content` is CRLF lines, dot-stuffed, ending
+    with CRLF (the terminating dot is added when it is sent)."""
+
+    mail_from: str
+    recipient: str
+    content: bytes
+    eight_bit: bool = False
+
+
+@dataclass(slots=True)
+class PipelineRun(Generic[T]):
+    """How a chain of pipelined transactions on one connection ended.
+
+    `sent` counts transactions started on the connection (including those
+    before the chain). `lost` is the message whose transaction the connection
+    lost with `error` (it may or may not have arrived); `untried` one taken
+    but never attempted (the connection closed before its envelope got any
+    reply)."""
+
+    sent: int
+    lost: T | None = None
+    error: BaseException | None = None
+    untried: T | None = None
 
 
 _ssl_unverified: ssl.SSLContext | None = None
@@ -108,11 +144,11 @@ class _SmtpProtocol(asyncio.Protocol):
         self._buf = bytearray()
         self._lines: list[str] = []
         self._replies: deque[Reply] = deque()
-        self._waiter: asyncio.Future | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._wanted = 0
         self.closed_exc: Exception | None = None
         self._paused = False
-        self._drain_waiter: asyncio.Future | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -184,7 +220,7 @@ class _SmtpProtocol(asyncio.Protocol):
                 if self.closed_exc is not None:
                     raise self.closed_exc
                 loop = asyncio.get_running_loop()
-                waiter = loop.create_future()
+                waiter: asyncio.Future[None] = loop.create_future()
                 self._waiter, self._wanted = waiter, count
                 timer = loop.call_later(timeout, _expire, waiter)
                 try:
@@ -199,7 +235,7 @@ class _SmtpProtocol(asyncio.Protocol):
         return [got.popleft() for _ in range(count)]
 
 
-def _expire(waiter: asyncio.Future) -> None:
+def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError("timed out waiting for the server's reply"))
 
@@ -236,7 +272,7 @@ class SmtpConnection:
         try:
             _, protocol = await asyncio.wait_for(
                 loop.create_connection(_SmtpProtocol, host, port, local_addr=local), connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise SmtpFailure(f"cannot connect to {host}:{port} from {source_ip or 'any address'}: {exc}") from None
         conn = cls(protocol, host, command_timeout)
         try:
@@ -244,12 +280,13 @@ class SmtpConnection:
         except SmtpFailure:
             conn.abort()
             raise
-        except (OSError, EOFError, TimeoutError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (OSError, EOFError, TimeoutError, ssl.SSLError) as exc:
             conn.abort()
             raise SmtpFailure(f"{host}:{port}: {exc or type(exc).__name__}") from None
         return conn
 
-    async def _handshake(self, ehlo_name: str, tls: TlsMode, tls_verify: bool, server_name: str, timeout: float) -> None:
+    async def _handshake(self, ehlo_name: str, tls: TlsMode, tls_verify: bool, server_name: str,
+                         timeout: float) -> None:
         (greeting,) = await self._p.replies(1, timeout)
         if greeting.code != 220:
             raise SmtpFailure(f"{self.host} refused the session: {greeting}", greeting, "greeting")
@@ -265,7 +302,7 @@ class SmtpConnection:
             assert transport is not None
             new_transport = await asyncio.wait_for(loop.start_tls(
                 transport, self._p, client_tls_context(tls_verify), server_hostname=server_name), timeout)
-            self._p.transport = new_transport  # type: ignore[assignment]
+            self._p.transport = new_transport
             self.tls = True
             await self._ehlo(ehlo_name)  # RFC 3207: forget what was said before TLS
         elif tls == "required":
@@ -325,7 +362,8 @@ class SmtpConnection:
         assert transport is not None
         transport.write(data)
 
-    async def send(self, mail_from: str, recipient: str, content: bytes, *, eight_bit: bool = False) -> TransactionResult:
+    async def send(self, mail_from: str, recipient: str, content: bytes, *,
+                   eight_bit: bool = False) -> TransactionResult:
         """One transaction. `content` is the message in wire form: CRLF lines,
         dot-stuffed, ending with CRLF (the terminating dot is added here)."""
         body_param = b" BODY=8BITMIME" if eight_bit and "8BITMIME" in self.extensions else b""
@@ -366,6 +404,75 @@ class SmtpConnection:
         (r_end,) = await p.replies(1, timeout)
         return TransactionResult("end", r_end)
 
+    async def pipeline(self, first: T, *, prepare: Callable[[T], Transaction], take_next: Callable[[], T | None],
+                       done: Callable[[T, TransactionResult], None], sent: int, limit: int) -> PipelineRun[T]:
+        """Transactions chained on this connection (RFC 2920): the content and
+        final dot of one message leave in the same write as MAIL/RCPT/DATA of
+        the next (message content may open a command group), so a steady
+        stream costs one write and one wake-up per message.
+
+        `prepare` turns a message into its transaction, `take_next` gives the
+        next message that may go right now (or None), `done` receives each
+        message's result; at most `limit` transactions run on the connection,
+        `sent` of them already did."""
+        m = first
+        started = await self._start(prepare(m))
+        if isinstance(started, BaseException):
+            return PipelineRun(sent + 1, lost=m, error=started)
+        replies, content = started
+        while True:
+            r_mail, r_rcpt, r_data = replies
+            sent += 1
+            if r_mail.code != 250 or r_rcpt.code not in (250, 251) or r_data.code != 354:
+                stage, reply = (("mail", r_mail) if r_mail.code != 250 else
+                                ("rcpt", r_rcpt) if r_rcpt.code not in (250, 251) else ("data", r_data))
+                done(m, TransactionResult(stage, reply))
+                try:
+                    await self.end_failed_envelope(r_data)
+                except _END_ERRORS:
+                    self.abort()
+                    return PipelineRun(sent)
+                nxt = take_next() if sent < limit else None
+                if nxt is None:
+                    return PipelineRun(sent)
+                m = nxt
+                started = await self._start(prepare(m))
+                if isinstance(started, BaseException):
+                    return PipelineRun(sent + 1, lost=m, error=started)
+                replies, content = started
+                continue
+            nxt = take_next() if sent < limit else None
+            if nxt is None:
+                try:
+                    self.write(content + b".\r\n")
+                    (r_end,) = await self.read(1)
+                except CONNECTION_ERRORS as exc:
+                    return PipelineRun(sent, lost=m, error=exc)
+                done(m, TransactionResult("end", r_end))
+                return PipelineRun(sent)
+            following = prepare(nxt)
+            try:
+                self.write(content + b".\r\n" + self.envelope(following.mail_from, following.recipient,
+                                                              following.eight_bit))
+                got = await self.read(4, partial=True)
+            except CONNECTION_ERRORS as exc:
+                return PipelineRun(sent, lost=m, error=exc, untried=nxt)
+            done(m, TransactionResult("end", got[0]))
+            if len(got) < 4:  # closed after the end of data (e.g. a per-connection cap)
+                self.abort()
+                return PipelineRun(sent, untried=nxt)
+            replies = got[1:]
+            m, content = nxt, following.content
+
+    async def _start(self, t: Transaction) -> tuple[list[Reply], bytes] | BaseException:
+        """MAIL/RCPT/DATA of one message on its own: their replies and the
+        content, or the error that lost the connection."""
+        try:
+            self.write(self.envelope(t.mail_from, t.recipient, t.eight_bit))
+            return await self.read(3), t.content
+        except CONNECTION_ERRORS as exc:
+            return exc
+
     async def _reset(self) -> None:
         reply = await self.command(b"RSET\r\n")
         if reply.code != 250:
@@ -376,7 +483,7 @@ class SmtpConnection:
             if self._p.closed_exc is None:
                 self._write(b"QUIT\r\n")
                 await self._p.replies(1, min(self.command_timeout, 5.0))
-        except (OSError, EOFError, TimeoutError, asyncio.TimeoutError, ConnectionError):
+        except (OSError, EOFError, TimeoutError, ConnectionError):
             pass
         finally:
             self.abort()

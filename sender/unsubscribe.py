@@ -46,7 +46,7 @@ class TokenMaker:
     secret: bytes
 
     def make(self, address: str, campaign: str) -> str:
-        payload = f"{address.lower()}\n{campaign}".encode("utf-8")
+        payload = f"{address.lower()}\n{campaign}".encode()
         mac = hmac.new(self.secret, payload, hashlib.sha256).digest()[:16]
         return f"{_b64(payload)}.{_b64(mac)}"
 
@@ -72,7 +72,8 @@ def token_maker(config: UnsubscribeConfig) -> TokenMaker:
     except ConfigError as exc:
         raise UnsubscribeConfigError(str(exc)) from None
     if not secret:
-        raise UnsubscribeConfigError("sender.unsubscribe: give secret or secret_env (the HMAC key of unsubscribe links)")
+        raise UnsubscribeConfigError("sender.unsubscribe: give secret or secret_env "
+                                     "(the HMAC key of unsubscribe links)")
     return TokenMaker(secret.encode("utf-8"))
 
 

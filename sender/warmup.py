@@ -54,7 +54,7 @@ class WarmupState:
 def load_states(conn: Connection) -> dict[tuple[str, str], WarmupState]:
     rows = conn.execute(text("SELECT source_ip, destination, day_index, day, routed_today, delivered_today, "
                              "deferred_today, started_on FROM sender_warmup"))
-    return {(r[0], r[1]): WarmupState(*r, dirty=False) for r in rows}
+    return {(r[0], r[1]): WarmupState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], dirty=False) for r in rows}
 
 
 def save_states(conn: Connection, states: list[WarmupState], now: float) -> None:
@@ -67,11 +67,13 @@ def save_states(conn: Connection, states: list[WarmupState], now: float) -> None
     updates = [r for r in rows if (r["ip"], r["dest"]) in existing]
     inserts = [r for r in rows if (r["ip"], r["dest"]) not in existing]
     if updates:
-        conn.execute(text("UPDATE sender_warmup SET day_index = :idx, day = :day, routed_today = :r, delivered_today = :d, "
-                          "deferred_today = :f, updated_at = :now WHERE source_ip = :ip AND destination = :dest"), updates)
+        conn.execute(text("UPDATE sender_warmup SET day_index = :idx, day = :day, routed_today = :r, "
+                          "delivered_today = :d, deferred_today = :f, updated_at = :now "
+                          "WHERE source_ip = :ip AND destination = :dest"), updates)
     if inserts:
-        conn.execute(text("INSERT INTO sender_warmup (source_ip, destination, day_index, day, routed_today, delivered_today, "
-                          "deferred_today, started_on, updated_at) VALUES (:ip, :dest, :idx, :day, :r, :d, :f, :start, :now)"),
+        conn.execute(text("INSERT INTO sender_warmup (source_ip, destination, day_index, day, routed_today, "
+                          "delivered_today, deferred_today, started_on, updated_at) "
+                          "VALUES (:ip, :dest, :idx, :day, :r, :d, :f, :start, :now)"),
                      inserts)
     for s in states:
         s.dirty = False

@@ -1,6 +1,13 @@
 """Test-wide settings. Fixtures that start real peers (Dovecot, PostgreSQL,
 smtp-sink, rbldnsd, ...) live in tests/fixtures/, one module per peer, and
-are loaded here automatically."""
+are loaded here automatically (modules starting with "_" are helpers, not
+plugins).
+
+A missing peer skips its tests locally, with the reason (`make test` lists
+the reasons: pytest -rs), and fails them under CI (`CI=true`, or
+REPMON_REQUIRE_PEERS=1 to try it locally): see tests/fixtures/_peers.py.
+The ../shared data folder is data, not a peer: where it is absent the
+evaluation tests skip, under CI too."""
 
 from __future__ import annotations
 

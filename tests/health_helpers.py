@@ -6,7 +6,7 @@ tables at times the tests choose."""
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -20,7 +20,7 @@ _ids = itertools.count(1)
 
 
 def dt(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def config(**sections: Any):

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from monitor.config import RepmonConfig, parse_config
 from monitor.core.db import session_scope
-from monitor.storage.rows import EVENT_KINDS, normalize_recipient
 from monitor.storage.models import DmarcFailure, DmarcReport, QuarantinedMessage, StoredEvent
+from monitor.storage.rows import EVENT_KINDS, normalize_recipient
 from parsers import parse_bytes
 from parsers.events import DmarcAggregateEvent, DmarcFailureEvent, UnparseableEvent
 

@@ -11,8 +11,9 @@ from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.notify import AlertCenter
 from monitor.config import parse_config
 from monitor.health.clock import FakeClock
-from monitor.health.jobs import HealthLoop
+from monitor.loop import HealthLoop
 from tests.fixtures.http_fixture_server import Reply
+from tests.fixtures.slack import SlackWebhook
 from tests.fixtures.smtp_receivers import Script
 from tests.health_helpers import T0, add_deliveries, config, set_listing
 
@@ -61,7 +62,7 @@ def test_dedup_cooldown_escalation_and_resolution(engine):
 
 async def test_slack_message_blocks_and_one_post(sqlite_engine, http_fixture_server):
     server = http_fixture_server
-    server.script("POST", HOOK, Reply(200, "ok"))
+    server.script("POST", HOOK, SlackWebhook())
     clock = FakeClock(T0)
     cfg = alerts_config(server)
     fire(sqlite_engine, AlertCenter(cfg), "ip:192.0.2.1")
@@ -83,7 +84,7 @@ async def test_slack_message_blocks_and_one_post(sqlite_engine, http_fixture_ser
 
 async def test_slack_429_waits_for_retry_after(sqlite_engine, http_fixture_server):
     server = http_fixture_server
-    server.script("POST", HOOK, Reply(429, "rate_limited", {"Retry-After": "7"}), Reply(200, "ok"))
+    server.script("POST", HOOK, SlackWebhook(Reply(429, "rate_limited", {"Retry-After": "7"}), Reply(200, "ok")))
     clock = FakeClock(T0)
     cfg = alerts_config(server, gather_s=0)
     fire(sqlite_engine, AlertCenter(cfg), "ip:192.0.2.1")
@@ -106,7 +107,7 @@ async def test_slack_429_waits_for_retry_after(sqlite_engine, http_fixture_serve
 @pytest.mark.parametrize("status, word", [(403, "invalid_token"), (404, "no_service"), (410, "channel_is_archived")])
 async def test_slack_permanent_errors_are_not_retried(sqlite_engine, http_fixture_server, status, word):
     server = http_fixture_server
-    server.script("POST", HOOK, Reply(status, word))
+    server.script("POST", HOOK, SlackWebhook(Reply(status, word)))
     clock = FakeClock(T0)
     cfg = alerts_config(server, gather_s=0)
     fire(sqlite_engine, AlertCenter(cfg), "ip:192.0.2.1")
@@ -125,7 +126,7 @@ async def test_slack_permanent_errors_are_not_retried(sqlite_engine, http_fixtur
 
 async def test_slack_5xx_backs_off_then_succeeds(sqlite_engine, http_fixture_server):
     server = http_fixture_server
-    server.script("POST", HOOK, Reply(500, "oops"), Reply(503, "busy"), Reply(200, "ok"))
+    server.script("POST", HOOK, SlackWebhook(Reply(500, "oops"), Reply(503, "busy"), Reply(200, "ok")))
     clock = FakeClock(T0)
     cfg = alerts_config(server, gather_s=0)
     fire(sqlite_engine, AlertCenter(cfg), "ip:192.0.2.1")
@@ -148,7 +149,7 @@ async def test_two_hundred_listed_ips_make_one_digest(sqlite_engine, http_fixtur
     """A blocklist cycle lists 200 sending IPs: Slack and the on-call mailbox
     each get one message, not 200."""
     server = http_fixture_server
-    server.script("POST", HOOK, Reply(200, "ok"))
+    server.script("POST", HOOK, SlackWebhook())
     receiver = scripted_smtp(Script())
     clock = FakeClock(T0)
     cfg = config(alerts={"slack": [{"name": "ops", "webhook_url": server.url(HOOK)}], "gather_s": 2,
@@ -210,7 +211,7 @@ async def test_lane_pause_and_its_end_are_announced_once(sqlite_engine, http_fix
     from tests.health_helpers import add_events
 
     server = http_fixture_server
-    server.script("POST", HOOK, Reply(200, "ok"))
+    server.script("POST", HOOK, SlackWebhook())
     clock = FakeClock(T0)
     cfg = config(alerts={"slack": [{"name": "ops", "webhook_url": server.url(HOOK)}], "gather_s": 1})
     loop = HealthLoop(cfg, sqlite_engine, clock)

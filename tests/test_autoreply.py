@@ -111,7 +111,8 @@ def test_multipart_report_is_never_an_auto_reply():
     data = mail('Subject: Automatic reply: x\nAuto-Submitted: auto-replied\nMIME-Version: 1.0\n'
                 'Content-Type: multipart/report; report-type=disposition-notification; boundary="R"\n',
                 "--R\nContent-Type: text/plain\n\nRead.\n--R\nContent-Type: message/disposition-notification\n\n"
-                "Final-Recipient: rfc822; jane@partner.example.org\nDisposition: automatic-action/MDN-sent-automatically; displayed\n--R--\n")
+                "Final-Recipient: rfc822; jane@partner.example.org\n"
+                "Disposition: automatic-action/MDN-sent-automatically; displayed\n--R--\n")
     msg = parse_message(data)
     assert not is_autoreply(msg)
 
@@ -176,3 +177,39 @@ def test_corpus_auto_reply_rows(shared_dir):
     for row in rows:
         events = parse_bytes((corpus / row["file"]).read_bytes())
         assert [(e.kind, e.recipient) for e in events] == [("auto_reply", row["recipient"])], row["file"]
+
+
+# --- challenge-response systems: auto-replies, not bounces (issue 10)
+
+CHALLENGES = [
+    ("Subject: Please confirm your message\n",
+     "Hello, I use an anti-spam system. Please confirm you are human by replying to this message;\n"
+     "your message will be delivered once you do.\n"),
+    ("Subject: Re: June newsletter\n",
+     "Your message to jane@partner.example.org is held pending your verification.\n"
+     "Click the link below to verify that you sent it.\n"),
+    ("Subject: Whitelist request\n",
+     "To have your e-mail delivered, please ask jane to add your address to her list of approved senders.\n"),
+    ("Subject: Message held\nX-Boxtrapper: yes\n", "This message was not delivered yet.\n"),
+]
+
+
+@pytest.mark.parametrize(("headers", "body"), CHALLENGES)
+def test_challenge_response_requests_are_auto_replies(headers, body):
+    [event] = run(mail(headers, body))
+    assert isinstance(event, AutoReplyEvent)
+    assert event.recipient == "jane@partner.example.org"
+
+
+@pytest.mark.parametrize(("headers", "body"), CHALLENGES)
+def test_challenge_response_requests_are_not_bounces(headers, body):
+    from parsers import parse_bytes
+
+    data = mail(headers.replace("Subject: ", "Subject: Undelivered: ", 1), body + "\nThe message was not delivered.\n")
+    assert [e.kind for e in parse_bytes(data)] == ["auto_reply"]
+
+
+def test_a_person_writing_about_challenge_response_is_not_an_auto_reply():
+    data = mail("Subject: Our spam filter\n", "We should add your address to our whitelist, I think.\n")
+    data = data.replace(b"Return-Path: <>\n", b"Return-Path: <jane@partner.example.org>\n")
+    assert run(data) is None

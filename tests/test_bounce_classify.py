@@ -14,7 +14,8 @@ from parsers.bounce.vendors import infer_command
     ("reply", "status", "text", "reason"),
     [
         # the text names the reason, whatever the code says
-        (550, "5.1.1", "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown in local recipient table", "userunknown"),
+        (550, "5.1.1", "550 5.1.1 <a@example.org>: Recipient address rejected: User unknown in local recipient table",
+         "userunknown"),
         (550, "5.7.1", "550 5.7.1 Mailbox is full, try again later", "mailboxfull"),
         (452, "4.2.2", "452 4.2.2 The email account you wrote to is over quota", "mailboxfull"),
         (554, "5.7.1", "554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org", "blocked"),

@@ -6,6 +6,7 @@ named MTA sends."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from parsers.bounce import parse_bounce
 from parsers.bounce.plaintext import cut_original, read_notice
@@ -186,7 +187,8 @@ second@example.co.jp on Mon, 3 Mar 2025 10:00:05 +0900
 
 def test_exchange_2003_recipient_on_date_lines() -> None:
     events = bounce(
-        "From: System Administrator <postmaster@example.co.jp>\nTo: news@sender.example\nSubject: Undeliverable: Quarterly report",
+        "From: System Administrator <postmaster@example.co.jp>\nTo: news@sender.example\n"
+        "Subject: Undeliverable: Quarterly report",
         EXCHANGE_2003,
     )
     assert [(e.recipient, e.reason) for e in events] == [
@@ -243,7 +245,7 @@ def test_greeting_of_the_sender_is_not_a_recipient() -> None:
     assert event.reason == "rejected"
 
 
-SES_BOUNCE = {
+SES_BOUNCE: dict[str, Any] = {
     "notificationType": "Bounce",
     "bounce": {
         "bounceType": "Permanent",
@@ -274,9 +276,12 @@ def test_amazon_ses_json_complaint_is_not_a_bounce() -> None:
 
 
 def test_amazon_ses_delivery_is_a_delivery_success() -> None:
-    delivery = {"notificationType": "Delivery", "delivery": {"recipients": ["ok@example.org"], "smtpResponse": "250 2.6.0 Message received"}}
+    delivery = {"notificationType": "Delivery",
+                "delivery": {"recipients": ["ok@example.org"], "smtpResponse": "250 2.6.0 Message received"}}
     data = ("From: SES <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message\n\n" + json.dumps(delivery)).encode()
-    (event,) = parse_bounce(parse_message(data), data)
+    events = parse_bounce(parse_message(data), data)
+    assert events is not None
+    (event,) = events
     assert (event.kind, event.recipient, event.status) == ("delivery_success", "ok@example.org", "2.6.0")
 
 

@@ -3,6 +3,7 @@ Lines contract other tools read."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -11,6 +12,12 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
+from parsers import parse_bytes
+from parsers.events import DmarcAggregateEvent
+from parsers.reports.sources import default_enricher
+from tests.test_reports_aggregate import aggregate_xml, record_xml
+from tests.test_reports_containers import make_zip
+from tests.test_reports_mail import REPORT_NAME, attachment, report_mail
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -152,3 +159,54 @@ def test_output_is_valid_utf8_for_hostile_headers(tmp_path):
     [record] = json_lines(done.stdout.decode("utf-8"))
     assert record["kind"] == "not_bounce"
     assert "café" in record["subject"]
+
+
+# --- DMARC aggregate reports: sources on by default, output streamed record by record ---
+
+def _aggregate_with(ip: str) -> bytes:
+    return aggregate_xml([record_xml(ip, 3), record_xml("192.0.2.1", 2, dkim="fail", spf="fail")])
+
+
+def test_aggregate_records_carry_their_source_by_default(capsys, tmp_path):
+    report = tmp_path / "receiver.example!example.com!1700000000!1700086399.xml"
+    report.write_bytes(_aggregate_with("100.24.188.149"))
+    status, out, _ = run_cli(capsys, "--json", str(report))
+    assert status == 0
+    [event] = json_lines(out)
+    amazon, documentation = event["records"]
+    assert (amazon["source_country"], amazon["source_asn"], amazon["source_name"]) == ("US", 14618, "Amazon")
+    assert amazon["source_reverse_dns"] is None and amazon["source_base_domain"] is None  # no reverse DNS here
+    assert documentation["source_asn"] is None
+    status, out, _ = run_cli(capsys, "--json", "--no-sources", str(report))
+    assert status == 0 and json_lines(out)[0]["records"][0]["source_country"] is None
+
+
+def test_streamed_json_equals_the_event_dict(capsys, tmp_path):
+    data = _aggregate_with("2001:db8::5")
+    (tmp_path / "r.xml").write_bytes(data)
+    [event] = parse_bytes(data)
+    assert isinstance(event, DmarcAggregateEvent)
+    default_enricher().enrich(event)
+    status, out, _ = run_cli(capsys, "--json", str(tmp_path / "r.xml"))
+    assert status == 0
+    assert json_lines(out) == [json.loads(json.dumps({"file": str(tmp_path / "r.xml"), **event.to_dict()}))]
+
+
+@pytest.mark.parametrize("packing", ["zip", "gzip"])
+def test_compressed_report_by_mail(capsys, tmp_path, packing):
+    xml = _aggregate_with("100.24.188.149")
+    data, kind, name = ((make_zip({f"{REPORT_NAME}.xml": xml}), "application/zip", f"{REPORT_NAME}.zip")
+                        if packing == "zip" else (gzip.compress(xml), "application/gzip", f"{REPORT_NAME}.xml.gz"))
+    (tmp_path / "report.eml").write_bytes(report_mail(attachment(data, kind, name)))
+    status, out, _ = run_cli(capsys, "--json", str(tmp_path / "report.eml"))
+    assert status == 0
+    [event] = json_lines(out)
+    assert event["kind"] == "dmarc_aggregate" and event["records"][0]["source_as_domain"] == "amazon.com"
+
+
+def test_human_line_of_a_report_without_policy_evaluated(capsys, tmp_path):
+    bare = ("<record><row><source_ip>192.0.2.5</source_ip><count>7</count></row>"
+            "<identifiers><header_from>example.com</header_from></identifiers></record>")
+    (tmp_path / "r.xml").write_bytes(aggregate_xml([bare]))
+    status, out, _ = run_cli(capsys, str(tmp_path / "r.xml"))
+    assert status == 0 and "1 rows, 7 messages, 0 failing DMARC" in out

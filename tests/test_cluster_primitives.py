@@ -81,8 +81,8 @@ def test_two_nodes_share_one_rate(engine) -> None:
     limit = LaneLimit(rate=20.0, burst=1, daily_cap=None)
     sent: list[float] = []
     now = 1000.0
-    for step in range(40):
-        for node in ("a", "b"):
+    for _step in range(40):
+        for _node in ("a", "b"):
             got = grant_slot(engine, "10.0.0.1|gmail", limit, want=50, now=now, slice_s=0.5)
             if isinstance(got, Slot):
                 sent.extend(got.times)

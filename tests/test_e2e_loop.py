@@ -16,12 +16,14 @@ incidents each stop the right lane, with one Slack message each:
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import uuid
 from datetime import datetime, timezone
 from email.utils import format_datetime
 
+from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
 from monitor.config import parse_config
@@ -29,7 +31,7 @@ from monitor.core.runtime import Runtime
 from monitor.daemon import _run_daemon
 from monitor.parts import collect_jobs
 from sender.campaign import inject
-from tests.fixtures.http_fixture_server import Reply
+from tests.fixtures.slack import SlackWebhook
 from tests.fixtures.rbldnsd import ip_zone
 from tests.ingest_helpers import mailbox_section
 
@@ -43,8 +45,6 @@ class Receiver:
     messages (all when None), then answers 421 at RCPT."""
 
     def __init__(self, host: str, port: int, accept_first: int | None = None) -> None:
-        from aiosmtpd.controller import Controller
-
         self.host, self.port, self.accept_first = host, port, accept_first
         self.messages: list[tuple[str, str, bytes]] = []  # (mail from, rcpt, content)
         self.rcpt_attempts = 0
@@ -77,8 +77,6 @@ class Receiver:
 
 
 def free_port_on(hosts: list[str]) -> int:
-    import socket
-
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind((hosts[0], 0))
@@ -147,7 +145,7 @@ async def test_three_incidents_each_stop_the_right_lane(engine, migrated_db_url,
         "acme-mail.test": {"MX": ["10 mx1.acme.test."]}, "mx1.acme.test": {"A": [RECEIVERS["acme"]]},
         "listing.test": {"MX": ["10 mx.listing.test."]}, "mx.listing.test": {"A": [RECEIVERS["listing"]]}})
     slack = http_fixture_server
-    slack.script("POST", HOOK, Reply(200, "ok"))
+    slack.script("POST", HOOK, SlackWebhook())
     cfg = parse_config({
         "database": {"url": migrated_db_url},
         "mailboxes": [mailbox_section(imap_account)],

@@ -46,3 +46,17 @@ def test_accuracy_meets_threshold(score, metric: str) -> None:
 def test_status_matches_where_the_message_states_it(score) -> None:
     # not a brief threshold, but status is read, not guessed: it must stay high
     assert score.accuracy("status") >= 0.95
+
+
+def test_cross_validated_score_holds(shared_dir: Path) -> None:
+    """Leave-one-family-out: the order of evidence chosen without a family
+    still scores that family (README "Accuracy"); far below the plain score
+    would mean the order is fitted to particular families."""
+    corpus = shared_dir / "corpus" / "bounces"
+    if not (corpus / "labels.jsonl").is_file():
+        pytest.skip(f"no bounce corpus under {corpus}")
+    folds = _load_evaluator().cross_validate(corpus)
+    for metric, floor in (("reason", 0.95), ("hard_or_soft", 0.97)):
+        right = sum(fold.right[metric] for fold in folds)
+        total = sum(fold.total[metric] for fold in folds)
+        assert total and right / total >= floor, f"cross-validated {metric}: {right}/{total}"

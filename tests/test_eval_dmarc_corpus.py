@@ -8,7 +8,9 @@ Contract fields compared:
 - failure: reported_domain, source_ip, feedback_type, auth_failure;
 - SMTP TLS: report_id, organization_name, and per policy policy_domain,
   successful and failed session counts;
-- a sample parsedmarc rejects must come out as unparseable.
+- a sample parsedmarc rejects must come out as unparseable;
+- aggregate records' source_* fields (country, ASN, AS name and domain,
+  service name and type) against parsedmarc's offline `source`.
 
 parsedmarc renders aggregate dates in the process time zone (UTC when
 expected/ was made) as "YYYY-MM-DD HH:MM:SS"; auth_failure is a list there.
@@ -18,13 +20,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from parsers.events import DmarcAggregateEvent, DmarcFailureEvent, TlsReportEvent, UnparseableEvent
 from parsers.mime import parse_message
 from parsers.reports import parse_report_bytes, parse_report_mail
+from parsers.reports.sources import IpEnricher, enrich_events
 
 pytestmark = pytest.mark.evaluation
 
@@ -103,7 +108,7 @@ def _tls_view_ours(event: TlsReportEvent) -> dict:
     }
 
 
-_VIEWS = {
+_VIEWS: dict[str, tuple[type, Callable[[dict], dict], Callable[[Any], dict]]] = {
     "aggregate": (DmarcAggregateEvent, _aggregate_view_expected, _aggregate_view_ours),
     "failure": (DmarcFailureEvent, _failure_view_expected, _failure_view_ours),
     "smtp_tls": (TlsReportEvent, _tls_view_expected, _tls_view_ours),
@@ -151,3 +156,29 @@ def test_every_sample_agrees_with_parsedmarc(shared_dir: Path) -> None:
 def test_corpus_covers_every_report_kind(shared_dir: Path) -> None:
     kinds = {entry["report_kind"] for entry in _manifest(shared_dir)}
     assert {"aggregate", "failure", "smtp_tls"} <= kinds
+
+
+_SOURCE_FIELDS = ("country", "asn", "as_name", "as_domain", "name", "type", "reverse_dns", "base_domain")
+
+
+def test_record_sources_agree_with_parsedmarc(shared_dir: Path) -> None:
+    """source_* of every aggregate record equal parsedmarc's `source` offline
+    (its bundled IPinfo Lite database and reverse-DNS service map)."""
+    corpus = _corpus(shared_dir)
+    enricher = IpEnricher()
+    compared = 0
+    differences = []
+    for entry in _manifest(shared_dir):
+        expected = json.loads((corpus / entry["expected"]).read_text())
+        if expected.get("report_type") != "aggregate":
+            continue
+        [event] = [e for e in _parse(corpus, entry) if isinstance(e, DmarcAggregateEvent)]
+        enrich_events([event], enricher)
+        for want, record in zip(expected["report"]["records"], event.records, strict=True):
+            theirs = {name: want["source"][name] for name in _SOURCE_FIELDS}
+            ours = {name: getattr(record, f"source_{name}") for name in _SOURCE_FIELDS}
+            compared += 1
+            if theirs != ours:
+                differences.append(f"{entry['sample']} {record.source_ip}: parsedmarc {theirs}, ours {ours}")
+    print(f"record sources compared with parsedmarc: {compared}, differing: {len(differences)}")
+    assert compared and not differences, "\n".join(differences)

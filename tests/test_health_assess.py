@@ -4,7 +4,7 @@ Postmaster data, and configuration overrides."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -28,7 +28,7 @@ def lane(dest: str = "yahoo", **counts) -> SubjectInputs:
 
 def listing(zone: str, codes=("127.0.0.2",), target="192.0.2.1", state="listed") -> Listing:
     return Listing(target, zone, tuple(codes), "SBL: direct spam source", state,
-                   datetime(2026, 1, 15, 10, tzinfo=timezone.utc), "https://check.spamhaus.org/",
+                   datetime(2026, 1, 15, 10, tzinfo=UTC), "https://check.spamhaus.org/",
                    ZONES.lookup(zone, list(codes)))
 
 

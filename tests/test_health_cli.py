@@ -8,7 +8,7 @@ import time
 import pytest
 
 from monitor.cli import main
-from monitor.health.jobs import HealthLoop
+from monitor.loop import HealthLoop
 from tests.health_helpers import add_deliveries, add_events, config, directives, set_listing
 
 

@@ -15,7 +15,7 @@ from tests.ingest_helpers import expected_events, make_config, quarantine_reason
 
 def reader(engine, db_url: str, path: Path, tmp_path: Path) -> FolderReader:
     config = make_config(db_url, tmp_path, folders=[{"path": str(path), "name": "local"}])
-    return FolderReader(config, Runtime(engine), config.folders[0])
+    return FolderReader(Runtime(engine), config.folders[0], suppression=config.suppression)
 
 
 async def test_folder_of_files_read_once(engine, migrated_db_url, tmp_path):

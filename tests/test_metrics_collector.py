@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import generate_latest
@@ -18,10 +18,37 @@ from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 
-from monitor.core.db import session_scope
+from monitor.alerts.models import AlertState
+from monitor.core.db import make_engine, session_scope
+from monitor.health.models import HealthState
 from monitor.metrics.catalog import METRICS
 from monitor.metrics.collector import RepmonCollector
 from monitor.metrics.reading import reader_engine
+from monitor.parts import upgrade_schema
+from monitor.policy.models import PolicyAction
+from monitor.signals.models import (
+    DnsAuthCheck,
+    DnsblState,
+    DnsblZoneHealth,
+    PostmasterDomainDay,
+    SignalEvent,
+    SignalFetchState,
+    SndsIpDay,
+    SndsIpStatus,
+)
+from monitor.storage.models import (
+    DmarcFailure,
+    DmarcRecord,
+    DmarcReport,
+    ProcessedMessage,
+    QuarantinedMessage,
+    StoredEvent,
+    Suppression,
+    TlsPolicyResult,
+    TlsReport,
+)
+from sender.control import add_action, add_directive
+from sender.models import SenderDeliveryLog, SenderLane, SenderMessage
 
 OURS = ["192.0.2.0/28"]
 _seq = itertools.count(1)
@@ -32,7 +59,6 @@ def _sha() -> str:
 
 
 def _events(engine: Engine, now: datetime, rows: list[dict]) -> None:
-    from monitor.storage.models import StoredEvent
 
     with session_scope(engine) as session:
         for row in rows:
@@ -49,7 +75,6 @@ def _feedback(feedback_type: str, complaint: bool, n: int) -> list[dict]:
 
 
 def _deliveries(engine: Engine, at: float, counts: dict[tuple[str, str], int]) -> None:
-    from sender.models import SenderDeliveryLog
 
     with session_scope(engine) as session:
         for (lane, outcome), n in counts.items():
@@ -59,7 +84,6 @@ def _deliveries(engine: Engine, at: float, counts: dict[tuple[str, str], int]) -
 
 
 def _dmarc(engine: Engine, now: datetime, records: list[tuple[str, str, str, str, int]]) -> None:
-    from monitor.storage.models import DmarcRecord, DmarcReport
 
     with session_scope(engine) as session:
         report = DmarcReport(report_id=f"r{next(_seq)}", org_name="google.com", domain="example.com",
@@ -72,7 +96,6 @@ def _dmarc(engine: Engine, now: datetime, records: list[tuple[str, str, str, str
 
 
 def _tls(engine: Engine, now: datetime, ok: int, failed: int, details: list[dict]) -> None:
-    from monitor.storage.models import TlsPolicyResult, TlsReport
 
     with session_scope(engine) as session:
         report = TlsReport(report_id=f"t{next(_seq)}", organization_name="google.com", begin=now - timedelta(days=1),
@@ -86,19 +109,6 @@ def _tls(engine: Engine, now: datetime, ok: int, failed: int, details: list[dict
 
 def store_batch_a(engine: Engine, now: datetime) -> None:
     """Something in every family, every series the dashboards query."""
-    from monitor.signals.models import (
-        DnsAuthCheck,
-        DnsblState,
-        DnsblZoneHealth,
-        PostmasterDomainDay,
-        SignalEvent,
-        SignalFetchState,
-        SndsIpDay,
-        SndsIpStatus,
-    )
-    from monitor.storage.models import DmarcFailure, ProcessedMessage, QuarantinedMessage, Suppression
-    from sender.control import add_action, add_directive
-    from sender.models import SenderLane, SenderMessage
 
     ts = now.timestamp()
     _events(engine, now, _bounces("userunknown", "hard", 3) + _bounces("mailboxfull", "soft", 2)
@@ -197,7 +207,6 @@ def store_batch_a(engine: Engine, now: datetime) -> None:
 
 
 def _health(engine: Engine, now: datetime) -> None:
-    from monitor.health.models import AlertState, HealthState, PolicyAction
 
     with session_scope(engine) as session:
         session.add_all([
@@ -219,8 +228,6 @@ def _health(engine: Engine, now: datetime) -> None:
 
 def store_batch_b(engine: Engine, now: datetime) -> None:
     """More of what the counters count, only in series batch A created."""
-    from monitor.signals.models import SignalEvent
-    from monitor.storage.models import ProcessedMessage
 
     _events(engine, now, _bounces("userunknown", "hard", 2) + _bounces("mailboxfull", "soft", 1)
             + _feedback("abuse", True, 3) + _feedback("opt-out", False, 1))
@@ -269,7 +276,7 @@ def reader(migrated_db_url: str):
     engine.dispose()
 
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def make_collector(reader: Engine, **kwargs) -> RepmonCollector:
@@ -339,7 +346,7 @@ def test_every_family_from_stored_rows(engine: Engine, reader: Engine) -> None:
                  mechanism="dkim") == 0.97
     assert value(found, "repmon_postmaster_domain_reputation", provider="google", domain="example.com",
                  reputation="high") == 1
-    day = datetime.combine((NOW - timedelta(days=1)).date(), datetime.min.time(), timezone.utc)
+    day = datetime.combine((NOW - timedelta(days=1)).date(), datetime.min.time(), UTC)
     assert value(found, "repmon_postmaster_day_timestamp_seconds", provider="google",
                  domain="example.com") == day.timestamp()
     assert value(found, "repmon_snds_filter_result", ip="192.0.2.10", result="green") == 1
@@ -395,7 +402,6 @@ def test_every_family_from_stored_rows(engine: Engine, reader: Engine) -> None:
 
 
 def test_running_totals_add_new_rows_and_survive_deletion(engine: Engine, reader: Engine) -> None:
-    from monitor.storage.models import StoredEvent
 
     clock = [1000.0]
     collector = make_collector(reader, clock=lambda: clock[0])
@@ -443,7 +449,6 @@ def test_results_are_cached_for_refresh_s(engine: Engine, reader: Engine) -> Non
 
 
 def test_hostile_values_do_not_mint_series_and_no_address_is_exported(engine: Engine, reader: Engine) -> None:
-    from monitor.storage.models import DmarcFailure
 
     _events(engine, NOW, [{"kind": "feedback", "feedback_type": "x-evil\"}{a=\"b\"}", "is_complaint": True},
                           {"kind": "feedback", "feedback_type": "Abuse", "is_complaint": True},
@@ -471,8 +476,6 @@ def test_dnsbl_series_limit_keeps_only_interesting_pairs(engine: Engine, reader:
 
 
 def test_missing_tables_skip_their_family_only(db_url: str) -> None:
-    from monitor.core.db import make_engine
-    from monitor.parts import upgrade_schema
 
     upgrade_schema(db_url, revision="0001_core")  # no signals, sender or health tables
     writer = make_engine(db_url)
@@ -507,8 +510,6 @@ def test_rows_committed_out_of_id_order_are_counted(postgres_url: str) -> None:
     """PostgreSQL hands out ids at insert time: a transaction that commits late
     makes a lower id appear after a higher one. The running totals must
     still count it (rows settle only after settle_s)."""
-    from monitor.core.db import make_engine
-    from monitor.parts import upgrade_schema
 
     upgrade_schema(postgres_url)
     writer = make_engine(postgres_url)

@@ -58,7 +58,7 @@ class JobsDone:
 
 def test_the_provider_is_registered_and_needs_the_section(runtime_for) -> None:
     config, runtime = runtime_for(None)
-    assert provide(config, runtime) == []
+    assert provide(config.metrics, runtime, database_url=config.database_url) == []
     assert not [job for job in collect_jobs(config, runtime) if job.name.startswith("metrics")]
     config, runtime = runtime_for({"port": free_port()})
     assert [job.name for job in collect_jobs(config, runtime) if job.name.startswith("metrics")] == ["metrics:http"]
@@ -68,7 +68,7 @@ async def test_the_daemon_service_serves_metrics_until_stopped(runtime_for) -> N
     port = free_port()
     config, runtime = runtime_for({"port": port, "refresh_s": 0})
     runtime.shared[SHARED_COLLECTORS_KEY] = [JobsDone()]
-    [job] = provide(config, runtime)
+    [job] = provide(config.metrics, runtime, database_url=config.database_url)
     assert job.name == "metrics:http" and job.service is not None
     task = asyncio.create_task(job.service())
     url = f"http://127.0.0.1:{port}/metrics"
@@ -108,14 +108,14 @@ async def test_a_taken_port_fails_the_service_with_os_error(runtime_for) -> None
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         config, runtime = runtime_for({"port": busy.getsockname()[1]})
-        [job] = provide(config, runtime)
+        [job] = provide(config.metrics, runtime, database_url=config.database_url)
         with pytest.raises(OSError):
             await asyncio.wait_for(job.service(), 10)
 
 
 async def test_once_reads_every_family_and_logs_what_was_skipped(runtime_for, caplog) -> None:
     config, runtime = runtime_for({"port": free_port()})
-    [job] = provide(config, runtime)
+    [job] = provide(config.metrics, runtime, database_url=config.database_url)
     with caplog.at_level(logging.INFO, logger="repmon.metrics"):
         await job.run()
     messages = [r.getMessage() for r in caplog.records if r.name == "repmon.metrics"]

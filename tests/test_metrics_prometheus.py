@@ -14,7 +14,7 @@ import asyncio
 import json
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -86,7 +86,7 @@ async def served(tmp_path):
 
 async def test_every_dashboard_query_returns_what_was_stored(served, prometheus) -> None:
     writer, server = served
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await asyncio.to_thread(store_batch_a, writer, now)
     prom = await prometheus([f"127.0.0.1:{server.port}"])
     scrapes = await prom.wait_for_scrapes(3)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from monitor.health.clock import FakeClock
-from monitor.health.jobs import HealthLoop
+from monitor.loop import HealthLoop
 from monitor.policy import manual
 from sender import control
 from tests.health_helpers import T0, add_deliveries, add_events, config, control_version, directives, set_listing

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from monitor.cli import main
 from monitor.health.rollup import Rollup
 from monitor.health.subjects import DomainMapper
+from monitor.loop import health_service
 from monitor.policy.replay import Replay
 from tests.health_helpers import T0, add_deliveries, add_events, config, set_listing
 
@@ -34,7 +35,7 @@ def test_replay_finds_the_spike_and_the_listing_and_writes_nothing(engine):
     Rollup(engine, mapper=DomainMapper(["example.com"]), own_ips=set()).run(T0)
     with engine.connect() as conn:
         before = conn.execute(text("SELECT COUNT(*) FROM policy_actions")).scalar()
-        actions = Replay(cfg, conn).run(T0 - 7 * 86400, T0, HOUR)
+        actions = Replay(conn, cfg.policy, health_service(cfg, engine)).run(T0 - 7 * 86400, T0, HOUR)
         after = conn.execute(text("SELECT COUNT(*) FROM policy_actions")).scalar()
         directives = conn.execute(text("SELECT COUNT(*) FROM sender_lane_directive")).scalar()
     assert before == after == 0 and directives == 0
@@ -67,7 +68,8 @@ def test_old_history_falls_back_on_day_buckets(engine):
     """Replaying further back than the hour buckets are kept still finds the spike."""
     _history(engine)
     now = T0 + 20 * 86400
+    cfg = config()
     Rollup(engine, mapper=DomainMapper(["example.com"]), own_ips=set()).run(now)  # hour buckets already past keep
     with engine.connect() as conn:
-        actions = Replay(config(), conn).run(T0 - 7 * 86400, now, HOUR)
+        actions = Replay(conn, cfg.policy, health_service(cfg, engine)).run(T0 - 7 * 86400, now, HOUR)
     assert [(a.subject, a.rule) for a in actions][:1] == [("lane:127.0.0.2/yahoo", "lane-complaint-rate-pause")]

@@ -3,7 +3,7 @@ minimum volume, a listing on a zone; config validation of rules."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -49,7 +49,7 @@ def test_providers_filter_and_explicit_min_volume():
 def test_state_and_listing_conditions():
     zones = ZoneTable()
     listing = Listing("192.0.2.1", "psbl.surriel.com", ("127.0.0.2",), "", "listed",
-                      datetime(2026, 1, 1, tzinfo=timezone.utc), None, zones.lookup("psbl.surriel.com", ["127.0.0.2"]))
+                      datetime(2026, 1, 1, tzinfo=UTC), None, zones.lookup("psbl.surriel.com", ["127.0.0.2"]))
     state_rule, zone_rule, major_rule = rules(
         {"name": "critical-ips", "subjects": ["ip"], "state": ["critical", "blocked"], "action": "alert"},
         {"name": "psbl", "subjects": ["ip"], "listed_on": ["psbl.surriel.com"], "action": "slow", "rate": "1/s",

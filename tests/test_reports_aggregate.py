@@ -228,7 +228,6 @@ def test_reporter_errors_are_kept() -> None:
     ("192.0.2.7", "abc", "count 'abc' is not a whole number"),
     ("192.0.2.7", "-5", "count '-5' is not a whole number"),
     ("192.0.2.7", "1.5", "count '1.5' is not a whole number"),
-    ("192.0.2.7", "99999999999999999999999", "is not a whole number"),
 ])
 def test_a_bad_record_is_skipped_with_the_reason(ip: str, count: str, why: str) -> None:
     event = parse_one(aggregate_xml([record_xml("192.0.2.1", 4), record_xml(ip, count), record_xml("192.0.2.3", 5)]))

@@ -9,6 +9,7 @@ import json
 import tracemalloc
 import zipfile
 import zlib
+from typing import Any
 
 import pytest
 
@@ -67,17 +68,17 @@ def error_and_peak(data: bytes) -> tuple[str, int]:
 # --- ordinary containers ---------------------------------------------------------
 
 def test_gzip_report() -> None:
-    events = parse_report_bytes(gzip.compress(aggregate_xml()))
+    events: list[Any] = parse_report_bytes(gzip.compress(aggregate_xml()))
     assert kinds(events) == ["dmarc_aggregate"] and events[0].errors == []
 
 
 def test_zip_report() -> None:
-    events = parse_report_bytes(make_zip({"receiver!example.com!1700000000!1700086399.xml": aggregate_xml()}))
+    events: list[Any] = parse_report_bytes(make_zip({"receiver!example.com!1700000000!1700086399.xml": aggregate_xml()}))
     assert kinds(events) == ["dmarc_aggregate"]
 
 
 def test_zip_stored_without_compression() -> None:
-    events = parse_report_bytes(make_zip({"r.xml": aggregate_xml()}, zipfile.ZIP_STORED))
+    events: list[Any] = parse_report_bytes(make_zip({"r.xml": aggregate_xml()}, zipfile.ZIP_STORED))
     assert kinds(events) == ["dmarc_aggregate"]
 
 
@@ -88,12 +89,12 @@ def test_zip_with_two_reports_and_a_readme() -> None:
         "dir/": b"",
         "b.xml": aggregate_xml(report_id="b"),
     })
-    events = parse_report_bytes(archive)
+    events: list[Any] = parse_report_bytes(archive)
     assert [e.report_id for e in events] == ["a", "b"]
 
 
 def test_zip_with_a_good_and_a_broken_report_keeps_both() -> None:
-    events = parse_report_bytes(make_zip({"a.xml": aggregate_xml(report_id="a"), "b.xml": b"<feedback><oops"}))
+    events: list[Any] = parse_report_bytes(make_zip({"a.xml": aggregate_xml(report_id="a"), "b.xml": b"<feedback><oops"}))
     assert kinds(events) == ["dmarc_aggregate", "unparseable"]
     assert events[1].error.startswith("entry 'b.xml': ")
 
@@ -110,25 +111,25 @@ def test_empty_zip() -> None:
 def test_multi_member_gzip() -> None:
     data = aggregate_xml()
     half = len(data) // 2
-    events = parse_report_bytes(gzip.compress(data[:half]) + gzip.compress(data[half:]))
+    events: list[Any] = parse_report_bytes(gzip.compress(data[:half]) + gzip.compress(data[half:]))
     assert kinds(events) == ["dmarc_aggregate"] and events[0].errors == []
 
 
 def test_gzip_with_trailing_garbage_is_read_and_noted() -> None:
-    events = parse_report_bytes(gzip.compress(aggregate_xml()) + b"unused")
+    events: list[Any] = parse_report_bytes(gzip.compress(aggregate_xml()) + b"unused")
     assert kinds(events) == ["dmarc_aggregate"]
     assert any("6 bytes after the end of the gzip stream were ignored" in e for e in events[0].errors)
 
 
 def test_gzip_padded_with_zeros_is_read_silently() -> None:
-    events = parse_report_bytes(gzip.compress(aggregate_xml()) + b"\0" * 512)
+    events: list[Any] = parse_report_bytes(gzip.compress(aggregate_xml()) + b"\0" * 512)
     assert kinds(events) == ["dmarc_aggregate"] and events[0].errors == []
 
 
 def test_tls_report_in_gzip_and_zip() -> None:
     document = json.dumps(TLS_REPORT).encode()
     for data in (gzip.compress(document), make_zip({"r.json": document})):
-        events = parse_report_bytes(data)
+        events: list[Any] = parse_report_bytes(data)
         assert len(events) == 1 and isinstance(events[0], TlsReportEvent)
 
 
@@ -136,7 +137,7 @@ def test_gzip_inside_zip_and_zip_inside_zip() -> None:
     inner_zip = make_zip({"r.xml": aggregate_xml()})
     for archive in (make_zip({"r.xml.gz": gzip.compress(aggregate_xml())}), make_zip({"inner.zip": inner_zip}),
                     gzip.compress(gzip.compress(aggregate_xml()))):
-        events = parse_report_bytes(archive)
+        events: list[Any] = parse_report_bytes(archive)
         assert kinds(events) == ["dmarc_aggregate"], events
 
 
@@ -249,7 +250,7 @@ def test_the_decompressed_budget_is_shared_by_zip_entries() -> None:
     report = aggregate_xml([record_xml(f"192.0.2.{i % 250 + 1}") for i in range(300)])
     archive = make_zip({"a.xml": report, "b.xml": report})
     limits = Limits(max_decompressed_bytes=len(report) + 1000)
-    events = parse_report_bytes(archive, limits=limits)
+    events: list[Any] = parse_report_bytes(archive, limits=limits)
     assert kinds(events) == ["dmarc_aggregate", "unparseable"]
     assert "decompresses to more than" in events[1].error
 
@@ -267,14 +268,14 @@ def test_report_is_complete_but_its_gzip_is_damaged_at_the_end() -> None:
 
 
 def test_events_are_aggregate_events() -> None:
-    events = parse_report_bytes(make_zip({"r.xml": aggregate_xml()}))
+    events: list[Any] = parse_report_bytes(make_zip({"r.xml": aggregate_xml()}))
     assert isinstance(events[0], DmarcAggregateEvent)
 
 
 def test_a_bad_entry_does_not_stop_the_next_ones() -> None:
     too_deep = make_zip({"inner.zip": make_zip({"r.xml": aggregate_xml()})})
     archive = make_zip({"a.zip": too_deep, "b.xml": aggregate_xml(report_id="b"), "c.xml.gz": b"\x1f\x8b\x08broken"})
-    events = parse_report_bytes(archive)
+    events: list[Any] = parse_report_bytes(archive)
     assert kinds(events) == ["unparseable", "dmarc_aggregate", "unparseable"]
     assert "nested more than 2" in events[0].error and events[1].report_id == "b"
     assert "'c.xml.gz'" in events[2].error

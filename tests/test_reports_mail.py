@@ -8,13 +8,14 @@ import base64
 import gzip
 import json
 from datetime import datetime, timezone
+from email import message_from_bytes
 from email.message import EmailMessage
 from email.mime.application import MIMEApplication
 from email.mime.base import MIMEBase
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email import message_from_bytes
+from typing import Any
 
 import pytest
 
@@ -51,7 +52,7 @@ def attachment(data: bytes, content_type: str, filename: str | None) -> MIMEBase
     return part
 
 
-def events_of(raw: bytes) -> list | None:
+def events_of(raw: bytes) -> Any:
     return parse_report_mail(parse_message(raw))
 
 
@@ -88,9 +89,9 @@ def test_tls_report_attachment(content_type: str, data: bytes) -> None:
 
 def test_attachment_left_base64_encoded_is_decoded() -> None:
     raw = (
-        "From: dmarc@receiver.example\nTo: dmarc@example.com\nSubject: Report Domain: example.com\n"
-        "MIME-Version: 1.0\nContent-Type: application/octet-stream; name=report.xml.gz\n\n"
-    ).encode() + base64.encodebytes(gzip.compress(aggregate_xml()))
+        b"From: dmarc@receiver.example\nTo: dmarc@example.com\nSubject: Report Domain: example.com\n"
+        b"MIME-Version: 1.0\nContent-Type: application/octet-stream; name=report.xml.gz\n\n"
+    ) + base64.encodebytes(gzip.compress(aggregate_xml()))
     events = events_of(raw)
     assert events is not None and isinstance(events[0], DmarcAggregateEvent)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,7 @@ def refused(document) -> str:
 def changed(path: list, value) -> dict:
     """REPORT with the value at `path` replaced (or removed when value is ...)."""
     document = copy.deepcopy(REPORT)
-    target = document
+    target: Any = document
     for key in path[:-1]:
         target = target[key]
     if value is ...:

@@ -30,7 +30,7 @@ CHILD = """
 import asyncio, sys
 from monitor.config import load_config
 from monitor.core.db import make_engine
-from sender.engine import Sender
+from sender.coordinator import Sender
 config = load_config(sys.argv[1])
 engine = make_engine(config.database_url)
 stats = asyncio.run(Sender(config.sender, engine).run(until_idle=True))
@@ -48,7 +48,8 @@ def test_sigkill_during_delivery_loses_nothing(smtp_sink, tmp_path):
     engine = make_engine(config.database_url)
     upgrade_schema(engine)
     template = tmp_path / "t.eml"
-    template.write_bytes(b"From: n@example.com\nSubject: s {{n}}\n\n" + b"Some body text of a campaign.\n" * 60 + b"{{n}}\n")
+    template.write_bytes(b"From: n@example.com\nSubject: s {{n}}\n\n" + b"Some body text of a campaign.\n" * 60
+                         + b"{{n}}\n")
     recipients = tmp_path / "r.csv"
     recipients.write_text("email,n\n" + "".join(f"u{i}@example{i % 20}.org,{i}\n" for i in range(MESSAGES)))
     assert inject(engine, config.sender, template, recipients, campaign="crash", pool="default").queued == MESSAGES
@@ -56,7 +57,7 @@ def test_sigkill_during_delivery_loses_nothing(smtp_sink, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     in_flight_at_kills: set[str] = set()
     kills = 0
-    for round_ in range(KILLS):
+    for _round in range(KILLS):
         before = smtp_sink.dump_file.stat().st_size if smtp_sink.dump_file.exists() else 0
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(config_path)], cwd=ROOT, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -15,7 +15,9 @@ from monitor.storage.suppression import HARD_BOUNCE, OPT_OUT, suppress, suppress
 from parsers import tracking
 from sender import control
 from sender.campaign import inject
-from sender.engine import Sender
+from sender.coordinator import Sender
+from sender.lanes import Lane, LaneSettings, Overlay
+from sender.settings import WarmupConfig
 from sender.warmup import WarmupState
 from tests.fixtures.smtp_receivers import Script
 
@@ -251,7 +253,8 @@ async def test_in_process_rule_suspension_then_one_connection_at_a_time(engine, 
                 break
             await asyncio.sleep(0.01)
         assert server.count() == 31
-        assert 1 in ramps  # resumed with one connection (the stepping itself: test_lane_ramp_adds_one_connection_per_step)
+        # resumed with one connection (the stepping itself: test_lane_ramp_adds_one_connection_per_step)
+        assert 1 in ramps
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -287,8 +290,6 @@ async def test_warmup_without_overflow_waits_for_tomorrow(engine, smtp_sink, tmp
 
 
 def test_warmup_day_advances_only_after_a_good_day():
-    from sender.settings import WarmupConfig
-
     settings = WarmupConfig(schedule=[100, 200, 400], advance_fraction=0.9, max_deferral_rate=0.05)
     good = WarmupState("127.0.0.2", "google", 0, "2024-05-01", routed_today=100, delivered_today=95, deferred_today=2)
     good.roll_over("2024-05-02", settings)
@@ -329,8 +330,6 @@ async def test_mx_routing_providers_tls_demand_and_dns_failures(engine, smtp_sin
 
 
 def test_lane_ramp_adds_one_connection_per_step():
-    from sender.lanes import Lane, LaneSettings, Overlay
-
     lane = Lane("ip|google", "ip", None, "h", "google", LaneSettings(4, 50, None, None, None, "required"), 10.0)
     lane.set_overlay(Overlay(suspended_until=1100.0, suspended_why="suspended by rule x"), 1000.0)
     assert lane.blocked(1050.0)

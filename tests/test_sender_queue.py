@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from monitor.config import parse_config
 from monitor.core.runtime import Runtime
-from sender import queue
+from sender import control, queue
 from sender.jobs import provide
 from sender.queue import NewMessage, Outcome
 
@@ -54,7 +54,8 @@ def test_deferred_and_released_go_back_to_the_queue(engine):
         queue.enqueue(conn, [new(1), new(2)], now=100.0)
         a, b = queue.claim(conn, "", 2, "o", now=100.0)
         a.lane = b.lane = "ip|relay"
-        queue.record_outcomes(conn, [Outcome(a, "deferred", 101.0, 451, "4.3.0", "451 busy", "deferred", retry_at=500.0),
+        queue.record_outcomes(conn, [Outcome(a, "deferred", 101.0, 451, "4.3.0", "451 busy", "deferred",
+                                             retry_at=500.0),
                                      Outcome(b, "released", 101.0)], "o")
         rows = {r[0]: tuple(r[1:]) for r in conn.execute(text(
             "SELECT recipient, state, attempts, next_attempt_at, lane FROM sender_message"))}
@@ -77,7 +78,8 @@ def test_messages_of_a_dead_sender_are_taken_back(engine):
         queue.claim(conn, "", 1, owner_elsewhere, now=time.time())
     with engine.begin() as conn:
         assert queue.reclaim_dead(conn, time.time()) == 1  # only the dead local owner's; the remote one's lease runs
-        states = dict(conn.execute(text("SELECT lease_owner, state FROM sender_message WHERE state = 'inflight'")).all())
+        states = dict(conn.execute(text("SELECT lease_owner, state FROM sender_message "
+                                        "WHERE state = 'inflight'")).all())
     assert states == {owner_alive: "inflight", owner_elsewhere: "inflight"}
     with engine.begin() as conn:
         assert queue.reclaim_dead(conn, time.time() + queue.LEASE_SECONDS + 1) == 2  # expired leases, whoever
@@ -96,12 +98,13 @@ def test_expire_old_finds_waiting_messages_not_due_ones(engine):
 
 async def test_jobs_for_repmon_run(engine, smtp_sink, tmp_path):
     bare = parse_config({})
-    assert provide(bare, Runtime(engine)) == []  # no [sender]: no polling
+    assert "sender" not in bare.model_fields_set
+    assert provide(None, Runtime(engine)) == []  # no [sender]: no polling
     config = parse_config({"sender": {"mail_from": "b@example.com",
                                       "relay": {"host": "127.0.0.1", "port": smtp_sink.port},
                                       "unsubscribe": {"url": "https://u.example.com/u", "secret": "s"}}})
     runtime = Runtime(engine)
-    jobs = {job.name: job for job in provide(config, runtime)}
+    jobs = {job.name: job for job in provide(config.sender, runtime)}
     assert set(jobs) == {"sender:delivery", "sender:unsubscribe"}
     with engine.begin() as conn:
         queue.enqueue(conn, [new(i) for i in range(4)])
@@ -124,8 +127,6 @@ async def test_jobs_for_repmon_run(engine, smtp_sink, tmp_path):
 
 
 def test_actions_end_on_expiry_and_same_rule_extends(engine):
-    from sender import control
-
     with engine.begin() as conn:
         version = control.read_version(conn)
         first = control.add_action(conn, source_ip="127.0.0.2", destination="yahoo", action="suspend", rule="r",

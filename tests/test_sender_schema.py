@@ -19,7 +19,8 @@ def test_migrated_sender_schema_matches_the_models(engine):
     with engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diffs = [d for d in compare_metadata(context, ours)
-                 if not (d[0] == "remove_table" or (d[0] == "remove_index" and not d[1].table.name.startswith("sender_")))]
+                 if not (d[0] == "remove_table"
+                         or (d[0] == "remove_index" and not d[1].table.name.startswith("sender_")))]
         version = conn.execute(text("SELECT version FROM sender_control WHERE id = 1")).scalar()
         heads = {r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))}
     assert diffs == []

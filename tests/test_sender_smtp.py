@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from sender.smtp import SmtpConnection, SmtpFailure, dot_stuff
-from tests.fixtures.smtp_receivers import Script
+from tests.fixtures.smtp_receivers import Script, free_port
 
 MESSAGE = dot_stuff(b"From: a@example.com\r\nSubject: t\r\nX-Repmon-Track: v1.aaaaaaaaaaaa\r\n\r\n.dot\r\nbody\r\n")
 
@@ -75,8 +75,6 @@ async def test_refused_recipient_and_server_without_pipelining(scripted_smtp):
 
 
 async def test_connection_refused_is_an_smtp_failure_without_reply():
-    from tests.fixtures.smtp_receivers import free_port
-
     with pytest.raises(SmtpFailure) as info:
         await SmtpConnection.open("127.0.0.1", free_port(), ehlo_name="h", connect_timeout=2)
     assert info.value.reply is None

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from monitor.core.units import format_rate, parse_duration, parse_rate
-from sender.engine import retry_delay
+from sender.outcomes import retry_delay
 from sender.rules import RuleBook, RulesError, load_rules, parse_rules
 from sender.throttle import Gcra
 

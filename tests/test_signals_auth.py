@@ -11,13 +11,20 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
-from monitor.config import parse_config
+from monitor.config import RepmonConfig, parse_config
 from monitor.core.db import session_scope
-from monitor.signals.auth_cycle import auth_targets, run_auth_cycle
+from monitor.signals.auth_cycle import DomainReport, auth_targets, run_auth_cycle
 from monitor.signals.dns_auth import AuthChecker, AuthTarget, DnsSettings, check_domain, parse_dkim_key
 from monitor.signals.models import DnsAuthCheck, SignalEvent, SignalFetchState
 from monitor.signals.spf_eval import evaluate
+
+
+async def cycle(config: RepmonConfig, engine: Engine, checker: AuthChecker) -> list[DomainReport]:
+    """One DNS-authentication cycle over the configured domains."""
+    return await run_auth_cycle(config.dns, config.dns_auth, auth_targets(config.dns_auth, config.dnsbl), engine,
+                                checker)
 
 
 def rsa_key_b64(bits: int = 2048) -> str:
@@ -59,7 +66,8 @@ def test_every_component(auth_dns):
     assert {ip: c["result"] for ip, c in spf["coverage"].items()} == {ip: "pass" for ip in IPS}
     assert spf["coverage"]["203.0.113.99"]["by"] == "mx:auth.test"  # via mx/24
     dmarc = snap["dmarc"]
-    assert (dmarc["status"], dmarc["policy"], dmarc["subdomain_policy"], dmarc["adkim"]) == ("ok", "reject", "quarantine", "s")
+    assert (dmarc["status"], dmarc["policy"], dmarc["subdomain_policy"], dmarc["adkim"]) == ("ok", "reject",
+                                                                                             "quarantine", "s")
     assert dmarc["rua"] == ["mailto:dmarc@auth.test"]
     assert snap["dkim"]["s1"]["status"] == "ok" and snap["dkim"]["s1"]["key_bits"] == 2048
     assert snap["dkim"]["s2"]["status"] == "ok"  # through a CNAME to the ESP
@@ -112,10 +120,11 @@ def kinds(engine) -> list[str]:
 
 async def test_regressions_become_events(engine, auth_dns):
     config = auth_config(auth_dns)
-    assert auth_targets(config) == [AuthTarget("auth.test", ("192.0.2.5", "198.51.100.7", "203.0.113.99"), ("s1", "s2"))]
+    assert auth_targets(config.dns_auth, config.dnsbl) == [
+        AuthTarget("auth.test", ("192.0.2.5", "198.51.100.7", "203.0.113.99"), ("s1", "s2"))]
     checker = AuthChecker()
     try:
-        first = await run_auth_cycle(config, engine, checker)
+        first = await cycle(config, engine, checker)
         assert first[0].status == "ok" and first[0].findings == []
         assert kinds(engine) == []
 
@@ -125,7 +134,7 @@ async def test_regressions_become_events(engine, auth_dns):
         auth_dns.set_records("s2._domainkey.auth.test", "CNAME", None)
         auth_dns.set_records("_mta-sts.auth.test", "TXT", None)
         auth_dns.set_records("_smtp._tls.auth.test", "TXT", None)
-        second = await run_auth_cycle(config, engine, checker)
+        second = await cycle(config, engine, checker)
     finally:
         checker.close()
     found = {f.kind: f for f in second[0].findings}
@@ -145,11 +154,11 @@ async def test_dead_resolver_is_not_a_regression(engine, auth_dns):
     config = auth_config(auth_dns)
     checker = AuthChecker()
     try:
-        await run_auth_cycle(config, engine, checker)
+        await cycle(config, engine, checker)
         auth_dns.mode = "servfail"
-        report = await run_auth_cycle(config, engine, checker)
+        report = await cycle(config, engine, checker)
         assert report[0].status == "error" and report[0].findings == []
-        await run_auth_cycle(config, engine, checker)  # still failing: no second event
+        await cycle(config, engine, checker)  # still failing: no second event
         assert kinds(engine) == ["check_failed"]
         with session_scope(engine) as session:
             state = session.get(SignalFetchState, "dns_auth:auth.test")
@@ -157,7 +166,7 @@ async def test_dead_resolver_is_not_a_regression(engine, auth_dns):
 
         auth_dns.mode = "normal"
         auth_dns.set_records("_dmarc.auth.test", "TXT", None)  # now really removed
-        report = await run_auth_cycle(config, engine, checker)
+        report = await cycle(config, engine, checker)
     finally:
         checker.close()
     # compared with the last good check, not with the failed ones
@@ -170,7 +179,8 @@ async def test_first_check_reports_what_is_wrong_as_initial(engine, auth_dns):
     auth_dns.set_records("_dmarc.auth.test", "TXT", None)
     checker = AuthChecker()
     try:
-        report = await run_auth_cycle(auth_config(auth_dns), engine, checker)
+        config = auth_config(auth_dns)
+        report = await cycle(config, engine, checker)
     finally:
         checker.close()
     found = {(f.kind, f.details.get("ip")): f.initial for f in report[0].findings}

@@ -5,7 +5,7 @@ stored error - never a crash."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -64,7 +64,8 @@ def test_v2_stats_grouped_by_day_matched_on_metric():
     assert (first.spam_rate, first.spf_success_rate, first.dmarc_success_rate) == (0.0008, 0.998, 0.997)
     assert first.delivery_error_rate == 0.0031
     assert {"type": "reject", "reason": "ip_in_rbls", "rate": 0.0007} in first.delivery_errors
-    assert first.feedback_loops == [{"id": "promo-2026-06", "spam_rate": 0.0041}, {"id": "newsletter", "spam_rate": None}]
+    assert first.feedback_loops == [{"id": "promo-2026-06", "spam_rate": 0.0041}, {"id": "newsletter",
+                                                                                   "spam_rate": None}]
     assert second.spam_rate == 0.0034 and second.dkim_success_rate is None  # absent means no data, not zero
     assert second.delivery_error_rate == 0.02  # only temp fails reported that day
 
@@ -117,8 +118,8 @@ def test_retry_after_forms():
     assert retry_after_seconds("7") == 7
     assert retry_after_seconds(None) is None
     assert retry_after_seconds("garbage") is None
-    from datetime import datetime, timezone
-    now = datetime(2026, 6, 17, 12, 0, 0, tzinfo=timezone.utc)
+    from datetime import datetime
+    now = datetime(2026, 6, 17, 12, 0, 0, tzinfo=UTC)
     assert retry_after_seconds("Wed, 17 Jun 2026 12:00:30 GMT", now=now) == 30
 
 
@@ -132,7 +133,9 @@ def service_account(tmp_path, http_fixture_server):
     path = tmp_path / "sa.json"
     path.write_text(json.dumps({"type": "service_account", "client_email": CLIENT_EMAIL, "private_key": pem,
                                 "private_key_id": "kid-1", "token_uri": http_fixture_server.url("/token")}))
-    endpoint = GoogleTokenEndpoint(key.public_key(), CLIENT_EMAIL, http_fixture_server.url("/token"))
+    # google-auth addresses the assertion to Google's token endpoint whatever token_uri says
+    # (Google documents aud as always https://oauth2.googleapis.com/token).
+    endpoint = GoogleTokenEndpoint(key.public_key(), CLIENT_EMAIL, google.DEFAULT_TOKEN_URL)
     http_fixture_server.script("POST", "/token", endpoint)
     return path, endpoint
 
@@ -172,7 +175,7 @@ def v2_route(endpoint):
 async def test_google_v2_fetch_and_store(engine, http_fixture_server, service_account):
     path, endpoint = service_account
     http_fixture_server.script("POST", QUERY_PATH, v2_route(endpoint))
-    report = await cycle.run_google(google_config(http_fixture_server, path), engine, today=TODAY)
+    report = await cycle.run_google(google_config(http_fixture_server, path).postmaster, engine, today=TODAY)
     assert report.failed == {} and report.ok == ["google:v2:example.com"]
 
     # the JWT was signed by the service account key and verified by the endpoint
@@ -189,12 +192,14 @@ async def test_google_v2_fetch_and_store(engine, http_fixture_server, service_ac
     assert queries[0].headers["Authorization"] == "Bearer token-1"
 
     days = stored_days(engine)
-    assert [(d.day, d.spam_rate, d.api) for d in days] == [(date(2026, 6, 14), 0.0008, "v2"), (date(2026, 6, 15), 0.0034, "v2")]
+    assert [(d.day, d.spam_rate, d.api) for d in days] == [(date(2026, 6, 14), 0.0008, "v2"), (date(2026, 6, 15),
+                                                                                               0.0034, "v2")]
     assert days[0].feedback_loops[0] == {"id": "promo-2026-06", "spam_rate": 0.0041}
     # 0.34 % crosses Gmail's 0.3 % line: one event; fetching the same days again adds none
     spam = [e for e in events(engine) if e.kind == "spam_rate_high"]
-    assert [(e.subject, e.details["day"], e.details["level"]) for e in spam] == [("example.com", "2026-06-15", "critical")]
-    await cycle.run_google(google_config(http_fixture_server, path), engine, today=TODAY)
+    assert [(e.subject, e.details["day"], e.details["level"]) for e in spam] == [("example.com", "2026-06-15",
+                                                                                  "critical")]
+    await cycle.run_google(google_config(http_fixture_server, path).postmaster, engine, today=TODAY)
     assert len(stored_days(engine)) == 2 and len([e for e in events(engine) if e.kind == "spam_rate_high"]) == 1
     assert len(endpoint.issued) == 2  # a new cycle, a new token source
 
@@ -206,9 +211,10 @@ async def test_google_v1_traffic_stats_and_domain_listing(engine, http_fixture_s
         {"name": "domains/example.com", "verificationState": "VERIFIED"}], "nextPageToken": ""}))
     http_fixture_server.script("GET", "/v1/domains/example.com/trafficStats", google_api(endpoint, V1_RESPONSE))
     config = google_config(http_fixture_server, path, domains=[], traffic_stats_v1=True)
-    report = await cycle.run_google(config, engine, today=TODAY)
+    report = await cycle.run_google(config.postmaster, engine, today=TODAY)
     assert report.failed == {}
-    assert set(endpoint.claims[0]["scope"].split()) == {google.SCOPE_V2_TRAFFIC, google.SCOPE_V2_DOMAIN, google.SCOPE_V1}
+    assert set(endpoint.claims[0]["scope"].split()) == {google.SCOPE_V2_TRAFFIC, google.SCOPE_V2_DOMAIN,
+                                                        google.SCOPE_V1}
     v1_request = http_fixture_server.requests_to("/v1/domains/example.com/trafficStats")[0]
     assert (v1_request.query["startDate.day"], v1_request.query["endDate.day"]) == ("14", "17")  # end exclusive
     v1_rows = [d for d in stored_days(engine) if d.api == "v1"]
@@ -226,7 +232,7 @@ async def test_expired_token_is_refreshed_once(engine, http_fixture_server, serv
         return api(request)
 
     http_fixture_server.script("POST", QUERY_PATH, revoke_then_answer, api)
-    report = await cycle.run_google(google_config(http_fixture_server, path), engine, today=TODAY)
+    report = await cycle.run_google(google_config(http_fixture_server, path).postmaster, engine, today=TODAY)
     assert report.failed == {}
     assert len(endpoint.issued) == 2
     assert [r.headers["Authorization"] for r in http_fixture_server.requests_to(QUERY_PATH)][:2] == [
@@ -238,19 +244,19 @@ async def test_credentials_rejected_is_a_stored_error(engine, http_fixture_serve
     http_fixture_server.script("POST", QUERY_PATH, Reply(401, {"error": {
         "code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}))
     config = google_config(http_fixture_server, path)
-    report = await cycle.run_google(config, engine, today=TODAY)
+    report = await cycle.run_google(config.postmaster, engine, today=TODAY)
     error = report.failed["google:v2:example.com"]
     assert "credentials rejected (401: expired or revoked)" in error and "UNAUTHENTICATED" in error
     state = fetch_state(engine, "google:v2:example.com")
     assert state.status == "error" and state.http_status == 401 and "credentials rejected" in state.error
     assert [e.kind for e in events(engine)] == ["fetch_failed"]
     assert "credentials rejected" in caplog.text
-    await cycle.run_google(config, engine, today=TODAY)  # still failing: one event, two failures counted
+    await cycle.run_google(config.postmaster, engine, today=TODAY)  # still failing: one event, two failures counted
     assert [e.kind for e in events(engine)] == ["fetch_failed"]
     assert fetch_state(engine, "google:v2:example.com").consecutive_failures == 2
 
     http_fixture_server.script("POST", QUERY_PATH, v2_route(endpoint))
-    await cycle.run_google(config, engine, today=TODAY)
+    await cycle.run_google(config.postmaster, engine, today=TODAY)
     assert [e.kind for e in events(engine)][-1] == "fetch_recovered"
     assert fetch_state(engine, "google:v2:example.com").status == "ok"
 
@@ -263,7 +269,7 @@ async def test_wrong_service_account_key_stops_early(engine, http_fixture_server
                                               serialization.NoEncryption()).decode()
     path.write_text(json.dumps(data))
     config = google_config(http_fixture_server, path, domains=["example.com", "example.net"])
-    report = await cycle.run_google(config, engine, today=TODAY)
+    report = await cycle.run_google(config.postmaster, engine, today=TODAY)
     assert set(report.failed) == {"google:v2:example.com", "google:v2:example.net"}
     assert "Invalid JWT Signature" in report.failed["google:v2:example.com"]
     assert "key expired, deleted or not allowed" in report.failed["google:v2:example.com"]
@@ -275,7 +281,7 @@ async def test_unreadable_service_account_file(engine, tmp_path):
     bad = tmp_path / "sa.json"
     bad.write_text("{not json")
     config = parse_config({"postmaster": {"google": {"service_account_file": str(bad), "domains": ["example.com"]}}})
-    report = await cycle.run_google(config, engine, today=TODAY)
+    report = await cycle.run_google(config.postmaster, engine, today=TODAY)
     assert "not JSON" in report.failed["google"]
 
 
@@ -283,7 +289,7 @@ async def test_429_waits_for_retry_after(engine, http_fixture_server, service_ac
     path, endpoint = service_account
     http_fixture_server.script("POST", QUERY_PATH, Reply(429, {"error": {"status": "RESOURCE_EXHAUSTED"}},
                                                          {"Retry-After": "1"}), v2_route(endpoint))
-    report = await cycle.run_google(google_config(http_fixture_server, path), engine, today=TODAY)
+    report = await cycle.run_google(google_config(http_fixture_server, path).postmaster, engine, today=TODAY)
     assert report.failed == {}
     assert len(http_fixture_server.requests_to(QUERY_PATH)) == 3  # 429, then the stats, then the FBL rates
 
@@ -292,7 +298,7 @@ async def test_429_with_a_long_retry_after_gives_up_now(engine, http_fixture_ser
     path, _ = service_account
     http_fixture_server.script("POST", QUERY_PATH, Reply(429, {"error": {"status": "RESOURCE_EXHAUSTED"}},
                                                          {"Retry-After": "3600"}))
-    report = await cycle.run_google(google_config(http_fixture_server, path), engine, today=TODAY)
+    report = await cycle.run_google(google_config(http_fixture_server, path).postmaster, engine, today=TODAY)
     assert "retry after 3600 s" in report.failed["google:v2:example.com"]
     assert len(http_fixture_server.requests_to(QUERY_PATH)) == 1
     assert events(engine)[0].details["retry_after_s"] == 3600
@@ -302,14 +308,14 @@ async def test_5xx_is_retried_with_backoff(engine, http_fixture_server, service_
     path, endpoint = service_account
     http_fixture_server.script("POST", QUERY_PATH, Reply(503, "unavailable"), Reply(502, "bad gateway"),
                                v2_route(endpoint))
-    report = await cycle.run_google(google_config(http_fixture_server, path), engine, today=TODAY)
+    report = await cycle.run_google(google_config(http_fixture_server, path).postmaster, engine, today=TODAY)
     assert report.failed == {} and len(stored_days(engine)) == 2
 
 
 async def test_5xx_that_persists_is_a_clear_error(engine, http_fixture_server, service_account):
     path, _ = service_account
     http_fixture_server.script("POST", QUERY_PATH, Reply(500, {"error": {"status": "INTERNAL", "message": "boom"}}))
-    report = await cycle.run_google(google_config(http_fixture_server, path), engine, today=TODAY)
+    report = await cycle.run_google(google_config(http_fixture_server, path).postmaster, engine, today=TODAY)
     error = report.failed["google:v2:example.com"]
     assert "server error 500" in error and "gave up after 3 attempts" in error
     assert len(http_fixture_server.requests_to(QUERY_PATH)) == 3
@@ -320,7 +326,7 @@ async def test_server_gone_is_a_network_error(engine, service_account, http_fixt
     path, _ = service_account
     config = google_config(http_fixture_server, path)
     await http_fixture_server.stop()
-    report = await cycle.run_google(config, engine, today=TODAY)
+    report = await cycle.run_google(config.postmaster, engine, today=TODAY)
     assert "network error" in report.failed["google:v2:example.com"]
 
 
@@ -344,7 +350,7 @@ async def test_snds_fetch_store_and_events(engine, http_fixture_server):
     http_fixture_server.script("GET", "/snds/data.aspx", data)
     http_fixture_server.script("GET", "/snds/ipStatus.aspx", Reply(200, SNDS_STATUS), Reply(200, ""))
     config = snds_config(http_fixture_server)
-    report = await cycle.run_snds(config, engine, today=TODAY)
+    report = await cycle.run_snds(config.postmaster, engine, today=TODAY)
     assert report.failed == {}
     assert sorted(r.query["date"] for r in http_fixture_server.requests_to("/snds/data.aspx")) == ["061526", "061626"]
     with session_scope(engine) as session:
@@ -353,7 +359,8 @@ async def test_snds_fetch_store_and_events(engine, http_fixture_server):
     assert [(r.ip, r.filter_result, r.trap_hits) for r in rows] == [
         ("192.0.2.10", "GREEN", 0), ("192.0.2.12", "YELLOW", 14), ("192.0.2.13", "RED", 41)]
     assert rows[1].complaint_rate == pytest.approx(0.004) and rows[0].complaint_rate_below
-    assert [(b.first_ip, b.last_ip) for b in blocked] == [("192.0.2.13", "192.0.2.13"), ("203.0.113.64", "203.0.113.71")]
+    assert [(b.first_ip, b.last_ip) for b in blocked] == [("192.0.2.13", "192.0.2.13"), ("203.0.113.64",
+                                                                                         "203.0.113.71")]
     kinds = sorted((e.kind, e.subject) for e in events(engine))
     assert kinds == sorted([("snds_filter_yellow", "192.0.2.12"), ("snds_trap_hits", "192.0.2.12"),
                             ("snds_filter_red", "192.0.2.13"), ("snds_trap_hits", "192.0.2.13"),
@@ -362,7 +369,7 @@ async def test_snds_fetch_store_and_events(engine, http_fixture_server):
     parse_error = next(e for e in events(engine) if e.kind == "feed_parse_error")
     assert parse_error.details["lines"][0]["text"].startswith("not-an-ip")  # the unreadable line is kept
 
-    await cycle.run_snds(config, engine, today=TODAY)  # same data again; IP status now empty
+    await cycle.run_snds(config.postmaster, engine, today=TODAY)  # same data again; IP status now empty
     new = [(e.kind, e.subject) for e in events(engine)][len(kinds):]
     assert sorted(new) == sorted([("feed_parse_error", "snds:data"), ("snds_unblocked", "192.0.2.13"),
                                   ("snds_unblocked", "203.0.113.64-203.0.113.71")])
@@ -374,7 +381,7 @@ async def test_snds_fetch_store_and_events(engine, http_fixture_server):
 async def test_snds_expired_key(engine, http_fixture_server, caplog):
     http_fixture_server.script("GET", "/snds/data.aspx", Reply(404, "Not Found"))
     http_fixture_server.script("GET", "/snds/ipStatus.aspx", Reply(403, "Forbidden"))
-    report = await cycle.run_snds(snds_config(http_fixture_server), engine, today=TODAY)
+    report = await cycle.run_snds(snds_config(http_fixture_server).postmaster, engine, today=TODAY)
     assert "may have expired" in report.failed["snds:data"] and "may have expired" in report.failed["snds:ipstatus"]
     assert len(http_fixture_server.requests_to("/snds/data.aspx")) == 2  # one per day, no retries of a 404
     for source in ("snds:data", "snds:ipstatus"):

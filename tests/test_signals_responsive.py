@@ -11,7 +11,7 @@ import time
 import pytest
 
 from monitor.config import parse_config
-from monitor.signals.auth_cycle import run_auth_cycle
+from monitor.signals.auth_cycle import auth_targets, run_auth_cycle
 from monitor.signals.blocklists import run_cycle
 from monitor.signals.dns_auth import AuthChecker
 from tests.fixtures.dns_server import dead_resolver_address
@@ -78,7 +78,9 @@ async def test_loop_stays_responsive_while_resolver_is_slow_or_down(engine, slow
         async with LagProbe() as probe:
             started = time.monotonic()
             dnsbl_report, auth_reports = await asyncio.gather(
-                run_cycle(config, engine), run_auth_cycle(config, engine, checker))
+                run_cycle(config.dns, config.dnsbl, engine),
+                run_auth_cycle(config.dns, config.dns_auth, auth_targets(config.dns_auth, config.dnsbl), engine,
+                               checker))
             elapsed = time.monotonic() - started
     finally:
         checker.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +15,7 @@ from monitor.signals.dnsbl import Observation, ZoneHealth
 from monitor.signals.models import DnsblState, DnsblZoneHealth, SignalEvent
 from monitor.signals.state import advance, advance_zone
 
-T0 = datetime(2026, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 def obs(status: str, codes: tuple[str, ...] = ()) -> Observation:
@@ -148,31 +148,33 @@ async def test_cycles_store_transitions_with_hysteresis(engine, rbldnsd_factory,
     })
     clock = iter(T0 + timedelta(minutes=15 * i) for i in range(20))
 
-    report = await run_cycle(config, engine, now=next(clock))
+    report = await run_cycle(config.dns, config.dnsbl, engine, now=next(clock))
     assert report.checked == 4
     assert _states(engine)[("192.0.2.10", "flip.bl.test")] == "listed"
-    assert _events(engine) == [("listed", "192.0.2.10", "flip.bl.test"), ("zone_broken", "world.bl.test", "world.bl.test")]
+    assert _events(engine) == [("listed", "192.0.2.10", "flip.bl.test"), ("zone_broken", "world.bl.test",
+                                                                          "world.bl.test")]
 
     server.set_zone("flip.bl.test", [("ip4set", [":127.0.0.2:Listed $", "127.0.0.2", "192.0.2.11"])])
-    await run_cycle(config, engine, now=next(clock))
+    await run_cycle(config.dns, config.dnsbl, engine, now=next(clock))
     assert _events(engine)[2:] == [("delisted", "192.0.2.10", "flip.bl.test"), ("listed", "192.0.2.11", "flip.bl.test")]
 
     resolver.mode = "drop"  # resolver stops answering
     for _ in range(2):
-        await run_cycle(config, engine, now=next(clock))
+        await run_cycle(config.dns, config.dnsbl, engine, now=next(clock))
     assert _states(engine)[("192.0.2.11", "flip.bl.test")] == "listed"  # two failed cycles change nothing
     assert _events(engine)[4:] == [("zone_error", "flip.bl.test", "flip.bl.test"),
                                    ("zone_error", "world.bl.test", "world.bl.test")]
-    await run_cycle(config, engine, now=next(clock))
+    await run_cycle(config.dns, config.dnsbl, engine, now=next(clock))
     assert _states(engine)[("192.0.2.11", "flip.bl.test")] == "unknown"
     assert sorted(_events(engine)[6:]) == [("unknown", "192.0.2.10", "flip.bl.test"),
                                            ("unknown", "192.0.2.11", "flip.bl.test")]
 
     resolver.mode = "normal"
-    await run_cycle(config, engine, now=next(clock))
+    await run_cycle(config.dns, config.dnsbl, engine, now=next(clock))
     events = _events(engine)[8:]
     assert ("restored", "192.0.2.11", "flip.bl.test") in events and ("restored", "192.0.2.10", "flip.bl.test") in events
-    assert ("zone_ok", "flip.bl.test", "flip.bl.test") in events and ("zone_broken", "world.bl.test", "world.bl.test") in events
+    assert ("zone_ok", "flip.bl.test", "flip.bl.test") in events and ("zone_broken", "world.bl.test",
+                                                                      "world.bl.test") in events
     assert not any(kind == "listed" for kind, _, _ in events)  # coming back is not a new listing
     with session_scope(engine) as session:
         row = session.get(DnsblState, ("192.0.2.11", "flip.bl.test"))
@@ -189,5 +191,5 @@ async def test_cycles_store_transitions_with_hysteresis(engine, rbldnsd_factory,
     # a target removed from the configuration leaves the states table (its events stay)
     smaller = parse_config({**config.model_dump(exclude={"base_dir"}, by_alias=True),
                             "dnsbl": {**config.dnsbl.model_dump(), "ips": ["192.0.2.11"]}})
-    await run_cycle(smaller, engine, now=next(clock))
+    await run_cycle(smaller.dns, smaller.dnsbl, engine, now=next(clock))
     assert {t for t, _ in _states(engine)} == {"192.0.2.11"}

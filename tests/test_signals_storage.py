@@ -7,10 +7,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from monitor.config import parse_config
+from monitor.config import RepmonConfig, parse_config
 from monitor.core.config import ConfigError
 from monitor.core.db import current_revisions
-from monitor.core.runtime import Runtime
+from monitor.core.runtime import JobSpec, Runtime
 from monitor.parts import all_tables
 from monitor.signals import models
 from monitor.signals.jobs import provide
@@ -19,6 +19,12 @@ SIGNAL_TABLES = {models.DnsblState.__tablename__, models.DnsblZoneHealth.__table
                  models.SignalEvent.__tablename__, models.DnsAuthCheck.__tablename__,
                  models.PostmasterDomainDay.__tablename__, models.SndsIpDay.__tablename__,
                  models.SndsIpStatus.__tablename__, models.SignalFetchState.__tablename__}
+
+
+def provide_for(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
+    """The signals jobs for the sections of `config` (as monitor/parts.py hands them)."""
+    return provide(runtime, dns=config.dns, dnsbl=config.dnsbl, dns_auth=config.dns_auth,
+                   postmaster_settings=config.postmaster)
 
 
 def _table_of(diff) -> str | None:
@@ -44,7 +50,7 @@ def test_migration_matches_models(engine):
 
 
 def test_no_jobs_without_configuration(engine):
-    assert provide(parse_config({}), Runtime(engine)) == []
+    assert provide_for(parse_config({}), Runtime(engine)) == []
 
 
 def test_jobs_for_each_configured_source(engine, tmp_path):
@@ -54,7 +60,7 @@ def test_jobs_for_each_configured_source(engine, tmp_path):
         "postmaster": {"google": {"service_account_file": str(tmp_path / "sa.json")},
                        "snds": {"data_key": "k", "interval_s": 7200}},
     })
-    jobs = {job.name: job.interval_s for job in provide(config, Runtime(engine))}
+    jobs = {job.name: job.interval_s for job in provide_for(config, Runtime(engine))}
     assert jobs == {"signals:dnsbl": 600, "signals:dns-auth": 1800, "signals:google-postmaster": 21600,
                     "signals:snds": 7200}
 
@@ -63,4 +69,4 @@ def test_missing_dqs_key_fails_at_start_up(engine, monkeypatch):
     monkeypatch.delenv("REPMON_NO_SUCH_KEY", raising=False)
     config = parse_config({"dnsbl": {"ips": ["192.0.2.1"], "dqs_key_env": "REPMON_NO_SUCH_KEY"}})
     with pytest.raises(ConfigError, match="REPMON_NO_SUCH_KEY"):
-        provide(config, Runtime(engine))
+        provide_for(config, Runtime(engine))

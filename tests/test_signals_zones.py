@@ -111,7 +111,8 @@ def test_default_zones_and_dqs_switch():
 
 
 def test_dqs_key_from_environment(monkeypatch):
-    config = parse_config({"dnsbl": {"dqs_key_env": "REPMON_TEST_DQS", "zones": [{"name": "<key>.zen.dq.spamhaus.net"}]}})
+    config = parse_config({"dnsbl": {"dqs_key_env": "REPMON_TEST_DQS",
+                                     "zones": [{"name": "<key>.zen.dq.spamhaus.net"}]}})
     monkeypatch.setenv("REPMON_TEST_DQS", "envkey")
     assert build_zones(config.dnsbl)[0].name == "envkey.zen.dq.spamhaus.net"
     monkeypatch.delenv("REPMON_TEST_DQS")

@@ -63,7 +63,8 @@ def test_events_and_suppressions_in_one_go(engine):
         kinds = sorted(session.execute(select(StoredEvent.kind)).scalars())
         assert kinds == ["auto_reply", "bounce", "feedback", "feedback", "feedback", "not_bounce"]
         bounce = session.execute(select(StoredEvent).where(StoredEvent.kind == "bounce")).scalar_one()
-        assert (bounce.recipient, bounce.recipient_domain, bounce.hard_or_soft) == ("hard@example.org", "example.org", "hard")
+        assert (bounce.recipient, bounce.recipient_domain, bounce.hard_or_soft) == ("hard@example.org", "example.org",
+                                                                                    "hard")
         # the tracking token our sender stamped comes back as sending IP and campaign
         assert (bounce.sending_ip, bounce.campaign) == ("192.0.2.10", "spring")
         assert bounce.occurred_at == BASE_DATE  # the bounce's own Date header

@@ -3,7 +3,7 @@ on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -49,7 +49,8 @@ def test_core_tables_exist(engine):
             "tls_policies", "source_checkpoints", "pending_moves", "folder_files", "quarantined_messages",
             "message_failures", "suppressions"} <= tables
     event_indexes = {ix["name"] for ix in inspect(engine).get_indexes("events")}
-    assert {"ix_events_sending_ip_occurred", "ix_events_recipient_domain_occurred", "ix_events_occurred_at"} <= event_indexes
+    assert {"ix_events_sending_ip_occurred", "ix_events_recipient_domain_occurred",
+            "ix_events_occurred_at"} <= event_indexes
 
 
 def test_times_come_back_as_aware_utc(engine):
@@ -65,11 +66,11 @@ def test_times_come_back_as_aware_utc(engine):
 def test_foreign_keys_are_enforced(engine):
     with pytest.raises(IntegrityError):
         with session_scope(engine) as session:
-            session.add(StoredEvent(kind="bounce", occurred_at=datetime.now(timezone.utc), message_id=999_999))
+            session.add(StoredEvent(kind="bounce", occurred_at=datetime.now(UTC), message_id=999_999))
 
 
 def test_deleting_a_ledger_row_cascades_to_its_events(engine):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with session_scope(engine) as session:
         message = ProcessedMessage(content_sha256="b" * 64, size=1, source="t", outcome="stored")
         session.add(message)

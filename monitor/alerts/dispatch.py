@@ -18,21 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from monitor.alerts.email import send_mail
+from monitor.alerts.models import AlertDelivery, AlertNotification
 from monitor.alerts.notify import ALERT_RANK
 from monitor.alerts.render import email_message, slack_payload
 from monitor.alerts.settings import AlertsConfig
 from monitor.alerts.slack import SendOutcome, post_webhook
 from monitor.health.clock import Clock, SystemClock
-from monitor.health.models import AlertDelivery, AlertNotification
 
 log = logging.getLogger("repmon.alerts")
 
@@ -47,10 +47,10 @@ class Dispatcher:
         self.config = config
         self.clock = clock or SystemClock()
         self.channels: dict[str, tuple[str, Any]] = {}
-        for target in config.slack:
-            self.channels[target.name] = ("slack", target)
-        for target in config.email:
-            self.channels[target.name] = ("email", target)
+        for slack in config.slack:
+            self.channels[slack.name] = ("slack", slack)
+        for email in config.email:
+            self.channels[email.name] = ("email", email)
         self._urls: dict[str, str] = {}
         self._last_post: dict[str, float] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -76,8 +76,9 @@ class Dispatcher:
         """Group waiting notifications into deliveries; returns how many deliveries."""
         now = self.clock.now() if now is None else now
         with Session(self.engine) as session:
-            pending = list(session.execute(select(AlertNotification).where(AlertNotification.dispatched_at.is_(None))
-                                           .order_by(AlertNotification.id).limit(5000)).scalars())
+            waiting = col(AlertNotification.dispatched_at).is_(None)
+            pending = list(session.execute(select(AlertNotification).where(waiting)
+                                           .order_by(col(AlertNotification.id)).limit(5000)).scalars())
             if not pending:
                 return 0
             oldest = min(n.created_at.timestamp() for n in pending)
@@ -90,6 +91,7 @@ class Dispatcher:
                 mine = [n for n in items if ALERT_RANK.get(n["severity"], 0) >= floor]
                 if not mine:
                     continue
+                payload: dict[str, Any]
                 if kind == "slack":
                     payload = {"slack": slack_payload(mine, self.config.digest_threshold)}
                 else:
@@ -97,10 +99,10 @@ class Dispatcher:
                     payload = {"to": list(target.to), "subject": subject, "body": body}
                 session.add(AlertDelivery(channel=name, channel_kind=kind, notification_ids=[n["id"] for n in mine],
                                           payload=payload, next_attempt_at=now,
-                                          created_at=datetime.fromtimestamp(now, timezone.utc)))
+                                          created_at=datetime.fromtimestamp(now, UTC)))
                 created += 1
-            stamp = datetime.fromtimestamp(now, timezone.utc)
-            session.execute(update(AlertNotification).where(AlertNotification.id.in_([n.id for n in pending]))
+            stamp = datetime.fromtimestamp(now, UTC)
+            session.execute(update(AlertNotification).where(col(AlertNotification.id).in_([n.id for n in pending]))
                             .values(dispatched_at=stamp))
             session.commit()
         if created:
@@ -109,9 +111,9 @@ class Dispatcher:
 
     def _due(self, now: float) -> list[AlertDelivery]:
         with Session(self.engine, expire_on_commit=False) as session:
-            return list(session.execute(select(AlertDelivery).where(AlertDelivery.status == "pending",
-                                                                    AlertDelivery.next_attempt_at <= now)
-                                        .order_by(AlertDelivery.id).limit(100)).scalars())
+            return list(session.execute(select(AlertDelivery).where(col(AlertDelivery.status) == "pending",
+                                                                    col(AlertDelivery.next_attempt_at) <= now)
+                                        .order_by(col(AlertDelivery.id)).limit(100)).scalars())
 
     def _record(self, delivery_id: int, outcome: SendOutcome, now: float) -> None:
         with Session(self.engine) as session:
@@ -120,7 +122,7 @@ class Dispatcher:
                 return
             row.attempts += 1
             if outcome.ok:
-                row.status, row.sent_at, row.last_error = "sent", datetime.fromtimestamp(now, timezone.utc), None
+                row.status, row.sent_at, row.last_error = "sent", datetime.fromtimestamp(now, UTC), None
             elif outcome.permanent or row.attempts >= self.config.max_attempts:
                 row.status, row.last_error = "failed", outcome.error
                 log.error("alert to %s failed for good after %d attempt(s): %s", row.channel, row.attempts,
@@ -143,11 +145,12 @@ class Dispatcher:
         for delivery in due:
             channel = self.channels.get(delivery.channel)
             if channel is None:
-                outcome = SendOutcome(False, permanent=True, error=f"channel {delivery.channel} is no longer configured")
+                outcome = SendOutcome(False, permanent=True,
+                                      error=f"channel {delivery.channel} is no longer configured")
             else:
                 kind, target = channel
                 outcome = await (self._post_slack(target, delivery) if kind == "slack" else self._send_email(delivery))
-            await asyncio.to_thread(self._record, delivery.id, outcome, self.clock.now())
+            await asyncio.to_thread(self._record, int(delivery.id or 0), outcome, self.clock.now())
             sent += outcome.ok
         return sent
 

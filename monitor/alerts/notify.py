@@ -7,22 +7,28 @@ escalates (warning -> critical), which is always sent. When it clears,
 "resolved" is sent if its firing was. A key that fires again within the
 cooldown after its last message is held (counted, not sent): flapping near a
 threshold costs at most two messages per cooldown.
+
+Health state changes come in through `observe`, the policy's started and
+ended actions through `announce` (the reaction loop, monitor/loop.py, hands
+both over; neither health nor policy imports alerts).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from monitor.alerts.models import AlertNotification, AlertState
 from monitor.alerts.settings import AlertsConfig
-from monitor.core.units import parse_duration
+from monitor.core.units import format_duration, format_rate, parse_duration
 from monitor.health.assess import SEVERITY_RANK
-from monitor.health.models import AlertNotification, AlertState
+from monitor.health.clock import iso
 from monitor.health.service import StateChange
+from monitor.policy.actions import ActionChange
 
 ALERT_RANK = {"info": 0, "warning": 1, "critical": 2}
 
@@ -62,6 +68,39 @@ class AlertCenter:
                                  f"no longer: {finding['reason']}", {"state": change.new_state}, now)
         return self.created - before
 
+    # -- policy actions -------------------------------------------------------------------
+
+    def announce(self, conn: Connection, change: ActionChange) -> bool:
+        """An action that started ("Paused lane ...") or ended ("Ended: paused lane ...")."""
+        if change.kind == "started":
+            return self._announce_start(conn, change)
+        return self._announce_end(conn, change)
+
+    def _announce_start(self, conn: Connection, change: ActionChange) -> bool:
+        title = f"{change.verb} {change.what}" if change.action != "alert" else f"{change.subject}: rule {change.rule}"
+        until = (f"until {iso(change.expires_at)}" if change.expires_at is not None else "until the condition clears")
+        rate = change.params.get("rate")
+        lines = [*change.evidence]
+        if change.action == "slow" and rate:
+            lines.append(f"rate {format_rate(rate)}")
+        if change.action != "alert":
+            lines.append(f"{until}; `repmon actions cancel {change.id}` lifts it")
+        return self.fire(conn, change.subject, f"action:{change.rule}",
+                         alert_severity(change.params.get("severity", "critical")),
+                         f"{title} (rule {change.rule})", "\n".join(lines),
+                         {"action_id": change.id, "action": change.action, "rule": change.rule}, change.at,
+                         kind="action")
+
+    def _announce_end(self, conn: Connection, change: ActionChange) -> bool:
+        lasted = format_duration(max(0, round(change.at - change.started_at.timestamp())))
+        resumed = " (resuming with a ramp)" if change.action in ("pause", "slow") \
+            and change.reason in ("expired", "cleared") and change.params.get("ramp", True) else ""
+        return self.resolve(conn, change.subject, f"action:{change.rule}",
+                            f"Ended: {change.verb.lower()} {change.what} (rule {change.rule})",
+                            f"{change.reason} after {lasted}{resumed}", {"action_id": change.id,
+                                                                        "reason": change.reason},
+                            change.at, kind="ended")
+
     def _alertable(self, finding: dict[str, Any]) -> bool:
         return ALERT_RANK[alert_severity(finding["severity"])] >= self.min_rank and finding["severity"] != "info"
 
@@ -71,7 +110,7 @@ class AlertCenter:
              details: dict[str, Any], now: float, kind: str = "firing") -> bool:
         """Returns whether a notification was created."""
         key = f"{subject}|{cause}"[:400]
-        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        now_dt = datetime.fromtimestamp(now, UTC)
         with Session(bind=conn) as session:
             state = session.get(AlertState, key)
             notify = False
@@ -106,7 +145,7 @@ class AlertCenter:
     def resolve(self, conn: Connection, subject: str, cause: str, title: str, text: str, details: dict[str, Any],
                 now: float, kind: str = "resolved") -> bool:
         key = f"{subject}|{cause}"[:400]
-        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        now_dt = datetime.fromtimestamp(now, UTC)
         with Session(bind=conn) as session:
             state = session.get(AlertState, key)
             if state is None or state.status != "firing":
@@ -125,7 +164,7 @@ class AlertCenter:
 
     def firing(self, conn: Connection) -> list[AlertState]:
         with Session(bind=conn) as session:
-            return list(session.execute(select(AlertState).where(AlertState.status == "firing")).scalars())
+            return list(session.execute(select(AlertState).where(col(AlertState.status) == "firing")).scalars())
 
 
 def health_severity_rank(severity: str) -> int:

@@ -63,13 +63,15 @@ def _group_line(kind: str, cause: str, severity: str, items: list[dict[str, Any]
 
 def slack_payload(notifications: list[dict[str, Any]], digest_threshold: int) -> dict[str, Any]:
     title = headline(notifications, digest_threshold)
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": _clip(title, HEADER_LIMIT)}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _clip(title, HEADER_LIMIT)}}]
     if len(notifications) > digest_threshold:
         groups = _groups(notifications)
         for (kind, cause, severity), items in list(groups.items())[: MAX_BLOCKS - 3]:
             line, sample = _group_line(kind, cause, severity, items)
+            first = items[0]["text"].splitlines()[0] if items[0]["text"] else ""
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(
-                f"{_icon(items[0])} *{line}*\n{sample}\n_{items[0]['text'].splitlines()[0] if items[0]['text'] else ''}_",
+                f"{_icon(items[0])} *{line}*\n{sample}\n_{first}_",
                 SECTION_LIMIT)}})
         if len(groups) > MAX_BLOCKS - 3:
             blocks.append({"type": "section", "text": {"type": "mrkdwn",
@@ -94,7 +96,8 @@ def email_message(notifications: list[dict[str, Any]], digest_threshold: int) ->
         for (kind, cause, sev), items in _groups(notifications).items():
             line, _sample = _group_line(kind, cause, sev, items)
             lines.append(line)
-            lines.extend(f"  - {n['subject']}: {n['text'].splitlines()[0] if n['text'] else n['title']}" for n in items[:50])
+            lines.extend(f"  - {n['subject']}: {n['text'].splitlines()[0] if n['text'] else n['title']}"
+                         for n in items[:50])
             if len(items) > 50:
                 lines.append(f"  … and {len(items) - 50} more")
             lines.append("")

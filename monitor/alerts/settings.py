@@ -71,6 +71,6 @@ class AlertsConfig(Section):
     def _smtp_for_email(self) -> AlertsConfig:
         if self.email and self.smtp is None:
             raise ValueError("email alerts need [alerts.smtp]")
-        require_unique([t.name for t in [*self.slack, *self.email]], "alert channel names")
+        require_unique([t.name for t in self.slack] + [t.name for t in self.email], "alert channel names")
         return self
 

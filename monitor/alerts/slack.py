@@ -10,7 +10,6 @@ appears in an error message.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,7 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, payload: dict[s
             body = (await response.text(errors="replace")).strip()[:200]
             status = response.status
             retry_after = response.headers.get("Retry-After")
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         return SendOutcome(False, error=f"network error: {type(exc).__name__}")
     if status == 200:
         return SendOutcome(True)

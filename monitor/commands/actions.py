@@ -17,17 +17,22 @@ import getpass
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from sqlalchemy.engine import Connection, Engine
+
+from monitor.alerts.notify import AlertCenter
 from monitor.config import load_config
 from monitor.core.config import ConfigError
 from monitor.core.db import make_engine
 from monitor.core.units import format_rate, parse_duration, parse_rate
 from monitor.health.clock import SystemClock, iso
-from monitor.health.service import HealthService
+from monitor.loop import announce, health_service
 from monitor.parts import upgrade_schema
 from monitor.policy import manual
-from monitor.policy.engine import PolicyEngine, action_json, describe_target
+from monitor.policy.actions import action_json, describe_target
+from monitor.policy.evaluate import PolicyEngine, PolicyReport
+from monitor.policy.models import PolicyAction
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,13 +99,15 @@ def run(args: argparse.Namespace) -> int:
         upgrade_schema(engine)
         if args.verb is None:
             return _list(engine, args, as_json)
-        service = HealthService(engine, config)
-        policy = PolicyEngine(config, service, _alerts(config))
+        policy = PolicyEngine(config.policy, health_service(config, engine))
+        alerts = AlertCenter(config.alerts)
         now = SystemClock().now()
         user = _user()
         try:
             with engine.begin() as conn:
-                rows = _do(policy, conn, args, user, now)
+                report = PolicyReport()
+                rows = _do(policy, conn, args, user, now, report)
+                announce(alerts, conn, report.changes)
         except (manual.ManualError, ValueError) as exc:
             print(f"repmon actions: {exc}", file=sys.stderr)
             return 2
@@ -110,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 state = f"ended ({row.end_reason})" if row.ended_at else (
                     f"until {iso(row.expires_at)}" if row.expires_at else "until cancelled")
-                print(f"#{row.id} {row.action} {describe_target(row.subject, row.action, list(row.destinations or []), row.target)}"
+                what = describe_target(row.subject, row.action, list(row.destinations or []), row.target)
+                print(f"#{row.id} {row.action} {what}"
                       f" {state}")
         if not rows and args.verb == "resume":
             print("nothing to resume: no pause, slow or ramp in force there", file=sys.stderr)
@@ -119,29 +127,26 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def _alerts(config):
-    from monitor.alerts.notify import AlertCenter
-    return AlertCenter(config.alerts)
-
-
-def _do(policy: PolicyEngine, conn, args: argparse.Namespace, user: str, now: float):
+def _do(policy: PolicyEngine, conn: Connection, args: argparse.Namespace, user: str, now: float,
+        report: PolicyReport) -> list[PolicyAction]:
     hold = parse_duration(args.hold) if getattr(args, "hold", None) else None
     if args.verb == "cancel":
-        return [manual.cancel(policy, conn, args.id, user=user, now=now, reason=args.reason, hold=hold, ramp=args.ramp)]
+        return [manual.cancel(policy, conn, args.id, user=user, now=now, reason=args.reason, hold=hold, ramp=args.ramp,
+                              report=report)]
     if args.verb == "resume":
         return manual.resume(policy, conn, args.subject, user=user, now=now, reason=args.reason, hold=hold,
-                             ramp=args.ramp)
+                             ramp=args.ramp, report=report)
     duration = parse_duration(args.duration) if args.duration else None
     if args.verb in ("pause", "slow"):
         rate = parse_rate(args.rate) if args.verb == "slow" else None
         return [manual.operator_action(policy, conn, args.verb, args.subject, user=user, now=now, rate=rate,
-                                       duration=duration, reason=args.reason)]
+                                       duration=duration, reason=args.reason, report=report)]
     return [manual.operator_action(policy, conn, "suppress", args.target, user=user, now=now, duration=duration,
-                                   reason=args.reason)]
+                                   reason=args.reason, report=report)]
 
 
-def _list(engine, args: argparse.Namespace, as_json: bool) -> int:
-    since = datetime.fromtimestamp(SystemClock().now() - parse_duration(args.since), timezone.utc)
+def _list(engine: Engine, args: argparse.Namespace, as_json: bool) -> int:
+    since = datetime.fromtimestamp(SystemClock().now() - parse_duration(args.since), UTC)
     with engine.connect() as conn:
         rows = manual.list_actions(conn, since=since, active_only=args.active)
     if as_json:
@@ -159,7 +164,8 @@ def _list(engine, args: argparse.Namespace, as_json: bool) -> int:
         if row.ended_at is not None:
             end = f"ended {iso(row.ended_at)}"
         else:
-            end = f"until {iso(row.expires_at)}" if row.expires_at else "until clear" if row.until == "clear" else "until cancelled"
+            end = (f"until {iso(row.expires_at)}" if row.expires_at
+                   else "until clear" if row.until == "clear" else "until cancelled")
         print(f"{row.id:>5}  {action:<8}  {target[:40]:<40}  {row.rule[:28]:<28}  {iso(row.started_at):<20}  {end}")
         for line in row.evidence[:3]:
             print(f"{'':>5}  {'':<8}  {line}")

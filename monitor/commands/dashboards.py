@@ -8,11 +8,16 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from monitor import metrics
 from monitor.config import load_config
+from monitor.core.logs import register_secret
+from monitor.metrics.dashboards import all_dashboards, file_name
+from monitor.metrics.grafana import PushError, load_dashboard_files, push, require_settings, resolve_token
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("dashboards", help="Grafana dashboards: push them to Grafana or write the JSON")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -29,13 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     write.set_defaults(handler=run_write)
 
 
-def render(dashboard: dict) -> str:
+def render(dashboard: dict[str, Any]) -> str:
     return json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
 
 
 def run_write(args: argparse.Namespace) -> int:
-    from monitor.metrics.dashboards import all_dashboards, file_name
-
     args.out.mkdir(parents=True, exist_ok=True)
     for dashboard in all_dashboards():
         document = dashboard.to_json()
@@ -46,20 +49,16 @@ def run_write(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    from monitor import metrics
-    from monitor.core.logs import register_secret
-    from monitor.metrics.dashboards import all_dashboards
-    from monitor.metrics.grafana import PushError, load_dashboard_files, push, resolve_token
-
     config = load_config(args.config)
-    register_secret(resolve_token(config))
+    settings = require_settings(config.grafana)
+    register_secret(resolve_token(settings, config.base_dir))
     if args.dir is not None:
         dashboards = load_dashboard_files(args.dir)
     else:
         dashboards = [d.to_json() for d in all_dashboards()]
     message = args.message or f"pushed by repmon {metrics.version()}"
     try:
-        results = asyncio.run(push(config, dashboards, message=message))
+        results = asyncio.run(push(settings, dashboards, message=message, base_dir=config.base_dir))
     except PushError as exc:
         print(f"repmon: {exc}", file=sys.stderr)
         return 1

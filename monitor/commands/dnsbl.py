@@ -27,7 +27,7 @@ from monitor.signals.targets import TargetError, parse_target
 from monitor.signals.zones import build_zones
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("dnsbl", help="DNS blocklist checks")
     actions = parser.add_subparsers(dest="dnsbl_command", required=True, metavar="ACTION")
     check = actions.add_parser("check", help="check targets against the configured blocklists now",
@@ -53,7 +53,7 @@ def _config(args: argparse.Namespace) -> RepmonConfig:
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
-        targets = [parse_target(t) for t in args.targets] if args.targets else configured_targets(config)
+        targets = [parse_target(t) for t in args.targets] if args.targets else configured_targets(config.dnsbl)
     except TargetError as exc:
         raise ConfigError(str(exc)) from None
     if not targets:
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         zones = [z for z in zones if z.display.lower() in wanted or z.name.lower() in wanted]
         if not zones:
             raise ConfigError(f"no configured zone matches {', '.join(args.zone)}")
-    result = asyncio.run(check_now(config, targets, zones))
+    result = asyncio.run(check_now(config.dns, config.dnsbl, targets, zones))
     if args.json:
         _print_json(result)
     else:
@@ -94,9 +94,9 @@ def _print_table(result: CheckResult) -> None:
     rows = [(o.target, o.zone, o.status, ",".join(o.codes) or "-", _reason(o)) for o in result.observations]
     headers = ("TARGET", "ZONE", "STATUS", "CODES", "REASON")
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers[:4])]
-    out.write("  ".join(h.ljust(w) for h, w in zip(headers[:4], widths)) + "  " + headers[4] + "\n")
+    out.write("  ".join(h.ljust(w) for h, w in zip(headers[:4], widths, strict=True)) + "  " + headers[4] + "\n")
     for row in rows:
-        out.write("  ".join(v.ljust(w) for v, w in zip(row[:4], widths)) + "  " + row[4] + "\n")
+        out.write("  ".join(v.ljust(w) for v, w in zip(row[:4], widths, strict=True)) + "  " + row[4] + "\n")
     listed = sum(1 for o in result.observations if o.status == "listed")
     errors = sum(1 for o in result.observations if o.status == "error")
     out.write(f"\n{len(rows)} checks: {listed} listed, {errors} error, {len(rows) - listed - errors} clean\n")

@@ -11,12 +11,14 @@ import shutil
 import sys
 import textwrap
 
-from monitor.config import load_config
+from sqlalchemy.engine import Engine
+
+from monitor.config import RepmonConfig, load_config
 from monitor.core.db import make_engine
 from monitor.health.assess import STATES, Assessment
 from monitor.health.clock import SystemClock
-from monitor.health.rollup import Rollup
-from monitor.health.service import HealthService, Wanted
+from monitor.health.service import Wanted
+from monitor.loop import health_rollup, health_service
 from monitor.parts import upgrade_schema
 
 _STATE_ORDER = {state: i for i, state in enumerate(reversed(STATES))}
@@ -32,11 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def compute(config, engine, now: float | None = None) -> list[Assessment]:
+def compute(config: RepmonConfig, engine: Engine, now: float | None = None) -> list[Assessment]:
     now = SystemClock().now() if now is None else now
-    service = HealthService(engine, config)
-    Rollup(engine, mapper=service.mapper, own_ips=service.own_ips,
-           dmarc_own_ips_only=config.health.dmarc_own_ips_only, retention_days=config.health.retention_days).run(now)
+    service = health_service(config, engine)
+    health_rollup(config, engine, service).run(now)
     with engine.connect() as conn:
         return service.assess(conn, now, Wanted())
 

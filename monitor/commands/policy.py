@@ -8,12 +8,11 @@ import argparse
 import json
 import sys
 
-from monitor.config import load_config
+from monitor.config import RepmonConfig, load_config
 from monitor.core.db import make_engine
 from monitor.core.units import format_duration, format_rate, parse_duration
 from monitor.health.clock import SystemClock, iso
-from monitor.health.rollup import Rollup
-from monitor.health.service import HealthService
+from monitor.loop import health_rollup, health_service
 from monitor.parts import upgrade_schema
 from monitor.policy.replay import Replay
 from monitor.policy.rules import compile_rules
@@ -42,12 +41,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         upgrade_schema(engine)
         now = SystemClock().now()
-        service = HealthService(engine, config)
-        Rollup(engine, mapper=service.mapper, own_ips=service.own_ips,
-               dmarc_own_ips_only=config.health.dmarc_own_ips_only,
-               retention_days=config.health.retention_days).run(now)
+        service = health_service(config, engine)
+        health_rollup(config, engine, service).run(now)
         with engine.connect() as conn:
-            actions = Replay(config, conn).run(now - since_s, now, step)
+            actions = Replay(conn, config.policy, service).run(now - since_s, now, step)
     finally:
         engine.dispose()
     if args.json:
@@ -57,9 +54,11 @@ def run(args: argparse.Namespace) -> int:
     if not actions:
         print(f"no action would have been taken in the last {args.since} (assessed every {format_duration(step)})")
         return 0
-    print(f"would have taken {len(actions)} action(s) in the last {args.since} (assessed every {format_duration(step)}):")
+    print(f"would have taken {len(actions)} action(s) in the last {args.since} "
+          f"(assessed every {format_duration(step)}):")
     for a in actions:
-        end = f"ended {iso(a.ended)} ({a.end_reason})" if a.ended else (f"until {iso(a.expires)}" if a.expires else "still in force")
+        end = (f"ended {iso(a.ended)} ({a.end_reason})" if a.ended
+               else f"until {iso(a.expires)}" if a.expires else "still in force")
         where = f" [{', '.join(a.destinations)}]" if a.destinations else ""
         print(f"{iso(a.started)}  {a.action:<8} {a.subject}{where}  rule {a.rule}, {end}")
         for line in a.evidence[:3]:
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rules(config, as_json: bool) -> int:
+def _rules(config: RepmonConfig, as_json: bool) -> int:
     for rule in compile_rules(config.policy):
         record = {"name": rule.name, "origin": rule.origin, "subjects": list(rule.subjects), "action": rule.action,
                   "scope": rule.scope, "state": list(rule.state) if rule.state else None, "metric": rule.metric,
@@ -80,7 +79,8 @@ def _rules(config, as_json: bool) -> int:
         else:
             cond = " and ".join(filter(None, [
                 f"state in {record['state']}" if record["state"] else None,
-                f"{rule.metric} over {rule.window} " + (f">= {rule.above:g}" if rule.above is not None else f"< {rule.below:g}")
+                f"{rule.metric} over {rule.window} "
+                + (f">= {rule.above:g}" if rule.above is not None else f"< {rule.below:g}")
                 if rule.metric else None,
                 f"listed on {record['listed_on']}" if record["listed_on"] else None]))
             print(f"{rule.name} ({rule.origin}): {'/'.join(rule.subjects)} when {cond} -> {rule.action}"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from monitor import daemon
 from monitor.config import load_config
 from monitor.core.logs import configure_logging, register_secret
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help="run the daemon: ingest feedback, poll signals, send")
     parser.add_argument("--config", required=True, metavar="FILE", help="repmon TOML configuration")
     parser.add_argument("--once", action="store_true", help="one pass of every job, then exit")
@@ -23,6 +24,4 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(config.logging)
     for mailbox in config.mailboxes:
         register_secret(mailbox.password)
-    from monitor import daemon
-
     return asyncio.run(daemon.run(config, once=args.once, progress=args.progress))

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from monitor.core.db import make_engine
     from monitor.parts import upgrade_schema
     from sender.campaign import CampaignError, inject
-    from sender.engine import Sender
+    from sender.coordinator import Sender
     from sender.queue import counts_by_state
     from sender.unsubscribe import UnsubscribeConfigError, header_builder
 

@@ -13,7 +13,7 @@ be able to do one complete pass when asked (a service's `run` is its one pass).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,12 +31,16 @@ class JobSpec:
         schedule in the daemon; it returns only when asked to stop (runtime.stopping)
         and is restarted with back-off when it raises.
     A job has an interval or a service (or both: then the daemon uses the service).
+    lease: the name of the cluster lease a node must hold to run the job (one
+        owner across nodes: a mailbox, a polling cycle, the leader's loop); None:
+        every node runs it (the sender). With one node every lease is held.
     """
 
     name: str
-    run: Callable[[], Awaitable[Any]]
+    run: Callable[[], Coroutine[Any, Any, Any]]
     interval_s: float | None = None
-    service: Callable[[], Awaitable[Any]] | None = None
+    service: Callable[[], Coroutine[Any, Any, Any]] | None = None
+    lease: str | None = None
 
     def __post_init__(self) -> None:
         if self.interval_s is None and self.service is None:
@@ -56,6 +60,10 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     # Anything parts want to share between their jobs (e.g. a metrics registry).
     shared: dict[str, Any] = field(default_factory=dict)
+    # Whether this node holds a cluster lease now (set by the daemon from the
+    # cluster membership; one node alone holds them all).
+    holds: Callable[[str], bool] = field(default=lambda _name: True)
+    node_id: str = "local"
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop; True when stopping."""

@@ -298,7 +298,8 @@ def _judge_rate(findings: list[Finding], notes: list[str], metric: str, by_windo
             severity = "blocked"
         low, high, crit, cap = PENALTIES[metric]
         if severity == "warning":
-            span = (threshold.critical - threshold.warning) if threshold.critical and threshold.warning is not None else 0
+            span = ((threshold.critical - threshold.warning)
+                    if threshold.critical and threshold.warning is not None else 0)
             share = min(1.0, (found.value - threshold.warning) / span) if span > 0 else 0.0  # type: ignore[operator]
             penalty, cap_value = low + (high - low) * share, None
         else:
@@ -327,7 +328,8 @@ def _judge_pass_rate(findings: list[Finding], notes: list[str], metric: str, by_
         found = rate(counts, metric) if counts is not None else None
         if found is None or found.volume < threshold.min_volume:
             continue
-        figure = f"{label} {pct(found.value)} ({found.count:,} of {found.volume:,} messages in DMARC reports) over {window}"
+        figure = (f"{label} {pct(found.value)} ({found.count:,} of {found.volume:,} messages in DMARC reports) "
+                  f"over {window}")
         if threshold.critical is not None and found.value < threshold.critical:
             severity, line, penalty, cap = "critical", threshold.critical, 25, 60
         elif threshold.warning is not None and found.value < threshold.warning:
@@ -445,24 +447,26 @@ def _judge_postmaster(findings: list[Finding], notes: list[str], inputs: Subject
         level = last.reputation.upper()  # type: ignore[union-attr]
         mapping = {"BAD": ("critical", 40, 30), "LOW": ("warning", 20, None), "MEDIUM": ("info", 5, None)}
         if level in mapping:
-            severity, penalty, cap = mapping[level]
+            severity, penalty, reputation_cap = mapping[level]
             findings.append(Finding(cause="reputation", severity=severity, title=f"Gmail domain reputation {level}",
-                                    reason=f"Gmail domain reputation {level} on {last.day.isoformat()} (Postmaster Tools)",
-                                    penalty=penalty, cap=cap, provider="google"))
+                                    reason=f"Gmail domain reputation {level} on {last.day.isoformat()} "
+                                           "(Postmaster Tools)",
+                                    penalty=penalty, cap=reputation_cap, provider="google"))
     dmarc_days = [d for d in days if d.dmarc_success_rate is not None]
     if dmarc_days:
         last = dmarc_days[-1]
-        line_w, line_c = thresholds.pass_rate("dmarc_pass_rate").warning, thresholds.pass_rate("dmarc_pass_rate").critical
+        dmarc_line = thresholds.pass_rate("dmarc_pass_rate")
+        line_w, line_c = dmarc_line.warning, dmarc_line.critical
         value = last.dmarc_success_rate or 0.0
         severity = ("critical" if line_c is not None and value < line_c else
                     "warning" if line_w is not None and value < line_w else None)
         if severity:
-            line = line_c if severity == "critical" else line_w
+            dmarc_threshold = line_c if severity == "critical" else line_w
             findings.append(Finding(
                 cause="postmaster_dmarc", severity=severity, title=f"Gmail DMARC success {pct(value)}",
                 reason=f"Gmail DMARC success rate {pct(value)} on {last.day.isoformat()} (Postmaster Tools) < "
-                       f"{severity} threshold {pct(line)}", penalty=10 if severity == "warning" else 25,
-                metric="dmarc_pass_rate", value=value, threshold=line, provider="google"))
+                       f"{severity} threshold {pct(dmarc_threshold)}", penalty=10 if severity == "warning" else 25,
+                metric="dmarc_pass_rate", value=value, threshold=dmarc_threshold, provider="google"))
 
 
 def _figures(inputs: SubjectInputs, windows: dict[str, dict[str, Counts]]) -> dict[str, Any]:
@@ -477,18 +481,20 @@ def _figures(inputs: SubjectInputs, windows: dict[str, dict[str, Counts]]) -> di
             found = rate(total, metric)
             if found is not None:
                 entry[metric] = round(found.value, 6)
-        destinations = {d: {k: v for k, v in c.as_dict().items() if v} for d, c in by_dest.items() if d and not c.is_empty()}
+        destinations = {d: {k: v for k, v in c.as_dict().items() if v}
+                        for d, c in by_dest.items() if d and not c.is_empty()}
         if len(destinations) > 1 or (destinations and inputs.subject.kind != "lane"):
             entry["by_destination"] = destinations
         out[window] = entry
     if inputs.listings:
-        out["listings"] = [{"zone": l.zone, "codes": list(l.codes), "state": l.state,
-                            "since": l.since.isoformat() if l.since else None} for l in inputs.listings]
+        out["listings"] = [{"zone": li.zone, "codes": list(li.codes), "state": li.state,
+                            "since": li.since.isoformat() if li.since else None} for li in inputs.listings]
     if inputs.postmaster:
-        last = max(inputs.postmaster, key=lambda d: d.day)
-        out["postmaster"] = {"day": last.day.isoformat(), "spam_rate": last.spam_rate, "reputation": last.reputation}
+        last_pm = max(inputs.postmaster, key=lambda d: d.day)
+        out["postmaster"] = {"day": last_pm.day.isoformat(), "spam_rate": last_pm.spam_rate,
+                             "reputation": last_pm.reputation}
     if inputs.snds:
-        last = max(inputs.snds, key=lambda d: d.day)
-        out["snds"] = {"day": last.day.isoformat(), "filter_result": last.filter_result,
-                       "complaint_rate": last.complaint_rate, "trap_hits": last.trap_hits}
+        last_snds = max(inputs.snds, key=lambda d: d.day)
+        out["snds"] = {"day": last_snds.day.isoformat(), "filter_result": last_snds.filter_result,
+                       "complaint_rate": last_snds.complaint_rate, "trap_hits": last_snds.trap_hits}
     return out

@@ -45,7 +45,7 @@ class Counts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def add_values(self, values) -> None:
-        for name, value in zip(COUNTERS, values):
+        for name, value in zip(COUNTERS, values, strict=False):
             if value:
                 setattr(self, name, getattr(self, name) + int(value))
 

@@ -1,4 +1,4 @@
-"""Tables of health, policy and alerts.
+"""Tables of health: roll-up counters, cursors, routes and states.
 
 Health is computed from roll-ups, never by rescanning events: `health_counts`
 holds counters per (grain, bucket, scope, key, destination), added to as new
@@ -7,18 +7,21 @@ source table has been read). Three grains serve the three windows: 5-minute
 buckets (kept 3 hours) for 1 h, hour buckets (kept 8 days) for 24 h, day
 buckets for 7 d and for replaying history.
 
-`health_states` is the latest assessment of every subject; `policy_actions`
-every action the policy (or an operator through `repmon actions`) took, with
-its evidence; `alert_*` the alerting state, the notifications and their
-deliveries (an outbox, so a restart loses no alert and sends none twice).
+`health_states` is the latest assessment of every subject.
+
+The policy's table lives in monitor/policy/models.py, the alerts' ones in
+monitor/alerts/models.py. All three parts' tables were created by one historic
+Alembic revision, monitor/health/migrations/0004_health.py; it stays where it
+is (databases have it applied). A later change to a policy or alert table is
+a revision of that part's own branch, depending on 0004_health.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, Index
 from sqlmodel import Field, SQLModel
 
 from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
@@ -132,95 +135,3 @@ class HealthState(SQLModel, table=True):
     figures: dict = _json({})  # the subject's figures per window
     evaluated_at: datetime = _when(default_now=True)
     changed_at: datetime = _when(default_now=True)
-
-
-class PolicyAction(SQLModel, table=True):
-    """One action on a subject: what, why (rule + evidence), from when to when.
-
-    pause / slow / ramp reach the sender as rows of its lane directive table
-    (`directive_ids`); suppress as suppression rows (source "policy:<id>");
-    alert only as an alert. Ended by expiry, by the condition clearing, or by
-    an operator (`repmon actions cancel`), which `end_reason` says.
-    """
-
-    __tablename__ = "policy_actions"
-    __table_args__ = (
-        Index("ix_policy_actions_active", "ended_at"),
-        Index("ix_policy_actions_subject_rule", "subject", "rule"),
-        Index("ix_policy_actions_started", "started_at"),
-    )
-
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
-    subject: str = Field(max_length=320)
-    action: str = Field(max_length=10)  # pause | slow | ramp | suppress | alert
-    rule: str = Field(max_length=100)
-    created_by: str = Field(default="policy", max_length=100)  # policy | operator:<name>
-    evidence: list = _json([])  # the reasons that made the rule fire
-    params: dict = _json({})  # rate, scope, zone, destinations, evidence counts, ramp step...
-    source_ip: Optional[str] = Field(default=None, max_length=64)
-    destinations: list = _json([])  # lane destinations it covers ("*" = all)
-    target: Optional[str] = Field(default=None, max_length=320)  # suppress: recipient or @domain
-    directive_ids: list = _json([])
-    until: str = Field(default="clear", max_length=8)  # clear | expiry | manual
-    started_at: datetime = _when()
-    expires_at: Optional[datetime] = _when(nullable=True)
-    ended_at: Optional[datetime] = _when(nullable=True)
-    end_reason: Optional[str] = Field(default=None, sa_type=Text)
-
-
-class AlertState(SQLModel, table=True):
-    """Whether an alert (subject + cause) is firing, and when people last heard of it."""
-
-    __tablename__ = "alert_states"
-
-    key: str = Field(primary_key=True, max_length=400)  # "<subject>|<cause>"
-    subject: str = Field(max_length=320)
-    cause: str = Field(max_length=200)
-    severity: str = Field(max_length=8)
-    status: str = Field(max_length=8)  # firing | resolved
-    summary: str = Field(sa_type=Text)
-    first_fired_at: datetime = _when()
-    last_change_at: datetime = _when()
-    notified_at: Optional[datetime] = _when(nullable=True)
-    notified_severity: Optional[str] = Field(default=None, max_length=8)
-    notified_status: Optional[str] = Field(default=None, max_length=8)
-    held: int = 0  # notifications not sent because of the cooldown
-
-
-class AlertNotification(SQLModel, table=True):
-    """Something people should hear about; grouped into messages by the dispatcher."""
-
-    __tablename__ = "alert_notifications"
-    __table_args__ = (Index("ix_alert_notifications_pending", "dispatched_at"),)
-
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
-    key: str = Field(max_length=400)
-    subject: str = Field(max_length=320)
-    cause: str = Field(max_length=200)
-    kind: str = Field(max_length=8)  # firing | resolved | action | ended
-    severity: str = Field(max_length=8)
-    title: str = Field(sa_type=Text)
-    text: str = Field(sa_type=Text)
-    details: dict = _json({})
-    created_at: datetime = _when(default_now=True)
-    dispatched_at: Optional[datetime] = _when(nullable=True)
-
-
-class AlertDelivery(SQLModel, table=True):
-    """One message to one channel (Slack webhook or email route), retried on
-    429 / 5xx / network errors, given up on permanent errors."""
-
-    __tablename__ = "alert_deliveries"
-    __table_args__ = (Index("ix_alert_deliveries_due", "status", "next_attempt_at"),)
-
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
-    channel: str = Field(max_length=100)  # the [[alerts.slack]] / [[alerts.email]] name
-    channel_kind: str = Field(max_length=8)  # slack | email
-    notification_ids: list = _json([])
-    payload: dict = _json({})
-    status: str = Field(default="pending", max_length=8)  # pending | sent | failed
-    attempts: int = 0
-    next_attempt_at: float = 0.0
-    last_error: Optional[str] = Field(default=None, sa_type=Text)
-    created_at: datetime = _when(default_now=True)
-    sent_at: Optional[datetime] = _when(nullable=True)

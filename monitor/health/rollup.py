@@ -25,18 +25,21 @@ time, so its ids arrive in order.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from sqlalchemy import text, update
+from sqlalchemy import Table, inspect, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.health.counts import GRAIN_RETENTION_S, GRAIN_SECONDS
-from monitor.health.models import COUNTERS, HealthRoute
+from monitor.health.models import COUNTERS, HealthCursor, HealthRoute
 from monitor.health.subjects import DomainMapper, domain_of, is_ip, provider_guess
+from sender.lanes import LaneKey
 
 log = logging.getLogger("repmon.health")
 
@@ -131,8 +134,9 @@ class Rollup:
             if not sources:
                 return False
             row = conn.execute(text("SELECT " + ", ".join(
-                f"(SELECT MAX(id) FROM {TABLES[s]})" for s in sources))).first()
-        self._changed = {s for s, value in zip(sources, row) if self._gaps.get(s) or (value or 0) != self._max_seen.get(s)}
+                f"(SELECT MAX(id) FROM {TABLES[s]})" for s in sources))).one()
+        self._changed = {s for s, value in zip(sources, row, strict=True)
+                         if self._gaps.get(s) or (value or 0) != self._max_seen.get(s)}
         return bool(self._changed)
 
     # -- one pass ---------------------------------------------------------------------
@@ -196,7 +200,6 @@ class Rollup:
 
     def _table_exists(self, conn: Connection, source: str) -> bool:
         if self._existing is None:
-            from sqlalchemy import inspect
             self._existing = set(inspect(conn).get_table_names())
         return TABLES[source] in self._existing and (source != "delivery_log" or "sender_message" in self._existing)
 
@@ -209,10 +212,9 @@ class Rollup:
             conn.execute(insert(_cursor_table()).values(source=source, last_id=0, gaps=[], updated_at=0.0)
                          .on_conflict_do_nothing(index_elements=["source"]))
             row = conn.execute(text(f"SELECT last_id, gaps FROM health_cursors WHERE source = :s{lock}"),
-                               {"s": source}).first()
+                               {"s": source}).one()
         gaps = row[1]
         if isinstance(gaps, str):
-            import json
             gaps = json.loads(gaps)
         return int(row[0]), [list(g) for g in (gaps or [])]
 
@@ -236,7 +238,8 @@ class Rollup:
         present = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            present |= {r[0] for r in conn.execute(text(f"SELECT id FROM {table} WHERE id IN ({','.join(map(str, chunk))})"))}
+            in_list = ",".join(map(str, chunk))
+            present |= {r[0] for r in conn.execute(text(f"SELECT id FROM {table} WHERE id IN ({in_list})"))}
         found = 0
         if present:
             found = self._aggregate(conn, source, acc, sorted(present))
@@ -263,9 +266,8 @@ class Rollup:
     def _after(self, column: str, epoch: float, is_time: bool) -> tuple[str, dict]:
         if not is_time:
             return f"{column} >= :after", {"after": epoch}
-        from datetime import datetime, timezone
-        return f"{column} >= :after", {"after": datetime.fromtimestamp(max(epoch, 0), timezone.utc).replace(
-            tzinfo=None if self.dialect == "sqlite" else timezone.utc)}
+        return f"{column} >= :after", {"after": datetime.fromtimestamp(max(epoch, 0), UTC).replace(
+            tzinfo=None if self.dialect == "sqlite" else UTC)}
 
     def _destination_of_lane(self, column: str) -> str:
         if self.dialect == "postgresql":
@@ -286,7 +288,7 @@ class Rollup:
             for b, lane, outcome, n in conn.execute(text(
                     f"SELECT {bucket}, l.lane, l.outcome, COUNT(*) FROM sender_delivery_log l "
                     f"WHERE {where} AND {after} GROUP BY 1, 2, 3"), params):
-                ip, _, destination = (lane or "").partition("|")
+                ip, destination = LaneKey.parse(lane or "")
                 deltas = _DELIVERY_DELTAS.get(outcome)
                 if deltas is not None and ip and destination:
                     acc.add_one(grain, int(b), "ip", ip, destination, deltas, n)
@@ -404,8 +406,9 @@ class Rollup:
         insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
         now = time.time()
         rows = [{"recipient_domain": d[:255], "destination": dest[:255], "seen_at": now} for d, dest in changed.items()]
+        table: Table = HealthRoute.__table__  # type: ignore[attr-defined]
         for start in range(0, len(rows), 1000):
-            stmt = insert(HealthRoute.__table__).values(rows[start:start + 1000])
+            stmt = insert(table).values(rows[start:start + 1000])
             stmt = stmt.on_conflict_do_update(index_elements=["recipient_domain"],
                                               set_={"destination": stmt.excluded.destination,
                                                     "seen_at": stmt.excluded.seen_at})
@@ -448,9 +451,8 @@ _DELIVERY_DELTAS: dict[str, dict[str, int]] = {
 
 
 
-def _cursor_table():
-    from monitor.health.models import HealthCursor
-    return HealthCursor.__table__
+def _cursor_table() -> Table:
+    return HealthCursor.__table__  # type: ignore[attr-defined]
 
 
 def _where(column: str, ids: tuple[int, int] | list[int]) -> str:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import inspect, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from monitor.config import RepmonConfig
 from monitor.health.assess import (
     Assessment,
     Listing,
@@ -23,36 +24,16 @@ from monitor.health.assess import (
     Thresholds,
     assess,
 )
-from monitor.health.counts import Counts
+from monitor.health.counts import Counts, window_start
+from monitor.health.models import COUNTERS, HealthState
 from monitor.health.rollup import RollupResult
+from monitor.health.settings import HealthConfig
 from monitor.health.subjects import DomainMapper, Subject, is_ip
+from monitor.health.values import as_date, as_datetime, json_value
 from monitor.health.windows import read_windows
 from monitor.health.zones import ZoneTable
 
 log = logging.getLogger("repmon.health")
-
-
-def sending_domains(config: RepmonConfig) -> list[str]:
-    if config.health.domains:
-        return list(config.health.domains)
-    found = list(config.dnsbl.domains) + list(config.dns_auth.domains or [])
-    google = config.postmaster.google
-    if google is not None:
-        found += [d.lower() for d in google.domains]
-    return sorted(set(found))
-
-
-def own_ips(config: RepmonConfig) -> set[str]:
-    """Sending addresses named in the config (single addresses of [dnsbl] ips too)."""
-    found = {ip.address for ip in config.sender.ips}
-    for entry in config.dnsbl.ips:
-        try:
-            network = ipaddress.ip_network(entry, strict=False)
-        except ValueError:
-            continue
-        if network.num_addresses == 1:
-            found.add(str(network.network_address))
-    return found
 
 
 @dataclass
@@ -76,14 +57,19 @@ class Wanted:
 
 
 class HealthService:
-    def __init__(self, engine: Engine, config: RepmonConfig) -> None:
+    """Health's own work on the [health] section: what the assessments need,
+    the assessments, the lanes an IP has. `domains` (the sending domains) and
+    `own_ips` (the sending addresses) come from other sections: the caller
+    (monitor/loop.py) names them."""
+
+    def __init__(self, engine: Engine, config: HealthConfig, *, domains: list[str], own_ips: set[str]) -> None:
         self.engine = engine
         self.config = config
-        self.thresholds = Thresholds(config.health)
-        self.zones = ZoneTable.from_config(config.health.zones)
-        self.domains = sending_domains(config)
+        self.thresholds = Thresholds(config)
+        self.zones = ZoneTable.from_config(config.zones)
+        self.domains = list(domains)
         self.mapper = DomainMapper(self.domains)
-        self.own_ips = own_ips(config)
+        self.own_ips = set(own_ips)
         self._tables: set[str] | None = None
 
     def tables(self, conn: Connection) -> set[str]:
@@ -98,7 +84,7 @@ class HealthService:
 
     def assess_inputs(self, inputs: list[SubjectInputs], now: float) -> list[Assessment]:
         """Pure computation: no database (so no lock is held while it runs)."""
-        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        now_dt = datetime.fromtimestamp(now, UTC)
         return [assess(i, self.thresholds, now=now_dt) for i in inputs]
 
     def gather(self, conn: Connection, now: float, wanted: Wanted | None = None) -> list[SubjectInputs]:
@@ -109,7 +95,7 @@ class HealthService:
         keys = None if wanted.full else {"ip": wanted.ips, "domain": wanted.domains}
         windows = read_windows(conn, now, keys=keys)
         listings, broken = self._listings(conn, None if wanted.full else wanted.ips | wanted.domains)
-        today = datetime.fromtimestamp(now, timezone.utc).date()
+        today = datetime.fromtimestamp(now, UTC).date()
         snds, snds_blocked = self._snds(conn, today)
         postmaster = self._postmaster(conn, today)
 
@@ -153,8 +139,6 @@ class HealthService:
         """Every IP and domain a full assessment covers: data in the last 7
         days, configured ones, listed ones, postmaster / SNDS ones, and the
         ones assessed before (so a subject whose trouble aged out is seen again)."""
-        from monitor.health.counts import window_start
-
         ips: set[str] = set(self.own_ips)
         domains: set[str] = set(self.domains)
         for scope, key in conn.execute(text(
@@ -165,21 +149,19 @@ class HealthService:
         for target in listings:
             (ips if is_ip(target) else domains).add(target)
         ips |= {ip for ip, _ in self._sender_lanes(conn)}
-        today = datetime.fromtimestamp(now, timezone.utc).date()
+        today = datetime.fromtimestamp(now, UTC).date()
         snds, blocked = self._snds(conn, today)
         ips |= set(snds) | set(blocked)
         domains |= set(self._postmaster(conn, today))
         if "health_states" in self.tables(conn):
-            for subject, kind in conn.execute(text("SELECT subject, kind FROM health_states WHERE kind IN ('ip', 'domain')")):
+            for subject, kind in conn.execute(text(
+                    "SELECT subject, kind FROM health_states WHERE kind IN ('ip', 'domain')")):
                 (ips if kind == "ip" else domains).add(subject.split(":", 1)[1])
         return ips, domains
 
     def assess_rdomains(self, conn: Connection, now: float, keys: set[str] | None = None) -> list[Assessment]:
         """Recipient domains with bounces or complaints in the last 7 days (day
         buckets only), for rules that suppress a recipient domain."""
-        from monitor.health.counts import window_start
-        from monitor.health.models import COUNTERS
-
         sums = ", ".join(f"SUM({c})" for c in COUNTERS)
         sql = (f"SELECT key, {sums} FROM health_counts WHERE grain = '1d' AND scope = 'rdomain' "
                f"AND bucket >= :start AND bucket <= :end")
@@ -192,7 +174,7 @@ class HealthService:
             sql += f" AND key IN ({', '.join(':' + n for n in names)})"
             params.update(names)
         sql += " GROUP BY key HAVING SUM(hard_bounces) + SUM(soft_bounces) + SUM(complaints) > 0"
-        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        now_dt = datetime.fromtimestamp(now, UTC)
         out = []
         for key, *values in conn.execute(text(sql), params):
             inputs = SubjectInputs(Subject("rdomain", key), {"7d": {"": Counts.of(values)}})
@@ -201,7 +183,8 @@ class HealthService:
 
     # -- inputs ----------------------------------------------------------------------------
 
-    def _listings(self, conn: Connection, targets: set[str] | None) -> tuple[dict[str, list[Listing]], dict[str, list[Listing]]]:
+    def _listings(self, conn: Connection,
+                  targets: set[str] | None) -> tuple[dict[str, list[Listing]], dict[str, list[Listing]]]:
         if "dnsbl_states" not in self.tables(conn):
             return {}, {}
         broken = set()
@@ -215,8 +198,8 @@ class HealthService:
         for target, zone, codes, reason, state, changed_at, delist_url in rows:
             if targets is not None and target not in targets and target.lower() not in targets:
                 continue
-            codes = _json(codes) or []
-            since = _as_datetime(changed_at) if state == "listed" else None
+            codes = json_value(codes) or []
+            since = as_datetime(changed_at) if state == "listed" else None
             key = target if is_ip(target) else (self.mapper(target) or target.lower())
             listing = Listing(target, zone, tuple(codes), reason or "", state, since, delist_url,
                               self.zones.lookup(zone, codes))
@@ -232,7 +215,7 @@ class HealthService:
                     "SELECT ip, day, filter_result, complaint_rate, complaint_rate_text, complaint_rate_below, "
                     "trap_hits, message_recipients FROM snds_ip_days WHERE day >= :since"),
                     {"since": today - timedelta(days=7)}):
-                days.setdefault(ip, []).append(SndsDay(ip, _as_date(day), result or "", rate_value, rate_text or "",
+                days.setdefault(ip, []).append(SndsDay(ip, as_date(day), result or "", rate_value, rate_text or "",
                                                        int(traps or 0), int(recipients or 0), bool(below)))
         if "snds_ip_status" in tables:
             ranges = conn.execute(text("SELECT first_ip, last_ip, reason FROM snds_ip_status WHERE blocked = :yes"),
@@ -246,7 +229,7 @@ class HealthService:
                         continue
                     for ip in candidates:
                         address = ipaddress.ip_address(ip) if is_ip(ip) else None
-                        if address is not None and address.version == lo.version and lo <= address <= hi:
+                        if address is not None and address.version == lo.version and lo <= address <= hi:  # type: ignore[operator]
                             blocked[ip] = reason or "blocked"
                     if lo == hi:
                         blocked.setdefault(str(lo), reason or "blocked")
@@ -256,11 +239,11 @@ class HealthService:
         if "postmaster_domain_days" not in self.tables(conn):
             return {}
         merged: dict[tuple[str, date], dict[str, Any]] = {}
-        for domain, day, api, spam, upper, reputation, dmarc in conn.execute(text(
+        for domain, day, _api, spam, upper, reputation, dmarc in conn.execute(text(
                 "SELECT domain, day, api, spam_rate, spam_rate_upper, domain_reputation, dmarc_success_rate "
                 "FROM postmaster_domain_days WHERE provider = 'google' AND day >= :since ORDER BY api DESC"),
                 {"since": today - timedelta(days=7)}):
-            key = (self.mapper(domain) or domain, _as_date(day))
+            key = (self.mapper(domain) or domain, as_date(day))
             entry = merged.setdefault(key, {})
             # v2 first (ORDER BY api DESC), v1 fills what v2 lacks (reputation, the upper bound)
             value = upper if upper is not None else spam
@@ -295,34 +278,6 @@ def _windows_for(windows: dict[str, dict], scope: str, key: str) -> dict[str, di
 
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        import json
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-    return value
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _as_date(value: Any) -> date:
-    if isinstance(value, str):
-        return date.fromisoformat(value[:10])
-    if isinstance(value, datetime):
-        return value.date()
-    return value
-
-
 # --- storing ------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -347,8 +302,8 @@ class HealthStore:
         self._cache = {}
         for subject, state, score, reasons, findings in conn.execute(text(
                 "SELECT subject, state, score, reasons, findings FROM health_states")):
-            found = {f["cause"]: f for f in (_json(findings) or [])}
-            self._cache[subject] = (state, int(score), tuple(_json(reasons) or []), found)
+            found = {f["cause"]: f for f in (json_value(findings) or [])}
+            self._cache[subject] = (state, int(score), tuple(json_value(reasons) or []), found)
 
     def previous(self, conn: Connection) -> dict[str, tuple[str, int, tuple[str, ...], dict[str, dict]]]:
         if self._cache is None:
@@ -357,13 +312,8 @@ class HealthStore:
         return self._cache
 
     def save(self, conn: Connection, assessments: list[Assessment], now: float) -> list[StateChange]:
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        from monitor.health.models import HealthState
-
         cache = self.previous(conn)
-        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        now_dt = datetime.fromtimestamp(now, UTC)
         changes: list[StateChange] = []
         rows: list[dict[str, Any]] = []
         for a in assessments:
@@ -373,14 +323,15 @@ class HealthStore:
             if before is not None and before[:3] == key:
                 continue
             old_state = before[0] if before else None
-            changes.append(StateChange(a.name, a.subject.kind, old_state, a.state, before[3] if before else {}, findings))
+            changes.append(StateChange(a.name, a.subject.kind, old_state, a.state, before[3] if before else {},
+                                       findings))
             rows.append({"subject": a.name[:320], "kind": a.subject.kind, "state": a.state, "score": a.score,
                          "reasons": list(a.reasons), "findings": list(findings.values()), "figures": a.figures,
                          "evaluated_at": now_dt,
                          "changed_at": now_dt if old_state != a.state else None})
             cache[a.name] = (a.state, a.score, tuple(a.reasons), findings)
         if rows:
-            table = HealthState.__table__
+            table = HealthState.__table__  # type: ignore[attr-defined]
             insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
             base = insert(table)
             kept = {k: base.excluded[k] for k in ("kind", "state", "score", "reasons", "findings", "figures",

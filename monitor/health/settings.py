@@ -11,6 +11,11 @@ from monitor.core.config import Section, fraction
 Window = Literal["1h", "24h", "7d"]
 Severity = Literal["info", "warning", "critical"]
 # The figures a health assessment gives, by the names policy rules use.
+def _percentage(value: Any) -> Any:
+    """Before validation: "0.3%" -> 0.003 (numbers go on to the float check, then `fraction`'s range check)."""
+    return fraction(value) if isinstance(value, str) else value
+
+
 MetricName = Literal["complaint_rate", "spam_rate", "hard_bounce_rate", "bounce_rate", "deferral_rate",
                      "block_rate", "dmarc_pass_rate", "dkim_pass_rate", "spf_pass_rate", "score",
                      "hostunknown_rate", "complaints", "hard_bounces", "deferred", "delivered", "sent", "hostunknown"]
@@ -20,11 +25,12 @@ class RateThreshold(Section):
     # A rate where more is worse (complaints / delivered, ...). `min_volume` is
     # the smallest denominator the rate is judged on in a window: 1 complaint
     # in 50 messages is not a 2 % complaint rate anyone can act on.
-    warning: float | str | None = None
-    critical: float | str | None = None
+    warning: float | None = None
+    critical: float | None = None
     min_volume: int = Field(default=100, ge=1)
-    windows: list[Window] = Field(default_factory=lambda: ["24h", "7d"])
+    windows: list[Window] = Field(default_factory=lambda: list[Window](["24h", "7d"]))
 
+    _percentages = field_validator("warning", "critical", mode="before")(classmethod(lambda cls, v: _percentage(v)))
     _rates = field_validator("warning", "critical")(classmethod(lambda cls, v: fraction(v)))
 
     @model_validator(mode="after")
@@ -36,11 +42,12 @@ class RateThreshold(Section):
 
 class PassRateThreshold(Section):
     # A rate where less is worse (DMARC pass rate): warn below `warning`.
-    warning: float | str | None = None
-    critical: float | str | None = None
+    warning: float | None = None
+    critical: float | None = None
     min_volume: int = Field(default=100, ge=1)
-    windows: list[Window] = Field(default_factory=lambda: ["7d"])
+    windows: list[Window] = Field(default_factory=lambda: list[Window](["7d"]))
 
+    _percentages = field_validator("warning", "critical", mode="before")(classmethod(lambda cls, v: _percentage(v)))
     _rates = field_validator("warning", "critical")(classmethod(lambda cls, v: fraction(v)))
 
     @model_validator(mode="after")
@@ -70,8 +77,8 @@ class ZoneWeightConfig(Section):
 
 
 def _default_rate(warning: str, critical: str, min_volume: int, windows: list[str]) -> Any:
-    return Field(default_factory=lambda: RateThreshold(warning=warning, critical=critical, min_volume=min_volume,
-                                                       windows=windows))
+    return Field(default_factory=lambda: RateThreshold.model_validate(
+        {"warning": warning, "critical": critical, "min_volume": min_volume, "windows": windows}))
 
 
 class HealthConfig(Section):
@@ -88,10 +95,10 @@ class HealthConfig(Section):
     deferral_rate: RateThreshold = _default_rate("20%", "50%", 50, ["1h", "24h"])
     # 5xx answers that refuse us for reputation (blocked, badreputation, requireptr).
     block_rate: RateThreshold = _default_rate("5%", "20%", 20, ["1h", "24h"])
-    dmarc_pass_rate: PassRateThreshold = Field(default_factory=lambda: PassRateThreshold(
-        warning="98%", critical="90%", min_volume=100, windows=["7d"]))
-    dkim_pass_rate: PassRateThreshold = Field(default_factory=lambda: PassRateThreshold(
-        warning="98%", critical=None, min_volume=100, windows=["7d"]))
+    dmarc_pass_rate: PassRateThreshold = Field(default_factory=lambda: PassRateThreshold.model_validate(
+        {"warning": "98%", "critical": "90%", "min_volume": 100, "windows": ["7d"]}))
+    dkim_pass_rate: PassRateThreshold = Field(default_factory=lambda: PassRateThreshold.model_validate(
+        {"warning": "98%", "critical": None, "min_volume": 100, "windows": ["7d"]}))
     providers: dict[str, ProviderHealthConfig] = Field(default_factory=dict)
     zones: list[ZoneWeightConfig] = Field(default_factory=list)
     # DMARC aggregate rows count for a domain only from our own sending IPs

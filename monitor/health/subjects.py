@@ -8,6 +8,7 @@ Subjects: `ip:192.0.2.10`, `domain:example.com`, `lane:192.0.2.10/yahoo`
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 KINDS = ("ip", "domain", "lane", "rdomain")
@@ -61,7 +62,6 @@ def parse_subject(text: str) -> Subject:
 
 
 def is_ip(value: str) -> bool:
-    import ipaddress
     try:
         ipaddress.ip_address(value)
     except ValueError:

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+from tqdm import tqdm
+
 from monitor.core.runtime import Runtime
 from monitor.ingest.commit import CommitResult
 
@@ -63,6 +65,4 @@ def _progress_bar(runtime: Runtime, logs_as_json: bool, count: int, name: str, u
     show = runtime.progress or (sys.stderr.isatty() and not logs_as_json)
     if count < PROGRESS_THRESHOLD or not show:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=count, desc=name, unit=unit, file=sys.stderr, leave=False)

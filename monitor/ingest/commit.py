@@ -11,29 +11,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 from monitor.core.db import session_scope
 from monitor.core.dbtypes import utcnow
 from monitor.ingest.messages import Prepared
-from monitor.storage.rows import (
-    EVENT_KINDS,
-    clean_text,
-    dmarc_failure_row,
-    dmarc_record_rows,
-    dmarc_report_row,
-    event_row,
-    tls_policy_rows,
-    tls_report_row,
-)
 from monitor.ingest.settings import SuppressionConfig
 from monitor.ingest.suppress import StoredRow, apply_suppressions
 from monitor.storage.models import (
@@ -49,6 +39,16 @@ from monitor.storage.models import (
     StoredEvent,
     TlsPolicyResult,
     TlsReport,
+)
+from monitor.storage.rows import (
+    EVENT_KINDS,
+    clean_text,
+    dmarc_failure_row,
+    dmarc_record_rows,
+    dmarc_report_row,
+    event_row,
+    tls_policy_rows,
+    tls_report_row,
 )
 from parsers.events import DmarcAggregateEvent, DmarcFailureEvent, TlsReportEvent, UnparseableEvent
 
@@ -129,7 +129,8 @@ def commit_batch(
         except IntegrityError:
             if attempt == 2:
                 raise
-            log.info("concurrent writer stored the same message or report; retrying the batch", extra={"source": source})
+            log.info("concurrent writer stored the same message or report; retrying the batch",
+                     extra={"source": source})
     raise AssertionError("unreachable")
 
 
@@ -141,8 +142,8 @@ def _commit(session: Session, source: str, batch: list[Prepared], settings: Supp
     known: dict[str, str] = {}
     for start in range(0, len(hashes), 500):
         for sha, outcome in session.execute(
-            select(ProcessedMessage.content_sha256, ProcessedMessage.outcome)
-            .where(ProcessedMessage.content_sha256.in_(hashes[start:start + 500]))
+            select(col(ProcessedMessage.content_sha256), col(ProcessedMessage.outcome))
+            .where(col(ProcessedMessage.content_sha256).in_(hashes[start:start + 500]))
         ):
             known[sha] = outcome
 
@@ -163,7 +164,7 @@ def _commit(session: Session, source: str, batch: list[Prepared], settings: Supp
     if seen_files:
         _record_seen_files(session, source, seen_files)
     if fresh:
-        session.execute(delete(MessageFailure).where(MessageFailure.content_sha256.in_([p.sha256 for p in fresh])))
+        session.execute(delete(MessageFailure).where(col(MessageFailure.content_sha256).in_([p.sha256 for p in fresh])))
     return result
 
 
@@ -188,11 +189,11 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
     ]
     # Core inserts with executemany: one cached statement, no ORM bookkeeping.
     connection = session.connection()
-    ledger = ProcessedMessage.__table__
+    ledger = ProcessedMessage.__table__  # type: ignore[attr-defined]
     ids = connection.execute(
         insert(ledger).returning(ledger.c.id, sort_by_parameter_order=True), ledger_rows
     ).scalars().all()
-    message_pk = dict(zip((p.sha256 for p in fresh), ids))
+    message_pk = dict(zip((p.sha256 for p in fresh), ids, strict=False))
 
     event_rows: list[dict[str, Any]] = []
     failure_rows: list[dict[str, Any]] = []
@@ -226,7 +227,7 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
             result.stored += 1
 
     if event_rows:
-        events = StoredEvent.__table__
+        events = StoredEvent.__table__  # type: ignore[attr-defined]
         inserted = connection.execute(
             insert(events).returning(
                 events.c.id, events.c.kind, events.c.recipient, events.c.occurred_at,
@@ -242,7 +243,7 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
                   for r in inserted]
         result.suppressions += apply_suppressions(session, stored, settings)
     if failure_rows:
-        connection.execute(insert(DmarcFailure.__table__), failure_rows)
+        connection.execute(insert(DmarcFailure.__table__), failure_rows)  # type: ignore[attr-defined]
         result.events += len(failure_rows)
     session.flush()
 
@@ -268,16 +269,17 @@ def _store_report_once(session: Session, report_model: type[SQLModel], row: dict
     """Insert a report row and its child rows unless a report with the same
     `identity` columns is stored already: 1 when inserted, 0 when it was there."""
     exists = session.execute(
-        select(report_model.id).where(*(getattr(report_model, column) == row[column] for column in identity))
+        select(report_model.id).where(  # type: ignore[attr-defined]
+            *(getattr(report_model, column) == row[column] for column in identity))
     ).first()
     if exists:
         return 0
-    reports = report_model.__table__
+    reports = report_model.__table__  # type: ignore[attr-defined]
     connection = session.connection()
     report_pk = connection.execute(insert(reports).returning(reports.c.id), row).scalar_one()
     children = child_rows(report_pk)
     if children:
-        connection.execute(insert(child_model.__table__), children)
+        connection.execute(insert(child_model.__table__), children)  # type: ignore[attr-defined]
     return 1
 
 
@@ -297,7 +299,7 @@ def _record_imap_progress(session: Session, source: str, batch: list[Prepared], 
                       "uid": prepared.uid, "target": target, "created_at": utcnow()})
     upsert = _upsert(session)
     if moves:
-        session.connection().execute(upsert(PendingMove.__table__).on_conflict_do_nothing(
+        session.connection().execute(upsert(PendingMove.__table__).on_conflict_do_nothing(  # type: ignore[attr-defined]
             index_elements=["source", "folder", "uidvalidity", "uid"]), moves)
     if imap.checkpoint_uid is not None:
         save_checkpoint(session, source, imap.folder, imap.uidvalidity, imap.checkpoint_uid)
@@ -306,16 +308,17 @@ def _record_imap_progress(session: Session, source: str, batch: list[Prepared], 
 def save_checkpoint(session: Session, source: str, folder: str, uidvalidity: int, last_uid: int) -> None:
     """Raise the folder's checkpoint to last_uid (a new UIDVALIDITY replaces it)."""
     row = session.execute(
-        select(SourceCheckpoint).where(SourceCheckpoint.source == source, SourceCheckpoint.folder == folder)
+        select(SourceCheckpoint).where(col(SourceCheckpoint.source) == source, col(SourceCheckpoint.folder) == folder)
     ).scalar_one_or_none()
     if row is None:
         stmt = _upsert(session)(SourceCheckpoint).values(
             source=source, folder=folder, uidvalidity=uidvalidity, last_uid=last_uid, updated_at=utcnow()
         ).on_conflict_do_nothing(index_elements=["source", "folder"])
-        if session.execute(stmt).rowcount:
+        if cast(CursorResult[Any], session.execute(stmt)).rowcount:
             return
         row = session.execute(
-            select(SourceCheckpoint).where(SourceCheckpoint.source == source, SourceCheckpoint.folder == folder)
+            select(SourceCheckpoint).where(col(SourceCheckpoint.source) == source,
+                                           col(SourceCheckpoint.folder) == folder)
         ).scalar_one()
     if row.uidvalidity != uidvalidity:
         row.uidvalidity, row.last_uid = uidvalidity, last_uid
@@ -328,7 +331,7 @@ def _record_seen_files(session: Session, source: str, files: list[SeenFile]) -> 
     upsert = _upsert(session)
     rows = [{"source": source[:255], "path": f.path[:1024], "size": f.size, "mtime_ns": f.mtime_ns,
              "content_sha256": f.sha256, "seen_at": utcnow()} for f in files]
-    stmt = upsert(FolderFile.__table__)
+    stmt = upsert(FolderFile.__table__)  # type: ignore[attr-defined]
     stmt = stmt.on_conflict_do_update(
         index_elements=["source", "path"],
         set_={"size": stmt.excluded.size, "mtime_ns": stmt.excluded.mtime_ns,
@@ -411,7 +414,8 @@ def commit_isolating(
             sha256=prepared.sha256, size=prepared.size, raw=prepared.raw, events=[], uid=prepared.uid,
             header_message_id=prepared.header_message_id, header_date=prepared.header_date,
             subject=prepared.subject,
-            forced_quarantine=clean_text(f"storing failed {attempts} times, last: {type(error).__name__}: {error}")[:2000],
+            forced_quarantine=clean_text(
+                f"storing failed {attempts} times, last: {type(error).__name__}: {error}")[:2000],
         )
         total.add(commit_batch(engine, source, [forced], settings, imap=one_imap, location=location, seen_files=files))
     return BatchOutcome(total)

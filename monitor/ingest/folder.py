@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlmodel import col
 
-from monitor.config import RepmonConfig
 from monitor.core.db import session_scope
 from monitor.core.runtime import Runtime
 from monitor.ingest.batches import ingest_in_batches
 from monitor.ingest.commit import CommitResult, SeenFile, commit_isolating, is_transient
 from monitor.ingest.messages import Prepared, content_hash, prepare
-from monitor.ingest.settings import FolderSourceConfig
+from monitor.ingest.settings import FolderSourceConfig, SuppressionConfig
 from monitor.storage.models import FolderFile
 from parsers import MAX_INPUT_BYTES
 
@@ -63,9 +63,9 @@ def folder_source(folder: FolderSourceConfig) -> str:
 
 
 class FolderReader:
-    def __init__(self, config: RepmonConfig, runtime: Runtime, folder: FolderSourceConfig) -> None:
-        self.config = config
+    def __init__(self, runtime: Runtime, folder: FolderSourceConfig, *, suppression: SuppressionConfig) -> None:
         self.runtime = runtime
+        self.suppression = suppression
         self.folder = folder
         self.source = folder_source(folder)
         self.name = folder.name or str(folder.path)
@@ -78,21 +78,22 @@ class FolderReader:
         known = await asyncio.to_thread(self._known)
         todo = [f for f in files if known.get(str(f.path)) != (f.size, f.mtime_ns)]
         return await ingest_in_batches(
-            todo, BATCH_SIZE, self._ingest, runtime=self.runtime, logs_as_json=self.config.logging.as_json,
+            todo, BATCH_SIZE, self._ingest, runtime=self.runtime, logs_as_json=self.runtime.logs_as_json,
             name=self.name, unit="file", log=log, log_extra={"folder": self.name},
         )
 
     async def _ingest(self, chunk: list[FileInfo]) -> CommitResult:
         prepared, seen = await asyncio.to_thread(self._read_and_prepare, chunk)
         outcome = await asyncio.to_thread(
-            commit_isolating, self.runtime.engine, self.source, prepared, self.config.suppression,
+            commit_isolating, self.runtime.engine, self.source, prepared, self.suppression,
             location=self._location, seen_files=seen,
         )
         if outcome.error is not None:
             if is_transient(outcome.error):
                 raise outcome.error
             # The rest of the chunk is not marked seen: it is retried next pass.
-            log.warning("%s: stopped at %s: %s", self.name, self._paths.get(prepared[outcome.stopped_at].sha256),
+            stopped = prepared[outcome.stopped_at or 0]  # set whenever error is
+            log.warning("%s: stopped at %s: %s", self.name, self._paths.get(stopped.sha256),
                         outcome.error)
         return outcome.result
 
@@ -105,7 +106,8 @@ class FolderReader:
                 if info.size > MAX_INPUT_BYTES:  # not read: quarantined by reference
                     key = f"oversized-file:{info.path}:{info.size}:{info.mtime_ns}".encode()
                     item = Prepared(sha256=content_hash(key), size=info.size, raw=None, events=[],
-                                    forced_quarantine=f"file is {info.size} bytes, above the {MAX_INPUT_BYTES}-byte limit")
+                                    forced_quarantine=f"file is {info.size} bytes, "
+                                                      f"above the {MAX_INPUT_BYTES}-byte limit")
                 else:
                     item = prepare(info.path.read_bytes())
             except OSError as exc:
@@ -123,6 +125,7 @@ class FolderReader:
     def _known(self) -> dict[str, tuple[int, int]]:
         with session_scope(self.runtime.engine) as session:
             rows = session.execute(
-                select(FolderFile.path, FolderFile.size, FolderFile.mtime_ns).where(FolderFile.source == self.source)
+                select(col(FolderFile.path), col(FolderFile.size),
+                       col(FolderFile.mtime_ns)).where(col(FolderFile.source) == self.source)
             ).all()
         return {path: (size, mtime) for path, size, mtime in rows}

@@ -21,15 +21,15 @@ from typing import Any, TypeVar
 
 import aioimaplib
 from sqlalchemy import delete, select
+from sqlmodel import col
 
-from monitor.config import RepmonConfig
 from monitor.core.db import session_scope
 from monitor.core.logs import register_secret
 from monitor.core.runtime import Backoff, Runtime
 from monitor.ingest.batches import chunks, ingest_in_batches
 from monitor.ingest.commit import CommitResult, ImapPosition, commit_isolating, is_transient, save_checkpoint
 from monitor.ingest.messages import Prepared, oversized, prepare
-from monitor.ingest.settings import MailboxConfig
+from monitor.ingest.settings import MailboxConfig, SuppressionConfig
 from monitor.storage.models import PendingMove, SourceCheckpoint
 from parsers import MAX_INPUT_BYTES
 
@@ -107,7 +107,7 @@ def uid_set(uids: Iterable[int]) -> str:
     for uid in ordered:
         if start is None:
             start = prev = uid
-        elif uid == prev + 1:
+        elif prev is not None and uid == prev + 1:
             prev = uid
         else:
             parts.append(f"{start}:{prev}" if start != prev else str(start))
@@ -150,7 +150,7 @@ class ImapConnection:
         if task in done:
             try:
                 return task.result()
-            except (aioimaplib.AioImapException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aioimaplib.AioImapException) as exc:
                 raise ImapError(f"{self.name}: {what}: {type(exc).__name__} {exc}".rstrip()) from None
         task.cancel()
         if self._lost.is_set():
@@ -180,7 +180,7 @@ class ImapConnection:
                                        conn_lost_cb=lambda exc: self._lost.set(), ssl_context=context)
         try:
             await self.client.wait_hello_from_server()
-        except (OSError, asyncio.TimeoutError, ssl.SSLError, aioimaplib.AioImapException) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, aioimaplib.AioImapException) as exc:
             raise ImapError(f"{self.name}: cannot connect to {mailbox.host}:{mailbox.effective_port}: "
                             f"{type(exc).__name__} {exc}".rstrip()) from None
         if mailbox.security == "starttls":
@@ -203,7 +203,8 @@ class ImapConnection:
         protocol = self.client.protocol
         if "STARTTLS" not in protocol.capabilities:
             raise ImapError(f"{self.name}: security = starttls but the server does not offer STARTTLS")
-        response = await self._call(protocol.execute(aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)),
+        response = await self._call(protocol.execute(aioimaplib.Command("STARTTLS", protocol.new_tag(),
+                                                                        loop=protocol.loop)),
                                     "STARTTLS", self.mailbox.timeout_s)
         self._check(response, "STARTTLS")
         loop = asyncio.get_running_loop()
@@ -211,7 +212,7 @@ class ImapConnection:
             transport = await asyncio.wait_for(
                 loop.start_tls(protocol.transport, protocol, self._ssl_context(), server_hostname=self.mailbox.host),
                 self.mailbox.timeout_s)
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             raise ImapError(f"{self.name}: TLS handshake after STARTTLS failed: {type(exc).__name__} {exc}") from None
         protocol.transport = transport
         # capabilities announced before TLS must be forgotten (RFC 3501 6.2.1)
@@ -256,7 +257,8 @@ class ImapConnection:
 
     async def ensure_folder(self, folder: str) -> None:
         assert self.client is not None
-        response = await self._call(self.client.create(self.server_name(folder)), f"CREATE {folder}", self.mailbox.timeout_s)
+        response = await self._call(self.client.create(self.server_name(folder)), f"CREATE {folder}",
+                                    self.mailbox.timeout_s)
         if response.result != "OK" and "ALREADYEXISTS" not in _text(response).upper() \
                 and "EXISTS" not in _text(response).upper():
             raise ImapError(f"{self.name}: cannot create folder {folder}: {_text(response)}")
@@ -398,9 +400,10 @@ class RetryLater(Exception):
 class FolderWatcher:
     """Ingests one folder of one mailbox."""
 
-    def __init__(self, config: RepmonConfig, runtime: Runtime, mailbox: MailboxConfig, folder: str) -> None:
-        self.config = config
+    def __init__(self, runtime: Runtime, mailbox: MailboxConfig, folder: str, *,
+                 suppression: SuppressionConfig) -> None:
         self.runtime = runtime
+        self.suppression = suppression
         self.mailbox = mailbox
         self.folder = folder
         self.source = mailbox_source(mailbox)
@@ -444,7 +447,8 @@ class FolderWatcher:
                 log.error("%s; retrying in %.1f s", exc, delay, extra={"mailbox": self.mailbox.display_name})
             except (ImapError, RetryLater, OSError) as exc:
                 delay = backoff.next_delay()
-                log.warning("%s: %s; retrying in %.1f s", self.name, exc, delay, extra={"mailbox": self.mailbox.display_name})
+                log.warning("%s: %s; retrying in %.1f s", self.name, exc, delay,
+                            extra={"mailbox": self.mailbox.display_name})
             except Exception as exc:
                 if not is_transient(exc):
                     raise  # a bug: the daemon's supervisor logs it and restarts us
@@ -484,14 +488,14 @@ class FolderWatcher:
         position = ImapPosition(self.folder, uidvalidity, self.mailbox.processed_folder,
                                 self.mailbox.quarantine_folder, checkpoint_uid=max(chunk))
         outcome = await asyncio.to_thread(
-            commit_isolating, self.runtime.engine, self.source, batch, self.config.suppression,
+            commit_isolating, self.runtime.engine, self.source, batch, self.suppression,
             imap=position, location=self._location, max_attempts=self.mailbox.max_attempts,
         )
         await self._apply_moves(connection, uidvalidity, outcome.result.moves)
         if outcome.error is not None:
             if is_transient(outcome.error):
                 raise outcome.error
-            raise RetryLater(f"message UID {batch[outcome.stopped_at].uid} not stored yet: "
+            raise RetryLater(f"message UID {batch[outcome.stopped_at or 0].uid} not stored yet: "
                              f"{type(outcome.error).__name__}: {outcome.error}")
         return outcome.result
 
@@ -517,8 +521,8 @@ class FolderWatcher:
         """The last settled UID for this UIDVALIDITY; a new UIDVALIDITY resets it."""
         with session_scope(self.runtime.engine) as session:
             row = session.execute(
-                select(SourceCheckpoint).where(SourceCheckpoint.source == self.source,
-                                               SourceCheckpoint.folder == self.folder)
+                select(SourceCheckpoint).where(col(SourceCheckpoint.source) == self.source,
+                                               col(SourceCheckpoint.folder) == self.folder)
             ).scalar_one_or_none()
             if row is None:
                 return 0
@@ -527,17 +531,17 @@ class FolderWatcher:
             log.warning("%s: UIDVALIDITY changed from %d to %d: reading the whole folder again "
                         "(messages already stored are recognised by their content and only moved)",
                         self.name, row.uidvalidity, uidvalidity)
-            session.execute(delete(PendingMove).where(PendingMove.source == self.source,
-                                                      PendingMove.folder == self.folder))
+            session.execute(delete(PendingMove).where(col(PendingMove.source) == self.source,
+                                                      col(PendingMove.folder) == self.folder))
             save_checkpoint(session, self.source, self.folder, uidvalidity, 0)
             return 0
 
     def _pending_moves(self, uidvalidity: int) -> dict[str, list[int]]:
         with session_scope(self.runtime.engine) as session:
             rows = session.execute(
-                select(PendingMove.target, PendingMove.uid).where(
-                    PendingMove.source == self.source, PendingMove.folder == self.folder,
-                    PendingMove.uidvalidity == uidvalidity)
+                select(col(PendingMove.target), col(PendingMove.uid)).where(
+                    col(PendingMove.source) == self.source, col(PendingMove.folder) == self.folder,
+                    col(PendingMove.uidvalidity) == uidvalidity)
             ).all()
         moves: dict[str, list[int]] = {}
         for target, uid in rows:
@@ -548,5 +552,5 @@ class FolderWatcher:
         with session_scope(self.runtime.engine) as session:
             for chunk in chunks(sorted(uids), 500):
                 session.execute(delete(PendingMove).where(
-                    PendingMove.source == self.source, PendingMove.folder == self.folder,
-                    PendingMove.uidvalidity == uidvalidity, PendingMove.uid.in_(chunk)))
+                    col(PendingMove.source) == self.source, col(PendingMove.folder) == self.folder,
+                    col(PendingMove.uidvalidity) == uidvalidity, col(PendingMove.uid).in_(chunk)))

@@ -3,25 +3,28 @@ or polling, reconnecting with back-off) and one interval job per local folder.""
 
 from __future__ import annotations
 
-from monitor.config import RepmonConfig
+from collections.abc import Sequence
+
 from monitor.core.config import ConfigError
 from monitor.core.runtime import JobSpec, Runtime
 from monitor.ingest.folder import FolderReader
 from monitor.ingest.imap import FolderWatcher
+from monitor.ingest.settings import FolderSourceConfig, MailboxConfig, SuppressionConfig
 
 
-def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
+def provide(runtime: Runtime, *, mailboxes: Sequence[MailboxConfig], folders: Sequence[FolderSourceConfig],
+            suppression: SuppressionConfig) -> list[JobSpec]:
     jobs: list[JobSpec] = []
-    for mailbox in config.mailboxes:
+    for mailbox in mailboxes:
         for folder in mailbox.folders:
             if folder in (mailbox.processed_folder, mailbox.quarantine_folder):
                 raise ConfigError(f"mailbox {mailbox.display_name}: folder {folder!r} is also the processed or "
                                   "quarantine folder; messages would be read again and again")
-            watcher = FolderWatcher(config, runtime, mailbox, folder)
+            watcher = FolderWatcher(runtime, mailbox, folder, suppression=suppression)
             jobs.append(JobSpec(name=f"imap:{mailbox.display_name}/{folder}", run=watcher.run_once,
                                 service=watcher.serve))
-    for source in config.folders:
-        reader = FolderReader(config, runtime, source)
+    for source in folders:
+        reader = FolderReader(runtime, source, suppression=suppression)
         jobs.append(JobSpec(name=f"folder:{source.name or source.path}", run=reader.run_once,
                             interval_s=source.poll_interval_s))
     return jobs

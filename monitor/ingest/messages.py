@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from monitor.storage.rows import clean_text
-from parsers import parse_bytes
+from parsers import looks_like_report_file, parse_bytes
 from parsers.events import AnyEvent, UnparseableEvent
 from parsers.mime import split_header_block
 
@@ -31,7 +31,7 @@ class Prepared:
     header_message_id: str | None = None
     header_date: datetime | None = None
     subject: str | None = None
-    received_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     # Set when the message must go to quarantine without being parsed
     # (too large to fetch, or the pipeline failed on it too often).
     forced_quarantine: str | None = None
@@ -89,8 +89,6 @@ def oversized(uid: int, size: int, limit: int, where: str) -> Prepared:
 
 
 def _own_headers(raw: bytes) -> tuple[str | None, datetime | None, str | None]:
-    from parsers import looks_like_report_file
-
     if looks_like_report_file(raw):  # a bare report file has no mail headers
         return None, None, None
     try:
@@ -105,8 +103,8 @@ def _own_headers(raw: bytes) -> tuple[str | None, datetime | None, str | None]:
         try:
             date = parsedate_to_datetime(values["date"])
             if date.tzinfo is None:
-                date = date.replace(tzinfo=timezone.utc)
-            date = date.astimezone(timezone.utc)
+                date = date.replace(tzinfo=UTC)
+            date = date.astimezone(UTC)
         except (TypeError, ValueError, IndexError, OverflowError):
             date = None
     message_id = clean_text(values.get("message-id") or "")[:998] or None

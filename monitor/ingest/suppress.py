@@ -21,11 +21,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from monitor.storage.rows import COMPLAINT_TYPES, OPT_OUT_TYPES
 from monitor.ingest.settings import SuppressionConfig
 from monitor.storage.models import StoredEvent
+from monitor.storage.rows import COMPLAINT_TYPES, OPT_OUT_TYPES
 from monitor.storage.suppression import COMPLAINT, HARD_BOUNCE, OPT_OUT, SOFT_BOUNCE, SuppressionEntry, suppress_many
 
 # Soft bounce reasons (parsers/bounce/reasons.py) that are about the sender,
@@ -68,9 +68,11 @@ def apply_suppressions(session: Session, rows: list[StoredRow], settings: Suppre
         if row.kind == "bounce" and row.hard_or_soft == "hard":
             entries.append(SuppressionEntry(row.recipient, HARD_BOUNCE, "bounce", row.reason, row.id, row.occurred_at))
         elif row.kind == "feedback" and row.feedback_type in COMPLAINT_TYPES:
-            entries.append(SuppressionEntry(row.recipient, COMPLAINT, "feedback", row.feedback_type, row.id, row.occurred_at))
+            entries.append(SuppressionEntry(row.recipient, COMPLAINT, "feedback", row.feedback_type, row.id,
+                                            row.occurred_at))
         elif row.kind == "feedback" and row.feedback_type in OPT_OUT_TYPES:
-            entries.append(SuppressionEntry(row.recipient, OPT_OUT, "feedback", row.feedback_type, row.id, row.occurred_at))
+            entries.append(SuppressionEntry(row.recipient, OPT_OUT, "feedback", row.feedback_type, row.id,
+                                            row.occurred_at))
         elif counts_as_soft(row):
             latest = soft_recipients.get(row.recipient)
             if latest is None or row.occurred_at >= latest.occurred_at:
@@ -92,16 +94,17 @@ def _repeated_soft_bounces(session: Session, latest: dict[str, StoredRow],
     for start in range(0, len(recipients), 500):
         chunk = recipients[start:start + 500]
         for recipient, when in session.execute(
-            select(StoredEvent.recipient, func.max(StoredEvent.occurred_at))
-            .where(StoredEvent.recipient.in_(chunk), StoredEvent.kind == "delivery_success")
+            select(col(StoredEvent.recipient), func.max(col(StoredEvent.occurred_at)))
+            .where(col(StoredEvent.recipient).in_(chunk), col(StoredEvent.kind) == "delivery_success")
             .group_by(StoredEvent.recipient)
         ):
             last_delivery[recipient] = when
         for row in session.execute(
-            select(StoredEvent.recipient, StoredEvent.occurred_at, StoredEvent.reason, StoredEvent.kind,
-                   StoredEvent.hard_or_soft, StoredEvent.action)
-            .where(StoredEvent.recipient.in_(chunk), StoredEvent.kind == "bounce",
-                   StoredEvent.hard_or_soft == "soft", StoredEvent.occurred_at >= since)
+            select(col(StoredEvent.recipient), col(StoredEvent.occurred_at), col(StoredEvent.reason),
+                   col(StoredEvent.kind),
+                   col(StoredEvent.hard_or_soft), col(StoredEvent.action))
+            .where(col(StoredEvent.recipient).in_(chunk), col(StoredEvent.kind) == "bounce",
+                   col(StoredEvent.hard_or_soft) == "soft", col(StoredEvent.occurred_at) >= since)
         ):
             if counts_as_soft(row):
                 history[row.recipient].append(row.occurred_at)

@@ -12,16 +12,17 @@ recipient address or free-text reply is ever a label value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
-COUNTER = "counter"
-GAUGE = "gauge"
+MetricType = Literal["counter", "gauge"]
+COUNTER: Final = "counter"
+GAUGE: Final = "gauge"
 
 
 @dataclass(frozen=True, slots=True)
 class MetricDef:
     name: str  # the sample name as exposed (counters end in _total)
-    type: Literal["counter", "gauge"]
+    type: MetricType
     help: str
     labels: tuple[str, ...] = ()
     family: str = ""  # the collector family that produces it (see collector.FAMILIES)

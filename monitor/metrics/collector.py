@@ -21,18 +21,24 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from monitor.alerts import stats as alert_stats
+from monitor.health import stats as health_stats
+from monitor.metrics import version
 from monitor.metrics.catalog import COUNTER, METRICS
-from monitor.metrics.totals import Key, RunningTotals, Scan, grouped_scan
+from monitor.metrics.totals import Counted, Key, RunningTotals, Scan, mapped
+from monitor.policy import stats as policy_stats
+from monitor.signals import reading as signals
+from monitor.storage import reading as storage
+from sender import stats as sender_stats
+from sender.lanes import LaneKey
 
 log = logging.getLogger("repmon.metrics")
 
@@ -87,15 +93,15 @@ def epoch(value: datetime | date | None) -> float | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-    return datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
 
 
 def split_lane(lane: str | None) -> tuple[str, str]:
     """(source_ip, destination) labels of a lane key "ip|destination"."""
     if not lane:
         return "", UNROUTED
-    source_ip, _, destination = lane.partition("|")
+    source_ip, destination = LaneKey.parse(lane)
     if destination.startswith("mx:"):
         destination = MX_OTHER
     return source_ip, destination or UNROUTED
@@ -122,18 +128,6 @@ def stateset(values: Values, prefix: tuple[str, ...], states: Iterable[str], cur
         values[prefix + (state,)] = 1.0 if state == current else 0.0
 
 
-def _mapped(scan: Scan, relabel: Callable[[Key], Key]) -> Scan:
-    """A scan whose keys are turned into label tuples before they are kept, so
-    the running totals hold one entry per series, not per raw value."""
-    def run(conn: Connection, above: int, up_to: int | None) -> dict[Key, float]:
-        out: dict[Key, float] = {}
-        for key, amount in scan(conn, above, up_to).items():
-            new = relabel(key)
-            out[new] = out.get(new, 0.0) + amount
-        return out
-    return run
-
-
 def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, ImportError):
         return "unavailable"
@@ -143,14 +137,6 @@ def failure_reason(exc: BaseException) -> str:
     if sqlstate == "42P01" or "no such table" in text:
         return "missing_table"
     return "query_error"
-
-
-@dataclass(slots=True)
-class _LaneRef:
-    """What sender.lanes.build_overlay reads of a lane."""
-
-    source_ip: str
-    destination: str
 
 
 class RepmonCollector(Collector):
@@ -196,22 +182,6 @@ class RepmonCollector(Collector):
             ("policy", self._policy),
             ("alerts", self._alerts),
         ]
-
-    @classmethod
-    def from_config(cls, engine: Engine, config) -> RepmonCollector:
-        """Own networks and lane limits from a RepmonConfig."""
-        metrics = config.metrics
-        networks = list(config.dnsbl.ips) + [ip.address for ip in config.sender.ips]
-        if metrics is not None:
-            networks += list(metrics.dmarc_networks)
-
-        def lane_rate(destination: str) -> float | None:
-            from sender.lanes import lane_settings
-            return lane_settings(config.sender, destination).rate
-
-        return cls(engine, own_networks=networks, lane_rate=lane_rate,
-                   refresh_s=metrics.refresh_s if metrics else 15.0,
-                   dnsbl_series_limit=metrics.dnsbl_series_limit if metrics else 20000)
 
     # -- prometheus_client interface --------------------------------------------------------
 
@@ -269,13 +239,12 @@ class RepmonCollector(Collector):
         _acc(self._errors, (name, reason), 1.0)
         if self._last_reason.get(name) != reason:  # log a change, not every scrape
             self._last_reason[name] = reason
-            first_line = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            text = str(getattr(exc, "orig", None) or exc)
+            first_line = text.splitlines()[0][:300] if str(exc) else type(exc).__name__
             level = logging.INFO if reason in ("missing_table", "unavailable") else logging.WARNING
             log.log(level, "metrics family %s skipped (%s): %s", name, reason, first_line)
 
     def _self_metrics(self, up: Values, durations: Values, now: float) -> list[Metric]:
-        from monitor.metrics import version
-
         return [
             family("repmon_build_info", {(version(),): 1.0}),
             family("repmon_metrics_family_up", up),
@@ -284,10 +253,10 @@ class RepmonCollector(Collector):
             family("repmon_metrics_last_collect_timestamp_seconds", {(): now}),
         ]
 
-    def _running(self, name: str, table, scan: Scan) -> RunningTotals:
+    def _running(self, name: str, source: Counted, scan: Scan | None = None) -> RunningTotals:
         totals = self._totals.get(name)
         if totals is None:
-            totals = self._totals[name] = RunningTotals(table, scan, settle_s=self.settle_s, margin=self.margin)
+            totals = self._totals[name] = RunningTotals(source, scan, settle_s=self.settle_s, margin=self.margin)
         return totals
 
     def ip_label(self, value: str | None) -> str:
@@ -310,19 +279,13 @@ class RepmonCollector(Collector):
     # -- feedback events and ingestion ----------------------------------------------------------
 
     def _events(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.storage.models import StoredEvent
-
-        t = StoredEvent.__table__
-
         def relabel(key: Key) -> Key:
             kind, reason, hard_or_soft, feedback_type, complaint = key
             return (token(kind), token(reason), token(hard_or_soft, allowed=frozenset({"hard", "soft"})),
                     token(feedback_type, allowed=FEEDBACK_TYPES) if kind == "feedback" else "",
                     "true" if complaint else "false")
 
-        scan = grouped_scan(t, [t.c.kind, t.c.reason, t.c.hard_or_soft, t.c.feedback_type, t.c.is_complaint],
-                            func.count())
-        totals = self._running("events", t, _mapped(scan, relabel)).refresh(conn, now)
+        totals = self._running("events", storage.EVENTS, mapped(storage.EVENTS.scan, relabel)).refresh(conn, now)
         stored: Values = {}
         feedback: Values = {}
         for (kind, reason, hard_or_soft, feedback_type, complaint), n in totals.items():
@@ -332,90 +295,56 @@ class RepmonCollector(Collector):
         return [family("repmon_events_stored_total", stored), family("repmon_feedback_events_total", feedback)]
 
     def _messages(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.storage.models import ProcessedMessage
-
-        t = ProcessedMessage.__table__
-        scan = _mapped(grouped_scan(t, [t.c.source, t.c.outcome], func.count()),
-                       lambda key: (str(key[0] or "")[:255], token(key[1])))
-        totals = self._running("messages", t, scan).refresh(conn, now)
+        scan = mapped(storage.MESSAGES.scan, lambda key: (str(key[0] or "")[:255], token(key[1])))
+        totals = self._running("messages", storage.MESSAGES, scan).refresh(conn, now)
         return [family("repmon_processed_messages_total", totals)]
 
     def _quarantine(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.storage.models import QuarantinedMessage
-
-        t = QuarantinedMessage.__table__
-        ever = self._running("quarantine", t, grouped_scan(t, [], func.count())).refresh(conn, now)
-        held = conn.execute(select(func.count()).select_from(t).where(t.c.released_at.is_(None))).scalar() or 0
+        ever = self._running("quarantine", storage.QUARANTINED).refresh(conn, now)
+        held = storage.held_quarantine_count(conn)
         return [family("repmon_quarantined_messages_total", {(): ever.get((), 0.0)}),
                 family("repmon_quarantine_held_messages", {(): float(held)})]
 
     def _suppressions(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.storage.models import Suppression
-
-        t = Suppression.__table__
-        at = datetime.fromtimestamp(now, timezone.utc)
-        rows = conn.execute(select(t.c.reason, func.count()).where(
-            or_(t.c.expires_at.is_(None), t.c.expires_at > at)).group_by(t.c.reason))
+        at = datetime.fromtimestamp(now, UTC)
         values: Values = {}
-        for reason, n in rows:
+        for reason, n in storage.active_suppressions_by_reason(conn, at):
             _acc(values, (token(reason),), float(n))
         return [family("repmon_suppressed_addresses", values)]
 
     # -- DMARC and TLS reports ----------------------------------------------------------------
 
     def _dmarc(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.storage.models import DmarcRecord
-
-        t = DmarcRecord.__table__
-
         def relabel(key: Key) -> Key:
             domain, source_ip, dkim, spf, disposition = key
             dkim_l, spf_l = token(dkim), token(spf)
             result = "pass" if "pass" in (dkim_l, spf_l) else "fail"
             return (domain_label(domain), self.ip_label(source_ip), result, dkim_l, spf_l, token(disposition))
 
-        scan = grouped_scan(t, [t.c.domain, t.c.source_ip, t.c.dkim, t.c.spf, t.c.disposition],
-                            func.coalesce(func.sum(t.c.count), 0))
-        totals = self._running("dmarc", t, _mapped(scan, relabel)).refresh(conn, now)
+        scan = mapped(storage.DMARC_MESSAGES.scan, relabel)
+        totals = self._running("dmarc", storage.DMARC_MESSAGES, scan).refresh(conn, now)
         return [family("repmon_dmarc_messages_total", totals)]
 
     def _dmarc_failures(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.storage.models import DmarcFailure
-
-        t = DmarcFailure.__table__
-
         def relabel(key: Key) -> Key:
             domain, failure = key
             first = str(failure or "").replace(",", " ").split()
             return (domain_label(domain), token(first[0] if first else None, allowed=AUTH_FAILURES))
 
-        scan = grouped_scan(t, [t.c.reported_domain, t.c.auth_failure], func.count())
-        totals = self._running("dmarc_failures", t, _mapped(scan, relabel)).refresh(conn, now)
+        scan = mapped(storage.DMARC_FAILURES.scan, relabel)
+        totals = self._running("dmarc_failures", storage.DMARC_FAILURES, scan).refresh(conn, now)
         return [family("repmon_dmarc_failure_reports_total", totals)]
 
     def _tls(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.storage.models import TlsPolicyResult
+        def relabel(key: Key) -> Key:
+            if key[0] == "sessions":
+                _, domain, policy_type, outcome = key
+                return ("sessions", domain_label(domain), token(policy_type), outcome)
+            _, domain, kind = key
+            return ("failed", domain_label(domain), token(kind, allowed=TLS_RESULT_TYPES))
 
-        t = TlsPolicyResult.__table__
-
-        def scan(c: Connection, above: int, up_to: int | None) -> dict[Key, float]:
-            query = select(t.c.policy_domain, t.c.policy_type, t.c.successful_session_count,
-                           t.c.failed_session_count, t.c.failure_details).where(t.c.id > above)
-            if up_to is not None:
-                query = query.where(t.c.id <= up_to)
-            out: dict[Key, float] = {}
-            for domain, policy_type, ok, failed, details in c.execute(query):
-                domain, policy_type = domain_label(domain), token(policy_type)
-                _acc(out, ("sessions", domain, policy_type, "successful"), float(ok or 0))
-                _acc(out, ("sessions", domain, policy_type, "failed"), float(failed or 0))
-                for detail in details or []:
-                    if isinstance(detail, dict):
-                        kind = token(detail.get("result_type"), allowed=TLS_RESULT_TYPES)
-                        count = detail.get("failed_session_count")
-                        _acc(out, ("failed", domain, kind), float(count) if isinstance(count, (int, float)) else 0.0)
-            return out
-
-        totals = self._running("tls", t, scan).refresh(conn, now)
+        scan = mapped(storage.TLS_SESSIONS.scan, relabel)
+        totals = self._running("tls", storage.TLS_SESSIONS, scan).refresh(conn, now)
         sessions = {k[1:]: v for k, v in totals.items() if k[0] == "sessions"}
         failed = {k[1:]: v for k, v in totals.items() if k[0] == "failed"}
         return [family("repmon_tls_report_sessions_total", sessions),
@@ -424,18 +353,15 @@ class RepmonCollector(Collector):
     # -- blocklists and other signals ---------------------------------------------------------
 
     def _dnsbl(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.signals.models import DnsblState
-
-        t = DnsblState.__table__
-        rows = conn.execute(select(t.c.target, t.c.target_kind, t.c.zone, t.c.state, t.c.error_streak)).all()
-        last = conn.execute(select(func.max(t.c.checked_at))).scalar()
+        rows = signals.dnsbl_states(conn)
+        last = signals.dnsbl_last_check(conn)
         individual = len(rows) <= self.dnsbl_series_limit
         listed: Values = {}
         unknown: Values = {}
         streak: Values = {}
         per_zone: Values = {}
-        for target, kind, zone, state, errors in rows:
-            state = token(state)
+        for target, kind, zone, raw_state, errors in rows:
+            state = token(raw_state)
             _acc(per_zone, (zone, state), 1.0)
             if not individual and state == "clean" and not errors:
                 continue  # too many pairs: the clean ones are only counted
@@ -448,54 +374,37 @@ class RepmonCollector(Collector):
                 per_zone.setdefault((zone, state), 0.0)
         out = [family("repmon_dnsbl_listed", listed), family("repmon_dnsbl_unknown", unknown),
                family("repmon_dnsbl_error_streak", streak), family("repmon_dnsbl_targets", per_zone)]
-        if last is not None:
-            out.append(family("repmon_dnsbl_last_check_timestamp_seconds", {(): epoch(last)}))
+        last_epoch = epoch(last)
+        if last_epoch is not None:
+            out.append(family("repmon_dnsbl_last_check_timestamp_seconds", {(): last_epoch}))
         return out
 
     def _dnsbl_zones(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.signals.models import DnsblZoneHealth
-
-        t = DnsblZoneHealth.__table__
         values: Values = {}
-        for zone, status in conn.execute(select(t.c.zone, t.c.status)):
+        for zone, status in signals.zone_statuses(conn):
             stateset(values, (zone,), ZONE_STATUSES, token(status))
         return [family("repmon_dnsbl_zone_status", values)]
 
     def _signal_events(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.signals.models import SignalEvent
-
-        t = SignalEvent.__table__
-        scan = _mapped(grouped_scan(t, [t.c.source, t.c.kind], func.count()),
-                       lambda key: (token(key[0]), token(key[1])))
-        return [family("repmon_signal_events_total", self._running("signal_events", t, scan).refresh(conn, now))]
+        scan = mapped(signals.SIGNAL_EVENTS.scan, lambda key: (token(key[0]), token(key[1])))
+        return [family("repmon_signal_events_total",
+                       self._running("signal_events", signals.SIGNAL_EVENTS, scan).refresh(conn, now))]
 
     def _dns_auth(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.signals.models import DnsAuthCheck
-
-        t = DnsAuthCheck.__table__
-        latest = (select(t.c.domain, func.max(t.c.checked_at).label("at")).group_by(t.c.domain)).subquery()
-        query = select(t.c.domain, t.c.spf, t.c.dmarc, t.c.dkim, t.c.mta_sts, t.c.tls_rpt, t.c.id).join(
-            latest, and_(t.c.domain == latest.c.domain, t.c.checked_at == latest.c.at)).order_by(t.c.id)
         values: Values = {}
-        for row in conn.execute(query):  # the last check of a domain wins (two at the same instant: higher id)
-            domain = domain_label(row[0])
-            for record, snapshot in zip(DNS_AUTH_RECORDS, row[1:6]):
+        for raw_domain, snapshots in signals.latest_dns_auth(conn):  # the last check of a domain wins
+            domain = domain_label(raw_domain)
+            for record, snapshot in zip(DNS_AUTH_RECORDS, snapshots, strict=False):
                 status = snapshot.get("status") if isinstance(snapshot, dict) else None
                 if status:
                     stateset(values, (domain, record), DNS_AUTH_STATUSES, token(status))
         return [family("repmon_dns_auth_status", values)]
 
     def _postmaster(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.signals.models import PostmasterDomainDay
-
-        t = PostmasterDomainDay.__table__
-        since = datetime.fromtimestamp(now, timezone.utc).date() - timedelta(days=30)
-        query = select(t.c.provider, t.c.domain, t.c.day, t.c.api, t.c.spam_rate, t.c.spf_success_rate,
-                       t.c.dkim_success_rate, t.c.dmarc_success_rate, t.c.delivery_error_rate,
-                       t.c.domain_reputation).where(t.c.day >= since)
+        since = datetime.fromtimestamp(now, UTC).date() - timedelta(days=30)
         # Per figure the latest day that has it (v1 alone has the reputation,
         # Google leaves days out); on one day the v2 API's figure wins over v1's.
-        rows = sorted(conn.execute(query), key=lambda r: (r.day, r.api == "v2"))
+        rows = sorted(signals.postmaster_days(conn, since), key=lambda r: (r.day, r.api == "v2"))
         spam: Values = {}
         auth: Values = {}
         errors: Values = {}
@@ -503,7 +412,7 @@ class RepmonCollector(Collector):
         day: Values = {}
         for row in rows:
             key = (token(row.provider), domain_label(row.domain))
-            day[key] = epoch(row.day)
+            day[key] = epoch(row.day) or 0.0
             if row.spam_rate is not None:
                 spam[key] = float(row.spam_rate)
             for mechanism, rate in (("spf", row.spf_success_rate), ("dkim", row.dkim_success_rate),
@@ -515,22 +424,17 @@ class RepmonCollector(Collector):
             if row.domain_reputation:
                 reputation[key] = token(row.domain_reputation)
         reputations: Values = {}
-        for key, current in reputation.items():
-            stateset(reputations, key, REPUTATIONS, current)
+        for labels, current in reputation.items():
+            stateset(reputations, labels, REPUTATIONS, current)
         return [family("repmon_postmaster_spam_ratio", spam), family("repmon_postmaster_auth_success_ratio", auth),
                 family("repmon_postmaster_delivery_error_ratio", errors),
                 family("repmon_postmaster_domain_reputation", reputations),
                 family("repmon_postmaster_day_timestamp_seconds", day)]
 
     def _snds(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.signals.models import SndsIpDay, SndsIpStatus
-
-        t = SndsIpDay.__table__
-        since = datetime.fromtimestamp(now, timezone.utc).date() - timedelta(days=30)
+        since = datetime.fromtimestamp(now, UTC).date() - timedelta(days=30)
         latest: dict[str, Any] = {}
-        query = select(t.c.ip, t.c.activity_end, t.c.filter_result, t.c.complaint_rate, t.c.trap_hits,
-                       t.c.message_recipients).where(t.c.day >= since)
-        for row in conn.execute(query):
+        for row in signals.snds_days(conn, since):
             best = latest.get(row.ip)
             if best is None or row.activity_end > best.activity_end:
                 latest[row.ip] = row
@@ -544,19 +448,15 @@ class RepmonCollector(Collector):
                 complaints[(ip,)] = float(row.complaint_rate)
             traps[(ip,)] = float(row.trap_hits or 0)
             recipients[(ip,)] = float(row.message_recipients or 0)
-        s = SndsIpStatus.__table__
-        blocked = conn.execute(select(func.count()).select_from(s).where(s.c.blocked.is_(True))).scalar() or 0
+        blocked = signals.snds_blocked_ranges(conn)
         return [family("repmon_snds_filter_result", result), family("repmon_snds_complaint_ratio", complaints),
                 family("repmon_snds_trap_hits", traps), family("repmon_snds_recipients", recipients),
                 family("repmon_snds_blocked_ranges", {(): float(blocked)})]
 
     def _fetch_states(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.signals.models import SignalFetchState
-
-        t = SignalFetchState.__table__
         up: Values = {}
         failures: Values = {}
-        for source, status, consecutive in conn.execute(select(t.c.source, t.c.status, t.c.consecutive_failures)):
+        for source, status, consecutive in signals.fetch_states(conn):
             up[(source,)] = 1.0 if status == "ok" else 0.0
             failures[(source,)] = float(consecutive or 0)
         return [family("repmon_signal_fetch_up", up), family("repmon_signal_fetch_consecutive_failures", failures)]
@@ -564,65 +464,42 @@ class RepmonCollector(Collector):
     # -- sender ------------------------------------------------------------------------------
 
     def _sender_queue(self, conn: Connection, now: float) -> list[Metric]:
-        from sender.models import INFLIGHT, QUEUED, SenderMessage
-
-        t = SenderMessage.__table__
-        # Served by the claim index (state, lane, next_attempt_at): only waiting rows are read.
-        rows = conn.execute(select(t.c.state, t.c.lane, func.count()).where(t.c.state.in_((QUEUED, INFLIGHT)))
-                            .group_by(t.c.state, t.c.lane))
         values: Values = {}
-        for state, lane, n in rows:
+        for state, lane, n in sender_stats.queue_depths(conn):
             source_ip, destination = split_lane(lane)
             _acc(values, (source_ip, destination, state), float(n))
         return [family("repmon_sender_queue_messages", values)]
 
     def _sender_deliveries(self, conn: Connection, now: float) -> list[Metric]:
-        from sender.models import SenderDeliveryLog
-
-        t = SenderDeliveryLog.__table__
-        scan = _mapped(grouped_scan(t, [t.c.lane, t.c.outcome], func.count()),
-                       lambda key: split_lane(key[0]) + (token(key[1]),))
-        totals = self._running("sender_deliveries", t, scan).refresh(conn, now)
+        scan = mapped(sender_stats.DELIVERIES.scan, lambda key: split_lane(key[0]) + (token(key[1]),))
+        totals = self._running("sender_deliveries", sender_stats.DELIVERIES, scan).refresh(conn, now)
         return [family("repmon_sender_deliveries_total", totals)]
 
     def _sender_lanes(self, conn: Connection, now: float) -> list[Metric]:
-        from sender.control import active_actions, active_directives
-        from sender.lanes import build_overlay
-        from sender.models import SenderLane
-
-        t = SenderLane.__table__
-        directives = active_directives(conn)
-        actions = active_actions(conn)
+        overview = sender_stats.lane_overview(conn, now)
         states: Values = {}
         rates: Values = {}
         counts: Values = {(state,): 0.0 for state in LANE_STATES}
-        for source_ip, destination in conn.execute(select(t.c.source_ip, t.c.destination)):
-            overlay = build_overlay(_LaneRef(source_ip, destination), directives, actions, now)
-            flags = {
-                "paused": overlay.paused is not None,
-                "halted": overlay.halted is not None,
-                "suspended": overlay.suspended_until is not None and overlay.suspended_until > now,
-                "slowed": overlay.rate is not None or overlay.connections is not None or bool(overlay.slowed_by),
-            }
-            flags["sending"] = not (flags["paused"] or flags["halted"] or flags["suspended"])
+        for lane in overview.lanes:
+            flags = {"paused": lane.paused, "halted": lane.halted, "suspended": lane.suspended,
+                     "slowed": lane.slowed}
+            flags["sending"] = not (lane.paused or lane.halted or lane.suspended)
             for state, on in flags.items():
                 counts[(state,)] += 1.0 if on else 0.0
-            if destination.startswith("mx:"):
+            if lane.destination.startswith("mx:"):
                 continue  # one lane per MX host: too many for series of their own
             for state, on in flags.items():
-                states[(source_ip, destination, state)] = 1.0 if on else 0.0
-            rate = overlay.rate if overlay.rate is not None else self.lane_rate(destination)
+                states[(lane.source_ip, lane.destination, state)] = 1.0 if on else 0.0
+            rate = lane.rate if lane.rate is not None else self.lane_rate(lane.destination)
             if rate is not None:
-                rates[(source_ip, destination)] = float(rate)
-        in_force = [d for d in directives if d["expires_at"] is None or d["expires_at"] > now]
+                rates[(lane.source_ip, lane.destination)] = float(rate)
         directive_counts: Values = {("pause",): 0.0, ("slow",): 0.0}
-        for d in in_force:
-            if d["kind"] != "resume":
-                _acc(directive_counts, (token(d["kind"]),), 1.0)
+        for kind in overview.directives:
+            if kind != "resume":
+                _acc(directive_counts, (token(kind),), 1.0)
         action_counts: Values = {("suspend",): 0.0, ("slow",): 0.0, ("halt",): 0.0}
-        for a in actions:
-            if a["expires_at"] is None or a["expires_at"] > now:
-                _acc(action_counts, (token(a["action"]),), 1.0)
+        for action in overview.actions:
+            _acc(action_counts, (token(action),), 1.0)
         return [family("repmon_sender_lane_state", states),
                 family("repmon_sender_lane_rate_limit_messages_per_second", rates),
                 family("repmon_sender_lanes", counts),
@@ -632,13 +509,10 @@ class RepmonCollector(Collector):
     # -- health --------------------------------------------------------------------------------
 
     def _health(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.health.models import HealthState
-
-        t = HealthState.__table__
         scores: Values = {}
         states: Values = {}
-        for subject, kind, state, score in conn.execute(select(t.c.subject, t.c.kind, t.c.state, t.c.score)):
-            kind = token(kind)
+        for subject, raw_kind, state, score in health_stats.health_states(conn):
+            kind = token(raw_kind)
             name = subject.partition(":")[2]
             # Recipient domains are not ours (unbounded); per-MX-host lanes are many.
             if kind not in ("ip", "domain", "lane") or (kind == "lane" and "/mx:" in name):
@@ -648,23 +522,14 @@ class RepmonCollector(Collector):
         return [family("repmon_health_score", scores), family("repmon_health_state", states)]
 
     def _policy(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.health.models import PolicyAction
-
-        t = PolicyAction.__table__
         values: Values = {(action,): 0.0 for action in POLICY_ACTIONS}
-        at = datetime.fromtimestamp(now, timezone.utc)
-        rows = conn.execute(select(t.c.action, func.count()).where(
-            t.c.ended_at.is_(None), or_(t.c.expires_at.is_(None), t.c.expires_at > at)).group_by(t.c.action))
-        for action, n in rows:
+        at = datetime.fromtimestamp(now, UTC)
+        for action, n in policy_stats.active_policy_actions(conn, at):
             _acc(values, (token(action),), float(n))
         return [family("repmon_policy_actions_active", values)]
 
     def _alerts(self, conn: Connection, now: float) -> list[Metric]:
-        from monitor.health.models import AlertState
-
-        t = AlertState.__table__
         values: Values = {(severity,): 0.0 for severity in ALERT_SEVERITIES}
-        rows = conn.execute(select(t.c.severity, func.count()).where(t.c.status == "firing").group_by(t.c.severity))
-        for severity, n in rows:
+        for severity, n in alert_stats.firing_alerts(conn):
             _acc(values, (token(severity),), float(n))
         return [family("repmon_alerts_firing", values)]

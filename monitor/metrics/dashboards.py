@@ -15,6 +15,7 @@ database export the same database-wide numbers, which must not be added up.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,9 +79,9 @@ class Panel:
 
 
 def stat(title: str, expr: str, *, description: str = "", unit: str = "short",
-         thresholds: list[tuple[float | None, str]] | None = None, decimals: int | None = None) -> Panel:
+         thresholds: Sequence[tuple[float | None, str]] | None = None, decimals: int | None = None) -> Panel:
     return Panel("stat", title, [Query(expr)], description=description, unit=unit, width=4, height=4,
-                 thresholds=thresholds or [(None, "green")], decimals=decimals)
+                 thresholds=list(thresholds or [(None, "green")]), decimals=decimals)
 
 
 def series(title: str, *queries: Query, description: str = "", unit: str = "short", stack: bool = False,
@@ -343,7 +344,8 @@ def overview() -> Dashboard:
             ]),
             ("Ingestion", [
                 series("Feedback mail ingested",
-                       q(f"sum by (source, outcome) (increase({m('repmon_processed_messages_total')}[$__rate_interval]))",
+                       q(f"sum by (source, outcome) (increase("
+                         f"{m('repmon_processed_messages_total')}[$__rate_interval]))",
                          "{{source}} {{outcome}}"), bars=True, stack=True, width=8),
                 series("Quarantined messages held", q(m("repmon_quarantine_held_messages"), "held"), width=8,
                        description="Messages repmon could not turn into events, kept with the reason "
@@ -370,7 +372,8 @@ def blocklists() -> Dashboard:
         rows=[
             ("Now", [
                 stat("Listed", f"sum({listed})", thresholds=ANY_IS_BAD, description="(target, zone) pairs listed."),
-                stat("Unknown", f"sum({m('repmon_dnsbl_unknown', **pick)})", thresholds=[(None, "green"), (1, "orange")],
+                stat("Unknown", f"sum({m('repmon_dnsbl_unknown', **pick)})", thresholds=[(None, "green"), (1,
+                                                                                                           "orange")],
                      description="Pairs whose lookups kept failing: we do not know whether they are listed."),
                 stat("Zones not OK", f"sum({m('repmon_dnsbl_zone_status', zone='~$zone', status='!ok')})",
                      thresholds=[(None, "green"), (1, "orange")],
@@ -414,6 +417,9 @@ def blocklists() -> Dashboard:
 def dmarc_tls() -> Dashboard:
     dmarc = m("repmon_dmarc_messages_total", domain="~$domain")
     tls = m("repmon_tls_report_sessions_total", policy_domain="~$policy_domain")
+    dmarc_enforced = m("repmon_dmarc_messages_total", domain="~$domain", disposition="~quarantine|reject")
+    tls_failed = m("repmon_tls_report_sessions_total", policy_domain="~$policy_domain", result="failed")
+    tls_failures = m("repmon_tls_failed_sessions_total", policy_domain="~$policy_domain")
     return Dashboard(
         uid="repmon-dmarc-tls",
         title="repmon / DMARC and TLS reports",
@@ -431,12 +437,12 @@ def dmarc_tls() -> Dashboard:
                 stat("Messages failing DMARC",
                      f"sum(increase({m('repmon_dmarc_messages_total', domain='~$domain', result='fail')}[$__range]))"),
                 stat("Quarantined / rejected",
-                     f"sum(increase({m('repmon_dmarc_messages_total', domain='~$domain', disposition='~quarantine|reject')}"
+                     f"sum(increase({dmarc_enforced}"
                      f"[$__range]))", description="Messages the receivers quarantined or rejected under DMARC."),
                 stat("Failure reports",
                      f"sum(increase({m('repmon_dmarc_failure_reports_total', domain='~$domain')}[$__range]))"),
                 stat("TLS failed sessions",
-                     f"sum(increase({m('repmon_tls_report_sessions_total', policy_domain='~$policy_domain', result='failed')}"
+                     f"sum(increase({tls_failed}"
                      f"[$__range])) / sum(increase({tls}[$__range]))", unit="percentunit", decimals=2,
                      thresholds=[(None, "green"), (0.01, "orange"), (0.05, "red")]),
             ]),
@@ -464,7 +470,7 @@ def dmarc_tls() -> Dashboard:
                                                    "{{result}}"), bars=True, stack=True),
                 series("TLS failures by type",
                        q(f"sum by (policy_domain, result_type) (increase("
-                         f"{m('repmon_tls_failed_sessions_total', policy_domain='~$policy_domain')}[$__rate_interval]))",
+                         f"{tls_failures}[$__rate_interval]))",
                          "{{policy_domain}} {{result_type}}"), bars=True, stack=True),
             ]),
             ("Google Postmaster", [
@@ -502,7 +508,8 @@ def sender_lanes() -> Dashboard:
                      thresholds=[(None, "green"), (1, "yellow")]),
                 stat("Delivered in range",
                      f"sum(increase({m('repmon_sender_deliveries_total', result='delivered', **lane)}[$__range]))"),
-                stat("Deferral rate ($window)", f"sum(increase({deferred}[$window])) / sum(increase({deliveries}[$window]))",
+                stat("Deferral rate ($window)",
+                     f"sum(increase({deferred}[$window])) / sum(increase({deliveries}[$window]))",
                      unit="percentunit", decimals=1, thresholds=[(None, "green"), (0.1, "orange"), (0.3, "red")]),
             ]),
             ("Deliveries", [

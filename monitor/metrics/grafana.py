@@ -10,12 +10,22 @@ it is never logged and never part of an error message.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from monitor.config import RepmonConfig
+import niquests
+from grafana_client import AsyncGrafanaApi
+from grafana_client.client import (
+    GrafanaClientError,
+    GrafanaException,
+    GrafanaServerError,
+    GrafanaTimeoutError,
+    GrafanaUnauthorizedError,
+)
+
 from monitor.core.config import ConfigError, resolve_secret
 from monitor.metrics.settings import GrafanaConfig
 
@@ -32,18 +42,23 @@ class PushResult:
     version: int | None
 
 
-def resolve_token(config: RepmonConfig) -> str:
-    settings = _settings(config)
-    token_file = config.resolve_path(settings.token_file) if settings.token_file is not None else None
+def require_settings(settings: GrafanaConfig | None) -> GrafanaConfig:
+    """The [grafana] section, or a ConfigError saying what to add."""
+    if settings is None:
+        raise ConfigError("no [grafana] section: give url and token_env (or token_file) to push dashboards")
+    return settings
+
+
+def _relative_to(base_dir: Path, path: Path) -> Path:
+    return path if path.is_absolute() else base_dir / path
+
+
+def resolve_token(settings: GrafanaConfig, base_dir: Path) -> str:
+    """The API token; a relative token_file is read from `base_dir` (the config file's folder)."""
+    token_file = _relative_to(base_dir, settings.token_file) if settings.token_file is not None else None
     token = resolve_secret("grafana token", settings.token, settings.token_env, token_file)
     assert token is not None  # the validator requires one source
     return token.strip()
-
-
-def _settings(config: RepmonConfig) -> GrafanaConfig:
-    if config.grafana is None:
-        raise ConfigError("no [grafana] section: give url and token_env (or token_file) to push dashboards")
-    return config.grafana
 
 
 def load_dashboard_files(folder: Path) -> list[dict[str, Any]]:
@@ -77,14 +92,11 @@ def with_datasource(dashboard: dict[str, Any], datasource: str | None) -> dict[s
     return dashboard
 
 
-def _client(settings: GrafanaConfig, token: str, base_dir: Path):
-    from grafana_client import AsyncGrafanaApi
-
+def _client(settings: GrafanaConfig, token: str, base_dir: Path) -> AsyncGrafanaApi:
     parsed = urlparse(settings.url)
     verify: bool | str = settings.verify_tls
     if settings.ca_file is not None and settings.verify_tls:
-        ca = settings.ca_file if settings.ca_file.is_absolute() else base_dir / settings.ca_file
-        verify = str(ca)
+        verify = str(_relative_to(base_dir, settings.ca_file))
     return AsyncGrafanaApi(
         auth=token, protocol=parsed.scheme, host=parsed.hostname, port=parsed.port,
         url_path_prefix=parsed.path.strip("/") + "/" if parsed.path.strip("/") else "",
@@ -93,14 +105,6 @@ def _client(settings: GrafanaConfig, token: str, base_dir: Path):
 
 
 def _explain(exc: Exception, settings: GrafanaConfig, doing: str) -> PushError:
-    from grafana_client.client import (
-        GrafanaClientError,
-        GrafanaException,
-        GrafanaServerError,
-        GrafanaTimeoutError,
-        GrafanaUnauthorizedError,
-    )
-
     where = f"Grafana at {settings.url}"
     if isinstance(exc, GrafanaUnauthorizedError):
         return PushError(f"{where} refused the token (401 Unauthorized) while {doing}: check [grafana] "
@@ -126,20 +130,18 @@ def _detail(exc: Any) -> str:
     return str(response or getattr(exc, "message", ""))[:300] or "no details"
 
 
-async def _call(settings: GrafanaConfig, doing: str, coroutine):
-    import niquests
-    from grafana_client.client import GrafanaException
-
+async def _call(settings: GrafanaConfig, doing: str, coroutine: Awaitable[Any]) -> Any:
     try:
         return await coroutine
     except (GrafanaException, niquests.exceptions.RequestException) as exc:
         raise _explain(exc, settings, doing) from None
 
 
-async def push(config: RepmonConfig, dashboards: list[dict[str, Any]], *, message: str) -> list[PushResult]:
-    settings = _settings(config)
-    token = resolve_token(config)
-    api = _client(settings, token, config.base_dir)
+async def push(settings: GrafanaConfig, dashboards: list[dict[str, Any]], *, message: str,
+               base_dir: Path) -> list[PushResult]:
+    """Save `dashboards` into the configured folder; relative token/CA files are read from `base_dir`."""
+    token = resolve_token(settings, base_dir)
+    api = _client(settings, token, base_dir)
     try:
         folder_uid = await _folder(api, settings)
         results = []
@@ -154,10 +156,19 @@ async def push(config: RepmonConfig, dashboards: list[dict[str, Any]], *, messag
                                       version=answer.get("version")))
         return results
     finally:
-        await api.client.s.close()
+        await _close(api)
 
 
-async def _folder(api, settings: GrafanaConfig) -> str:
+
+async def _close(api: AsyncGrafanaApi) -> None:
+    """Close the client's HTTP session (niquests' AsyncSession: close() is a coroutine)."""
+    session: Any = api.client.s
+    closing = session.close()
+    if closing is not None:
+        await closing
+
+
+async def _folder(api: AsyncGrafanaApi, settings: GrafanaConfig) -> str:
     folders = await _call(settings, "listing folders", api.folder.get_all_folders())
     for folder in folders if isinstance(folders, list) else []:
         if settings.folder_uid is not None and folder.get("uid") == settings.folder_uid:

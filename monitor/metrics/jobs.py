@@ -7,29 +7,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.engine import Engine
 
-from monitor.config import RepmonConfig
 from monitor.core.runtime import JobSpec, Runtime
 from monitor.metrics import SHARED_COLLECTORS_KEY
 from monitor.metrics.collector import RepmonCollector
 from monitor.metrics.reading import reader_engine
 from monitor.metrics.server import MetricsServer
+from monitor.metrics.settings import MetricsConfig
+
+LaneRate = Callable[[str], float | None]
 
 log = logging.getLogger("repmon.metrics")
 
 
-def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
-    if config.metrics is None:
+def provide(settings: MetricsConfig | None, runtime: Runtime, *, database_url: str,
+            own_networks: Sequence[str] = (), lane_rate: LaneRate | None = None) -> list[JobSpec]:
+    """The endpoint job when the [metrics] section is present. `own_networks`:
+    our sending addresses/networks (DMARC source IPs outside them are "other";
+    the section's dmarc_networks are added); `lane_rate`: the configured rate
+    limit of a destination's lanes (messages/s, None: no limit)."""
+    if settings is None:
         return []
-    exporter = Exporter(config, runtime)
+    exporter = Exporter(settings, runtime, database_url=database_url,
+                        own_networks=[*own_networks, *settings.dmarc_networks], lane_rate=lane_rate)
     return [JobSpec(name="metrics:http", run=exporter.run_once, service=exporter.serve)]
 
 
-def build_registry(collector: RepmonCollector, extra: list | None = None) -> CollectorRegistry:
+def build_registry(collector: RepmonCollector, extra: Sequence[Collector] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(collector)
     ProcessCollector(registry=registry)
@@ -41,21 +50,25 @@ def build_registry(collector: RepmonCollector, extra: list | None = None) -> Col
 
 
 class Exporter:
-    def __init__(self, config: RepmonConfig, runtime: Runtime) -> None:
-        assert config.metrics is not None
-        self.config = config
-        self.settings = config.metrics
+    def __init__(self, settings: MetricsConfig, runtime: Runtime, *, database_url: str,
+                 own_networks: Sequence[str] = (), lane_rate: LaneRate | None = None) -> None:
+        self.settings = settings
         self.runtime = runtime
+        self.database_url = database_url
+        self.own_networks = list(own_networks)
+        self.lane_rate = lane_rate
 
     def _engine(self) -> tuple[Engine, bool]:
         """The engine to read with, and whether it is ours to dispose."""
-        url = self.config.database_url
+        url = self.database_url
         if url.startswith("sqlite") and ":memory:" in url:
             return self.runtime.engine, False  # another engine would open another, empty, database
         return reader_engine(url), True
 
     def _registry(self, engine: Engine) -> tuple[CollectorRegistry, RepmonCollector]:
-        collector = RepmonCollector.from_config(engine, self.config)
+        collector = RepmonCollector(engine, own_networks=self.own_networks, lane_rate=self.lane_rate,
+                                    refresh_s=self.settings.refresh_s,
+                                    dnsbl_series_limit=self.settings.dnsbl_series_limit)
         extra = list(self.runtime.shared.get(SHARED_COLLECTORS_KEY, []))
         return build_registry(collector, extra), collector
 

@@ -21,37 +21,33 @@ was ever stored, which is what a Prometheus counter means.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Protocol
 
-from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import ColumnElement
 
-Key = tuple[Any, ...]
-# scan(conn, above_id, up_to_id or None) -> totals of the rows in that id range
-Scan = Callable[[Connection, int, int | None], dict[Key, float]]
+from monitor.storage.reading import Key, Scan
 
 
-def grouped_scan(table: Table, group: Sequence[ColumnElement], value: ColumnElement,
-                 where: ColumnElement | None = None) -> Scan:
-    """A Scan that sums `value` per `group` over an id range of `table`."""
-    id_col = table.c.id
+class Counted(Protocol):
+    """An append-only table read by id range (monitor.storage.reading.Tally)."""
 
-    def scan(conn: Connection, above: int, up_to: int | None) -> dict[Key, float]:
-        query = select(*group, value).where(id_col > above)
-        if up_to is not None:
-            query = query.where(id_col <= up_to)
-        if where is not None:
-            query = query.where(where)
-        query = query.group_by(*group)
+    def top_id(self, conn: Connection) -> int: ...
+
+    @property
+    def scan(self) -> Scan: ...
+
+
+def mapped(scan: Scan, relabel: Callable[[Key], Key]) -> Scan:
+    """A scan whose keys are turned into label tuples before they are kept, so
+    the running totals hold one entry per series, not per raw value."""
+    def run(conn: Connection, above: int, up_to: int | None) -> dict[Key, float]:
         out: dict[Key, float] = {}
-        for row in conn.execute(query):
-            key, amount = tuple(row[:-1]), row[-1]
-            out[key] = out.get(key, 0.0) + float(amount or 0)
+        for key, amount in scan(conn, above, up_to).items():
+            new = relabel(key)
+            out[new] = out.get(new, 0.0) + amount
         return out
-
-    return scan
+    return run
 
 
 def _add(into: dict[Key, float], more: dict[Key, float]) -> None:
@@ -60,9 +56,9 @@ def _add(into: dict[Key, float], more: dict[Key, float]) -> None:
 
 
 class RunningTotals:
-    def __init__(self, table: Table, scan: Scan, *, settle_s: float = 0.0, margin: int = 0) -> None:
-        self.table = table
-        self.scan = scan
+    def __init__(self, source: Counted, scan: Scan | None = None, *, settle_s: float = 0.0, margin: int = 0) -> None:
+        self.source = source
+        self.scan: Scan = scan if scan is not None else source.scan
         self.settle_s = settle_s
         self.margin = margin
         self._base: dict[Key, float] = {}
@@ -70,7 +66,7 @@ class RunningTotals:
         self._seen: deque[tuple[float, int]] = deque()  # (when, highest id) observations
 
     def _top_id(self, conn: Connection) -> int:
-        return int(conn.execute(select(func.max(self.table.c.id))).scalar() or 0)
+        return self.source.top_id(conn)
 
     def refresh(self, conn: Connection, now: float) -> dict[Key, float]:
         """Current totals. A failing query leaves the kept state as it was."""

@@ -5,21 +5,27 @@ resume. They are policy_actions rows like the rules' ones (created_by
 Cancelling or resuming over a rule is an override: the rule does not fire
 again on that subject until it has new evidence (or the condition cleared
 once), and never before `hold` has passed.
+
+Each function takes an optional `report`: what started and ended lands in
+its `changes`, for the caller to announce through alerts (the policy does
+not import alerts; `repmon actions` does the announcing).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import ipaddress
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from monitor.health.clock import to_datetime
-from monitor.health.models import PolicyAction
 from monitor.health.subjects import Subject, parse_subject
+from monitor.policy.actions import LANE_ACTIONS, ActionChange
 from monitor.policy.directives import add_directives
-from monitor.policy.engine import LANE_ACTIONS, PolicyEngine, apply_suppression
+from monitor.policy.evaluate import PolicyEngine, PolicyReport, apply_suppression
+from monitor.policy.models import PolicyAction
 
 
 class ManualError(ValueError):
@@ -27,7 +33,8 @@ class ManualError(ValueError):
 
 
 def operator_action(engine: PolicyEngine, conn: Connection, action: str, target: str, *, user: str, now: float,
-                    rate: float | None = None, duration: float | None = None, reason: str = "") -> PolicyAction:
+                    rate: float | None = None, duration: float | None = None, reason: str = "",
+                    report: PolicyReport | None = None) -> PolicyAction:
     """pause / slow a subject (ip:ADDR, lane:ADDR/DEST) or suppress an address or @domain."""
     expires = now + duration if duration else None
     evidence = [reason or f"set by hand by {user}"]
@@ -35,7 +42,8 @@ def operator_action(engine: PolicyEngine, conn: Connection, action: str, target:
         if action in ("pause", "slow"):
             subject = _lane_or_ip(target)
             destinations = [subject.destination] if subject.kind == "lane" else ["*"]
-            row = PolicyAction(subject=str(subject), action=action, rule="operator", created_by=f"operator:{user}"[:100],
+            row = PolicyAction(subject=str(subject), action=action, rule="operator",
+                               created_by=f"operator:{user}"[:100],
                                evidence=evidence, params={"rate": rate, "severity": "info", "ramp": False},
                                source_ip=subject.key, destinations=destinations,
                                until="expiry" if expires else "manual", started_at=to_datetime(now),
@@ -60,15 +68,17 @@ def operator_action(engine: PolicyEngine, conn: Connection, action: str, target:
         session.add(row)
         session.flush()
         if action == "suppress":
-            apply_suppression(conn, row, now, engine._queue_exists(conn))
-        engine._announce_start(conn, row, now)
+            apply_suppression(conn, row, now, engine.queue_exists(conn))
+        if report is not None:
+            report.started.append(row)
+            report.changes.append(ActionChange.of("started", row, now))
         session.flush()
         session.expunge(row)
         return row
 
 
 def cancel(engine: PolicyEngine, conn: Connection, action_id: int, *, user: str, now: float, reason: str = "",
-           hold: float | None = None, ramp: bool = False) -> PolicyAction:
+           hold: float | None = None, ramp: bool = False, report: PolicyReport | None = None) -> PolicyAction:
     with Session(bind=conn) as session:
         row = session.get(PolicyAction, action_id)
         if row is None:
@@ -76,7 +86,7 @@ def cancel(engine: PolicyEngine, conn: Connection, action_id: int, *, user: str,
         if row.ended_at is not None:
             raise ManualError(f"action #{action_id} already ended ({row.end_reason})")
         why = f"cancelled by {user}" + (f": {reason}" if reason else "")
-        engine._end(session, conn, row, why[:500], now, None, ramp=ramp)
+        engine.end(session, conn, row, why[:500], now, report or PolicyReport(), ramp=ramp)
         if hold:
             row.params = {**(row.params or {}), "hold_until": now + hold}
         session.add(row)
@@ -86,19 +96,21 @@ def cancel(engine: PolicyEngine, conn: Connection, action_id: int, *, user: str,
 
 
 def resume(engine: PolicyEngine, conn: Connection, target: str, *, user: str, now: float, reason: str = "",
-           hold: float | None = None, ramp: bool = False) -> list[PolicyAction]:
+           hold: float | None = None, ramp: bool = False, report: PolicyReport | None = None) -> list[PolicyAction]:
     """End every pause, slow and ramp on a subject (an IP's lanes too)."""
     subject = _lane_or_ip(target)
     names = [str(subject)]
     with Session(bind=conn) as session:
-        query = select(PolicyAction).where(PolicyAction.ended_at.is_(None), PolicyAction.action.in_(LANE_ACTIONS))
+        query = select(PolicyAction).where(col(PolicyAction.ended_at).is_(None),
+                                           col(PolicyAction.action).in_(LANE_ACTIONS))
         if subject.kind == "ip":
             rows = [r for r in session.execute(query).scalars() if r.source_ip == subject.key]
         else:
-            rows = list(session.execute(query.where(PolicyAction.subject.in_(names))).scalars())
+            rows = list(session.execute(query.where(col(PolicyAction.subject).in_(names))).scalars())
         why = f"resumed by {user}" + (f": {reason}" if reason else "")
         for row in rows:
-            engine._end(session, conn, row, why[:500], now, None, ramp=ramp and row.action != "ramp")
+            engine.end(session, conn, row, why[:500], now, report or PolicyReport(),
+                       ramp=ramp and row.action != "ramp")
             if hold:
                 row.params = {**(row.params or {}), "hold_until": now + hold}
             session.add(row)
@@ -115,7 +127,6 @@ def _lane_or_ip(target: str) -> Subject:
         raise ManualError(str(exc)) from None
     if subject.kind not in ("ip", "lane"):
         raise ManualError(f"{target}: pause, slow and resume act on ip:ADDR or lane:ADDR/DESTINATION")
-    import ipaddress
     try:
         ipaddress.ip_address(subject.key)
     except ValueError:
@@ -128,15 +139,15 @@ def list_actions(conn: Connection, *, since: datetime | None = None, active_only
     with Session(bind=conn) as session:
         query = select(PolicyAction)
         if active_only:
-            query = query.where(PolicyAction.ended_at.is_(None))
+            query = query.where(col(PolicyAction.ended_at).is_(None))
         elif since is not None:
-            query = query.where((PolicyAction.ended_at.is_(None)) | (PolicyAction.started_at >= since)
-                                | (PolicyAction.ended_at >= since))
-        rows = list(session.execute(query.order_by(PolicyAction.id)).scalars())
+            query = query.where((col(PolicyAction.ended_at).is_(None)) | (col(PolicyAction.started_at) >= since)
+                                | (col(PolicyAction.ended_at) >= since))
+        rows = list(session.execute(query.order_by(col(PolicyAction.id))).scalars())
         for row in rows:
             session.expunge(row)
         return rows
 
 
 def utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, timezone.utc)
+    return datetime.fromtimestamp(epoch, UTC)

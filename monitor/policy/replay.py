@@ -5,8 +5,8 @@ Time steps from `since` to now. At each step every subject is assessed as
 it stood then - windows summed from the roll-up buckets up to that moment,
 blocklist states rebuilt from the listing / delisting events, postmaster and
 SNDS days up to that day - and the rules are applied with the same firing,
-expiry, clearing and re-firing logic as the live engine (monitor/policy/
-engine.py), to a simulated set of actions. Nothing is written.
+expiry, clearing and re-firing logic as the live policy (monitor/policy/
+evaluate.py), to a simulated set of actions. Nothing is written.
 
 Windows in the past come from the hour and day buckets (5-minute buckets are
 kept 3 hours only), and only from buckets complete at that moment, so the
@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from monitor.config import RepmonConfig
 from monitor.health.assess import Assessment, Listing, PostmasterDay, SndsDay, SubjectInputs, assess
 from monitor.health.clock import iso
-from monitor.health.counts import Counts
+from monitor.health.counts import GRAIN_RETENTION_S, Counts
 from monitor.health.models import COUNTERS
-from monitor.health.service import HealthService, _as_date, _as_datetime, _json
+from monitor.health.service import HealthService
 from monitor.health.subjects import Subject, is_ip
-from monitor.policy.rules import Match, Rule, compile_rules, evidence_grew, match
+from monitor.health.values import as_date, as_datetime, json_value
+from monitor.policy.rules import Match, PolicyRule, compile_rules, evidence_grew, match
+from monitor.policy.settings import PolicyConfig
 
 # window -> (grain, seconds per bucket, buckets) for moments in the past
 PAST_WINDOWS = {"1h": ("1h", 3600, 1), "24h": ("1h", 3600, 24), "7d": ("1d", 86400, 7)}
@@ -50,7 +51,7 @@ class _Series:
     def add(self, bucket: int, values: list[int]) -> None:
         last = self.prefix[-1] if self.prefix else [0] * len(values)
         self.buckets.append(bucket)
-        self.prefix.append([a + b for a, b in zip(last, values)])
+        self.prefix.append([a + b for a, b in zip(last, values, strict=False)])
 
     def between(self, start: int, end: int) -> list[int] | None:
         lo = bisect.bisect_left(self.buckets, start)
@@ -58,7 +59,7 @@ class _Series:
         if hi < lo:
             return None
         before = self.prefix[lo - 1] if lo > 0 else [0] * len(COUNTERS)
-        return [a - b for a, b in zip(self.prefix[hi], before)]
+        return [a - b for a, b in zip(self.prefix[hi], before, strict=False)]
 
 
 @dataclass
@@ -81,18 +82,19 @@ class ReplayedAction:
 
 
 class Replay:
-    def __init__(self, config: RepmonConfig, conn: Connection) -> None:
+    """The [policy] rules replayed on `conn`'s history; `service` (health's
+    API) gives the thresholds, the domain mapping and the zone table."""
+
+    def __init__(self, conn: Connection, config: PolicyConfig, service: HealthService) -> None:
         self.config = config
         self.conn = conn
-        self.service = HealthService(conn.engine, config)
-        self.rules: list[Rule] = compile_rules(config.policy)
+        self.service = service
+        self.rules: list[PolicyRule] = compile_rules(config)
         self.series: dict[str, dict[tuple[str, str, str], _Series]] = {"1h": {}, "1d": {}}
         self.tables = set(inspect(conn).get_table_names())
         self.hour_floor = float("-inf")
 
     def run(self, since: float, now: float, step: float) -> list[ReplayedAction]:
-        from monitor.health.counts import GRAIN_RETENTION_S
-
         self.hour_floor = now - GRAIN_RETENTION_S["1h"] + 3600
         self._load_counts(since - 8 * 86400, now)
         listing_history = self._load_listings()
@@ -135,15 +137,15 @@ class Replay:
             t += step
         return sorted(done + list(active.values()), key=lambda r: (r.started, r.subject, r.rule))
 
-    def _start(self, rule: Rule, found: Match, t: float) -> ReplayedAction:
+    def _start(self, rule: PolicyRule, found: Match, t: float) -> ReplayedAction:
         subject = found.assessment.subject
         if rule.action in ("pause", "slow"):
             if subject.kind == "lane":
                 destinations = ["*"] if rule.scope == "ip" else [subject.destination]
             elif rule.scope == "zone_users" and found.listings and not any(
-                    "*" in l.weight.used_by and not l.weight.not_used_by for l in found.listings):
+                    "*" in li.weight.used_by and not li.weight.not_used_by for li in found.listings):
                 lanes = {d for (scope, key, d) in self.series["1h"] if scope == "ip" and key == subject.key and d}
-                destinations = sorted(d for d in lanes if any(l.weight.affects(d) for l in found.listings))
+                destinations = sorted(d for d in lanes if any(li.weight.affects(d) for li in found.listings))
             else:
                 destinations = ["*"]
         else:
@@ -187,12 +189,13 @@ class Replay:
             "WHERE source = 'dnsbl' ORDER BY occurred_at, id")).all()
         out = []
         for occurred, target, zone, kind, codes, reason, details in rows:
-            details = _json(details) or {}
+            details = json_value(details) or {}
             state = details.get("current") or {"listed": "listed", "delisted": "clean", "codes_changed": "listed",
                                                "unknown": "unknown"}.get(kind)
-            if state is None or zone is None:
+            when = as_datetime(occurred)
+            if state is None or zone is None or when is None:
                 continue
-            out.append((_as_datetime(occurred).timestamp(), target, zone, state, tuple(_json(codes) or ()), reason or ""))
+            out.append((when.timestamp(), target, zone, state, tuple(json_value(codes) or ()), reason or ""))
         return out
 
     def _listings_at(self, history, t: float) -> dict[str, list[Listing]]:
@@ -203,7 +206,8 @@ class Replay:
             before = states.get((target, zone))
             if state == "unknown":
                 if before is not None:
-                    states[(target, zone)] = ("unknown",) + before[1:4] + (before[0] if before[0] != "unknown" else before[4],)
+                    last_known = before[0] if before[0] != "unknown" else before[4]
+                    states[(target, zone)] = ("unknown",) + before[1:4] + (last_known,)
                 continue
             since = before[3] if before is not None and before[0] == state else when
             states[(target, zone)] = (state, codes, reason, since, state)
@@ -213,26 +217,28 @@ class Replay:
                 key = target if is_ip(target) else (self.service.mapper(target) or target)
                 out.setdefault(key, []).append(Listing(
                     target, zone, codes, reason, "listed" if state == "listed" else "unknown",
-                    datetime.fromtimestamp(since, timezone.utc), None, self.service.zones.lookup(zone, codes)))
+                    datetime.fromtimestamp(since, UTC), None, self.service.zones.lookup(zone, codes)))
         return out
 
     def _load_postmaster(self, since: float) -> list[PostmasterDay]:
         if "postmaster_domain_days" not in self.tables:
             return []
-        first = datetime.fromtimestamp(since, timezone.utc).date() - timedelta(days=8)
+        first = datetime.fromtimestamp(since, UTC).date() - timedelta(days=8)
         out = []
         for domain, day, spam, upper, reputation, dmarc in self.conn.execute(text(
                 "SELECT domain, day, spam_rate, spam_rate_upper, domain_reputation, dmarc_success_rate "
-                "FROM postmaster_domain_days WHERE provider = 'google' AND day >= :first ORDER BY day"), {"first": first}):
-            out.append(PostmasterDay(self.service.mapper(domain) or domain, _as_date(day),
+                "FROM postmaster_domain_days WHERE provider = 'google' AND day >= :first ORDER BY day"),
+                {"first": first}):
+            out.append(PostmasterDay(self.service.mapper(domain) or domain, as_date(day),
                                      upper if upper is not None else spam, reputation, dmarc))
         return out
 
     def _load_snds(self, since: float) -> list[SndsDay]:
         if "snds_ip_days" not in self.tables:
             return []
-        first = datetime.fromtimestamp(since, timezone.utc).date() - timedelta(days=8)
-        return [SndsDay(ip, _as_date(day), result or "", rate, rate_text or "", int(traps or 0), int(rcpt or 0), bool(below))
+        first = datetime.fromtimestamp(since, UTC).date() - timedelta(days=8)
+        return [SndsDay(ip, as_date(day), result or "", rate, rate_text or "", int(traps or 0), int(rcpt or 0),
+                        bool(below))
                 for ip, day, result, rate, rate_text, below, traps, rcpt in self.conn.execute(text(
                     "SELECT ip, day, filter_result, complaint_rate, complaint_rate_text, complaint_rate_below, "
                     "trap_hits, message_recipients FROM snds_ip_days WHERE day >= :first ORDER BY day"),
@@ -240,7 +246,7 @@ class Replay:
 
     def _assess_at(self, t: float, listing_history, postmaster: list[PostmasterDay],
                    snds: list[SndsDay]) -> list[Assessment]:
-        day = datetime.fromtimestamp(t, timezone.utc).date()
+        day = datetime.fromtimestamp(t, UTC).date()
         windows = self._windows_at(t)
         listings = self._listings_at(listing_history, t)
         pm: dict[str, list[PostmasterDay]] = {}
@@ -248,12 +254,12 @@ class Replay:
             if day - timedelta(days=7) <= d.day <= day:
                 pm.setdefault(d.domain, []).append(d)
         sn: dict[str, list[SndsDay]] = {}
-        for d in snds:
-            if day - timedelta(days=7) <= d.day <= day:
-                sn.setdefault(d.ip, []).append(d)
+        for s in snds:
+            if day - timedelta(days=7) <= s.day <= day:
+                sn.setdefault(s.ip, []).append(s)
         ips = {k for (s, k) in windows if s == "ip"} | {k for k in listings if is_ip(k)}
         domains = {k for (s, k) in windows if s == "domain"} | {k for k in listings if not is_ip(k)} | set(pm)
-        now_dt = datetime.fromtimestamp(t, timezone.utc)
+        now_dt = datetime.fromtimestamp(t, UTC)
         out = []
         for ip in sorted(ips):
             per = windows.get(("ip", ip), {})

@@ -1,11 +1,11 @@
-"""Rules, compiled from the config, and whether one holds for an assessment."""
+"""Policy rules, compiled from the [policy] section, and whether one holds for an assessment."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from monitor.core.units import parse_duration, parse_rate
-from monitor.health.assess import SEVERITY_RANK, Assessment, Listing, Thresholds, pct
+from monitor.health.assess import LABELS, SEVERITY_RANK, Assessment, Listing, Thresholds, pct
 from monitor.health.counts import RATES
 from monitor.health.settings import HealthConfig
 from monitor.policy.defaults import DEFAULT_RULES
@@ -17,7 +17,7 @@ _COUNT_LABELS = {"complaints": "complaints", "hard_bounces": "hard bounces", "de
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
+class PolicyRule:
     name: str
     subjects: tuple[str, ...]
     action: str
@@ -41,7 +41,7 @@ class Rule:
         return "clear" if self.duration is None else "expiry"
 
     @classmethod
-    def from_config(cls, rule: PolicyRuleConfig, origin: str = "config") -> Rule:
+    def from_config(cls, rule: PolicyRuleConfig, origin: str = "config") -> PolicyRule:
         scope = rule.scope or ("lane" if rule.action in ("pause", "slow") and "lane" in rule.subjects else "ip")
         return cls(
             name=rule.name, subjects=tuple(rule.subjects), action=rule.action,
@@ -54,11 +54,11 @@ class Rule:
             ramp=rule.ramp, severity=rule.severity, origin=origin)
 
 
-def compile_rules(policy: PolicyConfig) -> list[Rule]:
-    rules = [Rule.from_config(r) for r in policy.rules]
+def compile_rules(policy: PolicyConfig) -> list[PolicyRule]:
+    rules = [PolicyRule.from_config(r) for r in policy.rules]
     if policy.defaults:
         own = {r.name for r in rules}
-        rules += [Rule.from_config(PolicyRuleConfig.model_validate(d), origin="default")
+        rules += [PolicyRule.from_config(PolicyRuleConfig.model_validate(d), origin="default")
                   for d in DEFAULT_RULES if d["name"] not in own]
     return rules
 
@@ -67,7 +67,7 @@ def compile_rules(policy: PolicyConfig) -> list[Rule]:
 class Match:
     """A rule holding for a subject, with what it saw."""
 
-    rule: Rule
+    rule: PolicyRule
     assessment: Assessment
     evidence: list[str]
     # numbers that say whether the evidence grew since an earlier action ended
@@ -75,7 +75,7 @@ class Match:
     listings: list[Listing] = field(default_factory=list)
 
 
-def match(rule: Rule, assessment: Assessment, thresholds: Thresholds) -> Match | None:
+def match(rule: PolicyRule, assessment: Assessment, thresholds: Thresholds) -> Match | None:
     subject = assessment.subject
     if subject.kind not in rule.subjects:
         return None
@@ -109,18 +109,20 @@ def match(rule: Rule, assessment: Assessment, thresholds: Thresholds) -> Match |
             return None
         evidence.append(_describe(rule, found.value, found.count, found.volume))
         # a lower score is the worse one: stored negated so "grew" means "got worse"
-        counts[rule.metric] = float(found.count if rule.metric in RATES else (-value if rule.metric == "score" else value))
+        counts[rule.metric] = float(found.count if rule.metric in RATES
+                                    else (-value if rule.metric == "score" else value))
         if rule.metric in RATES:
             counts["volume"] = float(found.volume)
     if rule.listed_on is not None:
-        listings = [l for l in assessment.listings if _listing_wanted(rule.listed_on, l)]
+        listings = [li for li in assessment.listings if _listing_wanted(rule.listed_on, li)]
         if not listings:
             return None
-        for l in listings:
-            codes = ", ".join(l.codes)
-            evidence.append(f"listed on {l.zone}" + (f" ({codes}{': ' + l.meaning if l.meaning else ''})" if codes else "")
-                            + (" - major list" if l.weight.major else ""))
-            counts[f"listing:{l.zone}"] = l.since.timestamp() if l.since else 1.0
+        for li in listings:
+            codes = ", ".join(li.codes)
+            meaning = f": {li.meaning}" if li.meaning else ""
+            evidence.append(f"listed on {li.zone}" + (f" ({codes}{meaning})" if codes else "")
+                            + (" - major list" if li.weight.major else ""))
+            counts[f"listing:{li.zone}"] = li.since.timestamp() if li.since else 1.0
     return Match(rule, assessment, evidence, counts, listings)
 
 
@@ -138,9 +140,7 @@ def _health_min_volume(config: HealthConfig, metric: str) -> int:
     return getattr(threshold, "min_volume", 1) if threshold is not None else 1
 
 
-def _describe(rule: Rule, value: float, count: int, volume: int) -> str:
-    from monitor.health.assess import LABELS
-
+def _describe(rule: PolicyRule, value: float, count: int, volume: int) -> str:
     if rule.metric in RATES:
         line = f">= {pct(rule.above)}" if rule.above is not None else f"< {pct(rule.below)}"
         return (f"{LABELS.get(rule.metric, rule.metric)} {pct(value)} ({count:,} of {volume:,}) over {rule.window} "

@@ -13,7 +13,8 @@ from monitor.health.settings import MetricName, Severity, Window
 class PolicyRuleConfig(Section):
     # One rule: every condition given must hold for a subject; then `action`.
     name: str = Field(min_length=1, max_length=100)
-    subjects: list[Literal["ip", "domain", "lane", "rdomain"]] = Field(default_factory=lambda: ["lane"])
+    subjects: list[Literal["ip", "domain", "lane", "rdomain"]] = Field(
+        default_factory=lambda: list[Literal["ip", "domain", "lane", "rdomain"]](["lane"]))
     providers: list[str] | None = None  # lanes / per-provider figures of these destinations only
     state: list[Literal["warning", "critical", "blocked"]] | None = None
     metric: MetricName | None = None

@@ -5,36 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
-from monitor.config import RepmonConfig
 from monitor.core.db import session_scope
 from monitor.core.dbtypes import utcnow
 from monitor.signals.dns_auth import AuthChecker, AuthTarget, DnsSettings, Finding, baseline, compare, overall_status
 from monitor.signals.models import DnsAuthCheck, SignalEvent
+from monitor.signals.settings import DnsAuthConfig, DnsblConfig, DnsConfig
 from monitor.signals.store import add_event, record_fetch
 
 log = logging.getLogger("repmon.signals.dns_auth")
 HISTORY = 20  # snapshots looked at to find the last known result of each component
 
 
-def auth_targets(config: RepmonConfig) -> list[AuthTarget]:
-    settings = config.dns_auth
-    domains = settings.domains if settings.domains is not None else config.dnsbl.domains
-    ips = settings.ips if settings.ips is not None else config.dnsbl.ips
+def auth_targets(settings: DnsAuthConfig, dnsbl: DnsblConfig) -> list[AuthTarget]:
+    """The domains to check; without their own lists, the blocklist section's domains and IPs."""
+    domains = settings.domains if settings.domains is not None else dnsbl.domains
+    ips = settings.ips if settings.ips is not None else dnsbl.ips
     selectors = {d.lower().rstrip("."): tuple(s) for d, s in settings.dkim_selectors.items()}
     return [AuthTarget(d.lower().rstrip("."), tuple(ips), selectors.get(d.lower().rstrip("."), ())) for d in domains]
 
 
-def dns_settings(config: RepmonConfig) -> DnsSettings:
-    host, port = config.dns.host_port
-    return DnsSettings(host, port, timeout_s=config.dns.timeout_s,
-                       fetch_mta_sts_policy=config.dns_auth.fetch_mta_sts_policy)
+def dns_settings(dns: DnsConfig, dns_auth: DnsAuthConfig) -> DnsSettings:
+    host, port = dns.host_port
+    return DnsSettings(host, port, timeout_s=dns.timeout_s, fetch_mta_sts_policy=dns_auth.fetch_mta_sts_policy)
 
 
 @dataclass(slots=True)
@@ -45,12 +46,12 @@ class DomainReport:
     snapshot: dict[str, Any] = field(default_factory=dict)
 
 
-async def run_auth_cycle(config: RepmonConfig, engine: Engine, checker: AuthChecker, *,
-                         now: datetime | None = None) -> list[DomainReport]:
-    settings = dns_settings(config)
+async def run_auth_cycle(dns: DnsConfig, dns_auth: DnsAuthConfig, targets: Sequence[AuthTarget], engine: Engine,
+                         checker: AuthChecker, *, now: datetime | None = None) -> list[DomainReport]:
+    settings = dns_settings(dns, dns_auth)
     reports = []
-    for target in auth_targets(config):
-        snapshot = await checker.check(target, settings, config.dns_auth.timeout_s)
+    for target in targets:
+        snapshot = await checker.check(target, settings, dns_auth.timeout_s)
         reports.append(await asyncio.to_thread(persist_check, engine, snapshot, now or utcnow()))
     return reports
 
@@ -61,7 +62,7 @@ def persist_check(engine: Engine, snapshot: dict[str, Any], now: datetime) -> Do
     with session_scope(engine) as session:
         rows = session.execute(
             select(DnsAuthCheck).where(DnsAuthCheck.domain == domain)
-            .order_by(DnsAuthCheck.checked_at.desc(), DnsAuthCheck.id.desc()).limit(HISTORY)).scalars().all()
+            .order_by(col(DnsAuthCheck.checked_at).desc(), col(DnsAuthCheck.id).desc()).limit(HISTORY)).scalars().all()
         history = [{"spf": r.spf, "dmarc": r.dmarc, "dkim": r.dkim, "mta_sts": r.mta_sts, "tls_rpt": r.tls_rpt}
                    for r in rows]
         findings = compare(baseline(history), snapshot)

@@ -16,13 +16,14 @@ from datetime import datetime
 
 from sqlalchemy import delete, tuple_
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
-from monitor.config import RepmonConfig
 from monitor.core.db import session_scope
 from monitor.core.dbtypes import utcnow
 from monitor.signals.dnsbl import CheckResult, check
 from monitor.signals.dnsclient import DnsClient
 from monitor.signals.models import DnsblState
+from monitor.signals.settings import DnsblConfig, DnsConfig
 from monitor.signals.state import Transition, advance, advance_zone
 from monitor.signals.store import (
     listing_event,
@@ -38,23 +39,21 @@ from monitor.signals.zones import ZoneSpec, build_zones
 log = logging.getLogger("repmon.signals.dnsbl")
 
 
-def configured_targets(config: RepmonConfig) -> list[Target]:
-    dnsbl = config.dnsbl
+def configured_targets(dnsbl: DnsblConfig) -> list[Target]:
     return [*expand_ips(dnsbl.ips), *domain_targets([*dnsbl.domains, *dnsbl.link_domains])]
 
 
-def client_for(config: RepmonConfig) -> DnsClient:
-    host, port = config.dns.host_port
-    return DnsClient(host, port, timeout=config.dns.timeout_s, attempts=config.dns.attempts)
+def client_for(dns: DnsConfig) -> DnsClient:
+    host, port = dns.host_port
+    return DnsClient(host, port, timeout=dns.timeout_s, attempts=dns.attempts)
 
 
-async def check_now(config: RepmonConfig, targets: Sequence[Target] | None = None,
+async def check_now(dns: DnsConfig, dnsbl: DnsblConfig, targets: Sequence[Target] | None = None,
                     zones: Sequence[ZoneSpec] | None = None) -> CheckResult:
-    zones = list(zones) if zones is not None else build_zones(config.dnsbl)
-    targets = list(targets) if targets is not None else configured_targets(config)
-    async with client_for(config) as client:
-        return await check(client, zones, targets, concurrency=config.dns.concurrency,
-                           fetch_txt=config.dnsbl.fetch_txt)
+    zones = list(zones) if zones is not None else build_zones(dnsbl)
+    targets = list(targets) if targets is not None else configured_targets(dnsbl)
+    async with client_for(dns) as client:
+        return await check(client, zones, targets, concurrency=dns.concurrency, fetch_txt=dnsbl.fetch_txt)
 
 
 @dataclass(slots=True)
@@ -66,11 +65,10 @@ class CycleReport:
     zones: dict[str, str] = field(default_factory=dict)  # zone -> health status
 
 
-async def run_cycle(config: RepmonConfig, engine: Engine, *, now: datetime | None = None,
+async def run_cycle(dns: DnsConfig, dnsbl: DnsblConfig, engine: Engine, *, now: datetime | None = None,
                     zones: Sequence[ZoneSpec] | None = None) -> CycleReport:
-    result = await check_now(config, zones=zones)
-    return await asyncio.to_thread(persist_cycle, engine, result, config.dnsbl.unknown_after_errors,
-                                   now or utcnow())
+    result = await check_now(dns, dnsbl, zones=zones)
+    return await asyncio.to_thread(persist_cycle, engine, result, dnsbl.unknown_after_errors, now or utcnow())
 
 
 def persist_cycle(engine: Engine, result: CheckResult, unknown_after: int, now: datetime) -> CycleReport:
@@ -105,11 +103,11 @@ def persist_cycle(engine: Engine, result: CheckResult, unknown_after: int, now: 
     return report
 
 
-def _forget_unconfigured(session, keys: set[tuple[str, str]]) -> None:
+def _forget_unconfigured(session: Session, keys: set[tuple[str, str]]) -> None:
     """States of targets or zones no longer configured; their history stays in the events."""
-    keys = list(keys)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start:start + 500]
+    ordered = list(keys)
+    for start in range(0, len(ordered), 500):
+        chunk = ordered[start:start + 500]
         session.execute(delete(DnsblState).where(tuple_(DnsblState.target, DnsblState.zone).in_(chunk)))
 
 

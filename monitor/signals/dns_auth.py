@@ -32,6 +32,20 @@ from typing import Any
 import dns.exception
 import dns.nameserver
 import dns.resolver
+from checkdmarc import utils as checkdmarc_utils
+from checkdmarc.dmarc import check_dmarc
+from checkdmarc.mta_sts import (
+    MTASTSError,
+    MTASTSRecordNotFound,
+    download_mta_sts_policy,
+    parse_mta_sts_policy,
+    parse_mta_sts_record,
+    query_mta_sts_record,
+)
+from checkdmarc.smtp_tls_reporting import check_smtp_tls_reporting
+from checkdmarc.spf import check_spf
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from monitor.signals import spf_eval
 
@@ -66,8 +80,6 @@ class DnsSettings:
 
 def check_domain(target: AuthTarget, settings: DnsSettings) -> dict[str, Any]:
     """All components of one domain; never raises."""
-    from checkdmarc import utils as checkdmarc_utils
-
     checkdmarc_utils.DNS_CACHE.clear()  # see the module docstring: stale answers hide changes and outages
     nameservers = [dns.nameserver.Do53Nameserver(settings.host, settings.port)]
     resolver = _resolver(settings)
@@ -118,8 +130,6 @@ def _unusable(raw: dict[str, Any], warnings: list[str] | None = None) -> dict[st
 
 
 def _spf(target: AuthTarget, nameservers, resolver, settings: DnsSettings) -> dict[str, Any]:
-    from checkdmarc.spf import check_spf
-
     raw = check_spf(target.domain, nameservers=nameservers, timeout=settings.timeout_s, retries=0)
     warnings = list(raw.get("warnings") or [])
     out: dict[str, Any] = {"record": raw.get("record"), "lookups": raw.get("dns_lookups"),
@@ -131,7 +141,8 @@ def _spf(target: AuthTarget, nameservers, resolver, settings: DnsSettings) -> di
     if lookups > MAX_SPF_LOOKUPS:
         out.update(status="invalid", error=f"{lookups} DNS lookups, more than the {MAX_SPF_LOOKUPS} RFC 7208 allows")
     elif voids > MAX_SPF_VOID_LOOKUPS:
-        out.update(status="invalid", error=f"{voids} void lookups, more than the {MAX_SPF_VOID_LOOKUPS} RFC 7208 allows")
+        out.update(status="invalid",
+                   error=f"{voids} void lookups, more than the {MAX_SPF_VOID_LOOKUPS} RFC 7208 allows")
     else:
         out["status"] = "ok"
     resolve = functools.partial(_addresses, resolver)
@@ -157,8 +168,6 @@ def _addresses(resolver: dns.resolver.Resolver, host: str) -> list[str] | None:
 
 
 def _dmarc(domain: str, nameservers, settings: DnsSettings) -> dict[str, Any]:
-    from checkdmarc.dmarc import check_dmarc
-
     raw = check_dmarc(domain, nameservers=nameservers, timeout=settings.timeout_s, retries=0)
     out: dict[str, Any] = {"record": raw.get("record"), "location": raw.get("location"),
                            "warnings": list(raw.get("warnings") or [])[:20]}
@@ -229,30 +238,20 @@ def parse_dkim_key(record: str) -> dict[str, Any]:
         return {**out, "status": "ok", "key_bits": 256}
     if key_type != "rsa":
         return {**out, "status": "invalid", "error": f"unknown key type k={key_type}"}
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
 
     try:
-        key = load_der_public_key(der)
+        public_key = load_der_public_key(der)
     except ValueError as exc:
         return {**out, "status": "invalid", "error": f"p= is not an RSA public key: {exc}"}
-    if not isinstance(key, rsa.RSAPublicKey):
+    if not isinstance(public_key, rsa.RSAPublicKey):
         return {**out, "status": "invalid", "error": "p= is not an RSA key"}
-    bits = key.key_size
+    bits = public_key.key_size
     if bits < 1024:
         return {**out, "status": "invalid", "key_bits": bits, "error": f"RSA key of {bits} bits (below 1024)"}
     return {**out, "status": "ok", "key_bits": bits}
 
 
 def _mta_sts(domain: str, nameservers, settings: DnsSettings) -> dict[str, Any]:
-    from checkdmarc.mta_sts import (
-        MTASTSError,
-        MTASTSRecordNotFound,
-        download_mta_sts_policy,
-        parse_mta_sts_policy,
-        parse_mta_sts_record,
-        query_mta_sts_record,
-    )
 
     try:
         query = query_mta_sts_record(domain, nameservers=nameservers, timeout=settings.timeout_s, retries=0)
@@ -273,7 +272,6 @@ def _mta_sts(domain: str, nameservers, settings: DnsSettings) -> dict[str, Any]:
 
 
 def _tls_rpt(domain: str, nameservers, settings: DnsSettings) -> dict[str, Any]:
-    from checkdmarc.smtp_tls_reporting import check_smtp_tls_reporting
 
     raw = check_smtp_tls_reporting(domain, nameservers=nameservers, timeout=settings.timeout_s, retries=0)
     if raw.get("valid"):
@@ -394,12 +392,14 @@ def _compare_spf(base: dict[str, Any], now: dict[str, Any]) -> list[Finding]:
         before = (previous_cover.get(ip) or {}).get("result")
         if result in ("unknown", "partial"):
             if first or before == "pass":
-                findings.append(Finding("spf_ip_unverifiable", f"cannot verify that SPF authorises {ip}: {cover.get('by')}",
+                findings.append(Finding("spf_ip_unverifiable",
+                                        f"cannot verify that SPF authorises {ip}: {cover.get('by')}",
                                         {"ip": ip, "result": result, "by": cover.get("by")}, first))
             continue
         if result != "pass" and (before == "pass" or (before is None)):
             findings.append(Finding(
-                "spf_ip_not_covered", f"SPF of the domain does not authorise {ip} (result {result} by {cover.get('by')})",
+                "spf_ip_not_covered",
+                f"SPF of the domain does not authorise {ip} (result {result} by {cover.get('by')})",
                 {"ip": ip, "result": result, "by": cover.get("by"), "previous": before, "record": now.get("record")},
                 initial=before is None))
         elif result == "pass" and before not in (None, "pass"):
@@ -430,7 +430,8 @@ def _compare_dmarc(before: dict | None, now: dict[str, Any]) -> list[Finding]:
             weaker.append(f"{key}=s -> r")
     if weaker:
         findings.append(Finding("dmarc_weakened", "DMARC weakened: " + ", ".join(weaker),
-                                {"changes": weaker, "record": now.get("record"), "previous_record": before.get("record")}))
+                                {"changes": weaker, "record": now.get("record"),
+                                 "previous_record": before.get("record")}))
     if before.get("rua") and not now.get("rua"):
         findings.append(Finding("dmarc_rua_removed", "DMARC no longer asks for aggregate reports (rua removed)",
                                 {"previous_rua": before.get("rua"), "record": now.get("record")}))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Literal, TypeVar
 
 from monitor.signals.dnsclient import DnsClient, DnsReply
@@ -119,7 +120,7 @@ async def check(client: DnsClient, zones: Sequence[ZoneSpec], targets: Sequence[
                 concurrency: int = 256, fetch_txt: bool = True, test_zones: bool = True) -> CheckResult:
     """One cycle: zone canaries, then every applicable (target, zone) pair."""
     if test_zones:
-        healths = await bounded_map([lambda z=z: zone_health(client, z) for z in zones], concurrency)
+        healths = await bounded_map([partial(zone_health, client, z) for z in zones], concurrency)
     else:
         healths = [ZoneHealth(z.display, "ok", "not tested") for z in zones]
     health = {h.zone: h for h in healths}
@@ -131,9 +132,9 @@ async def check(client: DnsClient, zones: Sequence[ZoneSpec], targets: Sequence[
                     continue
                 zone_state = health[zone.display]
                 if zone_state.ok:
-                    yield lambda z=zone, t=target: lookup(client, z, t, fetch_txt=fetch_txt)
+                    yield partial(lookup, client, zone, target, fetch_txt=fetch_txt)
                 else:
-                    yield lambda z=zone, t=target, h=zone_state: _skipped(z, t, h)
+                    yield partial(_skipped, zone, target, zone_state)
 
     observations = await bounded_map(jobs(), concurrency)
     return CheckResult(observations, health)

@@ -228,7 +228,7 @@ def read_reply(reply: WireReply, question: Question) -> DnsReply:
     if rcode == dns.rcode.REFUSED:
         return DnsReply("refused", detail="resolver refused the query")
     if rcode != dns.rcode.NOERROR:
-        return DnsReply("rcode", detail=dns.rcode.to_text(rcode))
+        return DnsReply("rcode", detail=dns.rcode.to_text(dns.rcode.Rcode.make(rcode)))
     values = answer_values(reply, question)
     if not values:
         return DnsReply("nodata")

@@ -76,7 +76,9 @@ def make_question(name: str, rdtype: int | str) -> tuple[Question, bytes]:
     parsed = dns.name.from_text(name)
     code = dns.rdatatype.RdataType.make(rdtype).value
     labels = tuple(label.lower() for label in parsed.labels if label)
-    return Question(labels, code), parsed.to_wire() + struct.pack("!HH", code, CLASS_IN)
+    wire = parsed.to_wire()
+    assert wire is not None  # without a file argument to_wire returns the bytes
+    return Question(labels, code), wire + struct.pack("!HH", code, CLASS_IN)
 
 
 def encode_query(query_id: int, question_wire: bytes) -> bytes:

@@ -9,7 +9,7 @@ providers publish them.
 """
 
 from datetime import date, datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -49,13 +49,13 @@ class DnsblState(SQLModel, table=True):
     state: str = Field(default="unknown", max_length=8)
     codes: list = _json([])
     reason: str = _text(nullable=False)
-    txt: Optional[str] = _text()
-    delist_url: Optional[str] = Field(default=None, max_length=500)
+    txt: str | None = _text()
+    delist_url: str | None = Field(default=None, max_length=500)
     error_streak: int = 0
     last_error: str = _text(nullable=False)
     last_known: str = Field(default="unknown", max_length=8)
-    changed_at: Optional[datetime] = _when(nullable=True)
-    checked_at: Optional[datetime] = _when(nullable=True)
+    changed_at: datetime | None = _when(nullable=True)
+    checked_at: datetime | None = _when(nullable=True)
 
     __table_args__ = (Index("ix_dnsbl_states_state", "state"),)
 
@@ -81,16 +81,16 @@ class SignalEvent(SQLModel, table=True):
 
     __tablename__ = "signal_events"
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     occurred_at: datetime = _when(default_now=True)
     source: str = Field(max_length=16)  # dnsbl | dnsbl_zone | dns_auth | postmaster
     kind: str = Field(max_length=40)  # listed, delisted, unknown, zone_broken, spf_ip_not_covered, ...
     subject: str = Field(max_length=255)  # the IP, domain, zone or feed it is about
-    zone: Optional[str] = Field(default=None, max_length=255)
+    zone: str | None = Field(default=None, max_length=255)
     codes: list = _json([])
     reason: str = _text(nullable=False)
-    txt: Optional[str] = _text()
-    delist_url: Optional[str] = Field(default=None, max_length=500)
+    txt: str | None = _text()
+    delist_url: str | None = Field(default=None, max_length=500)
     initial: bool = False  # first thing ever known about the subject (alerting may skip it)
     details: dict = _json()
 
@@ -113,11 +113,11 @@ class DnsAuthCheck(SQLModel, table=True):
 
     __tablename__ = "dns_auth_checks"
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     domain: str = Field(max_length=255)
     checked_at: datetime = _when(default_now=True)
     status: str = Field(max_length=8)  # ok | partial | error
-    error: Optional[str] = _text()
+    error: str | None = _text()
     spf: dict = _json()
     dmarc: dict = _json()
     dkim: dict = _json()
@@ -134,21 +134,21 @@ class PostmasterDomainDay(SQLModel, table=True):
 
     __tablename__ = "postmaster_domain_days"
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     provider: str = Field(default="google", max_length=16)
     api: str = Field(max_length=4)  # v1 | v2
     domain: str = Field(max_length=255)
     day: date
-    spam_rate: Optional[float] = None
-    spam_rate_lower: Optional[float] = None  # v1 only: confidence interval
-    spam_rate_upper: Optional[float] = None
-    spf_success_rate: Optional[float] = None
-    dkim_success_rate: Optional[float] = None
-    dmarc_success_rate: Optional[float] = None
-    tls_inbound_rate: Optional[float] = None
-    tls_outbound_rate: Optional[float] = None
-    delivery_error_rate: Optional[float] = None  # all delivery errors (v2: rejects + temp fails)
-    domain_reputation: Optional[str] = Field(default=None, max_length=16)  # v1 only
+    spam_rate: float | None = None
+    spam_rate_lower: float | None = None  # v1 only: confidence interval
+    spam_rate_upper: float | None = None
+    spf_success_rate: float | None = None
+    dkim_success_rate: float | None = None
+    dmarc_success_rate: float | None = None
+    tls_inbound_rate: float | None = None
+    tls_outbound_rate: float | None = None
+    delivery_error_rate: float | None = None  # all delivery errors (v2: rejects + temp fails)
+    domain_reputation: str | None = Field(default=None, max_length=16)  # v1 only
     delivery_errors: list = _json([])  # [{"class"/"type", "reason", "rate"|"count"}]
     ip_reputations: list = _json([])  # v1 only
     feedback_loops: list = _json([])  # [{"id", "spam_rate"}]
@@ -166,7 +166,7 @@ class SndsIpDay(SQLModel, table=True):
 
     __tablename__ = "snds_ip_days"
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     ip: str = Field(max_length=64)
     day: date
     activity_start: datetime = Field(sa_type=UTCDateTime)
@@ -175,15 +175,15 @@ class SndsIpDay(SQLModel, table=True):
     data_commands: int = 0
     message_recipients: int = 0
     filter_result: str = Field(max_length=8)  # GREEN | YELLOW | RED
-    complaint_rate: Optional[float] = None  # fraction; "< 0.1%" is stored as its bound
+    complaint_rate: float | None = None  # fraction; "< 0.1%" is stored as its bound
     complaint_rate_text: str = Field(default="", max_length=32)
     complaint_rate_below: bool = False  # the feed only said "< x%"
     trap_hits: int = 0
-    trap_period_start: Optional[datetime] = _when(nullable=True)
-    trap_period_end: Optional[datetime] = _when(nullable=True)
-    sample_helo: Optional[str] = Field(default=None, max_length=255)
-    sample_mail_from: Optional[str] = Field(default=None, max_length=320)
-    comments: Optional[str] = _text()
+    trap_period_start: datetime | None = _when(nullable=True)
+    trap_period_end: datetime | None = _when(nullable=True)
+    sample_helo: str | None = Field(default=None, max_length=255)
+    sample_mail_from: str | None = Field(default=None, max_length=320)
+    comments: str | None = _text()
     fetched_at: datetime = _when(default_now=True)
 
     __table_args__ = (
@@ -197,7 +197,7 @@ class SndsIpStatus(SQLModel, table=True):
 
     __tablename__ = "snds_ip_status"
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     first_ip: str = Field(max_length=64)
     last_ip: str = Field(max_length=64)
     blocked: bool = True
@@ -215,8 +215,8 @@ class SignalFetchState(SQLModel, table=True):
 
     source: str = Field(primary_key=True, max_length=255)  # "google:v2:example.com", "snds:data", ...
     status: str = Field(default="ok", max_length=8)  # ok | error
-    error: Optional[str] = _text()
-    http_status: Optional[int] = None
+    error: str | None = _text()
+    http_status: int | None = None
     consecutive_failures: int = 0
-    last_attempt_at: Optional[datetime] = _when(nullable=True)
-    last_success_at: Optional[datetime] = _when(nullable=True)
+    last_attempt_at: datetime | None = _when(nullable=True)
+    last_success_at: datetime | None = _when(nullable=True)

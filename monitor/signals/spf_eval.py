@@ -84,7 +84,7 @@ def _match(network: Network, entries: list[str]) -> str:
             continue
         if network.subnet_of(allowed):  # type: ignore[arg-type]
             return "yes"
-        if network.overlaps(allowed):  # type: ignore[arg-type]
+        if network.overlaps(allowed):
             partial = True
     return "partial" if partial else "no"
 

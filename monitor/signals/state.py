@@ -65,7 +65,8 @@ def advance(previous: TargetState | None, observation: Observation, now: datetim
     return _on_clean(prev, observation, now)
 
 
-def _on_error(prev: TargetState, obs: Observation, now: datetime, unknown_after: int) -> tuple[TargetState, Transition | None]:
+def _on_error(prev: TargetState, obs: Observation, now: datetime, unknown_after: int) -> tuple[TargetState,
+                                                                                               Transition | None]:
     streak = prev.error_streak + 1
     state = replace(prev, error_streak=streak, last_error=obs.reason)
     if prev.state == "unknown" or streak < unknown_after:

@@ -178,7 +178,8 @@ def _codes(prefix: str, numbers: Iterable[int], meaning: str) -> dict[str, str]:
 # Spamhaus's error range: never a reputation answer.
 SPAMHAUS_ERRORS = {
     "127.255.255.252": "typo in the DNSBL name (Spamhaus error code)",
-    "127.255.255.254": "query through a public/open resolver or a resolver without attributable rDNS (Spamhaus error code)",
+    "127.255.255.254": ("query through a public/open resolver or a resolver without attributable rDNS "
+                        "(Spamhaus error code)"),
     "127.255.255.255": "excessive number of queries (Spamhaus error code)",
 }
 DQS_ERRORS = {
@@ -414,7 +415,8 @@ def zone_spec(config, key: str | None) -> ZoneSpec:  # config: monitor.config.Dn
     if overlap:
         raise ValueError(f"zone {config.name}: codes both listing/clean and error: {', '.join(sorted(overlap))}")
     if set(listed) & set(clean):
-        raise ValueError(f"zone {config.name}: codes both listed and clean: {', '.join(sorted(set(listed) & set(clean)))}")
+        both = ", ".join(sorted(set(listed) & set(clean)))
+        raise ValueError(f"zone {config.name}: codes both listed and clean: {both}")
 
     default_listed = IP_TEST_LISTED if kind == "ip" else DOMAIN_TEST_LISTED
     default_unlisted = IP_TEST_UNLISTED if kind == "ip" else DOMAIN_TEST_UNLISTED
@@ -425,7 +427,8 @@ def zone_spec(config, key: str | None) -> ZoneSpec:  # config: monitor.config.Dn
             try:
                 ipaddress.ip_address(point)
             except ValueError:
-                raise ValueError(f"zone {config.name}: test point {point!r} of an IP list must be an IP address") from None
+                raise ValueError(
+                    f"zone {config.name}: test point {point!r} of an IP list must be an IP address") from None
     _check_zone_name(name)
     query = substitute_key(name, key) if DQS_KEY_PLACEHOLDER in name else name
     return ZoneSpec(

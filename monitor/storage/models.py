@@ -11,7 +11,7 @@ sending domain, recipient domain, kind) followed by the time column, so
 """
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import Column, ForeignKey, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -43,17 +43,17 @@ class ProcessedMessage(SQLModel, table=True):
 
     __tablename__ = "processed_messages"
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     content_sha256: str = Field(max_length=64, unique=True)
     size: int
     source: str = Field(max_length=255)  # "imap:<mailbox name>" or "folder:<name>"
-    folder: Optional[str] = Field(default=None, max_length=255)
-    uidvalidity: Optional[int] = Field(default=None, sa_type=BigId)
-    uid: Optional[int] = Field(default=None, sa_type=BigId)
+    folder: str | None = Field(default=None, max_length=255)
+    uidvalidity: int | None = Field(default=None, sa_type=BigId)
+    uid: int | None = Field(default=None, sa_type=BigId)
     outcome: str = Field(max_length=16)  # "stored" | "quarantined"
     event_count: int = 0
-    header_message_id: Optional[str] = Field(default=None, sa_type=Text)
-    header_date: Optional[datetime] = _when(nullable=True)
+    header_message_id: str | None = Field(default=None, sa_type=Text)
+    header_date: datetime | None = _when(nullable=True)
     processed_at: datetime = _when(index=True, default_now=True)
 
 
@@ -66,8 +66,8 @@ class MessageFailure(SQLModel, table=True):
 
     content_sha256: str = Field(max_length=64, primary_key=True)
     source: str = Field(max_length=255)
-    folder: Optional[str] = Field(default=None, max_length=255)
-    uid: Optional[int] = Field(default=None, sa_type=BigId)
+    folder: str | None = Field(default=None, max_length=255)
+    uid: int | None = Field(default=None, sa_type=BigId)
     attempts: int = 0
     last_error: str = Field(sa_type=Text)
     first_failed_at: datetime = _when(default_now=True)
@@ -82,19 +82,19 @@ class QuarantinedMessage(SQLModel, table=True):
 
     __tablename__ = "quarantined_messages"
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     content_sha256: str = Field(max_length=64, unique=True)
     source: str = Field(max_length=255)
-    folder: Optional[str] = Field(default=None, max_length=255)
-    uid: Optional[int] = Field(default=None, sa_type=BigId)
+    folder: str | None = Field(default=None, max_length=255)
+    uid: int | None = Field(default=None, sa_type=BigId)
     size: int
     reason: str = Field(sa_type=Text)
-    raw: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
-    location: Optional[str] = Field(default=None, sa_type=Text)
-    header_message_id: Optional[str] = Field(default=None, sa_type=Text)
-    subject: Optional[str] = Field(default=None, sa_type=Text)
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    location: str | None = Field(default=None, sa_type=Text)
+    header_message_id: str | None = Field(default=None, sa_type=Text)
+    subject: str | None = Field(default=None, sa_type=Text)
     quarantined_at: datetime = _when(index=True, default_now=True)
-    released_at: Optional[datetime] = _when(nullable=True)
+    released_at: datetime | None = _when(nullable=True)
 
 
 # --- where each source has got to ---------------------------------------------
@@ -106,7 +106,7 @@ class SourceCheckpoint(SQLModel, table=True):
     __tablename__ = "source_checkpoints"
     __table_args__ = (UniqueConstraint("source", "folder", name="uq_source_checkpoints_source_folder"),)
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     source: str = Field(max_length=255)
     folder: str = Field(max_length=255)
     uidvalidity: int = Field(sa_type=BigId)
@@ -125,7 +125,7 @@ class PendingMove(SQLModel, table=True):
         UniqueConstraint("source", "folder", "uidvalidity", "uid", name="uq_pending_moves_message"),
     )
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     source: str = Field(max_length=255)
     folder: str = Field(max_length=255)
     uidvalidity: int = Field(sa_type=BigId)
@@ -141,7 +141,7 @@ class FolderFile(SQLModel, table=True):
     __tablename__ = "folder_files"
     __table_args__ = (UniqueConstraint("source", "path", name="uq_folder_files_source_path"),)
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     source: str = Field(max_length=255)
     path: str = Field(max_length=1024)
     size: int = Field(sa_type=BigId)
@@ -171,8 +171,8 @@ class StoredEvent(SQLModel, table=True):
         Index("ix_events_message", "message_id"),
     )
 
-    id: Optional[int] = _id()
-    message_id: Optional[int] = Field(
+    id: int | None = _id()
+    message_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("processed_messages.id", ondelete="CASCADE"), nullable=True)
     )
     kind: str = Field(max_length=32)  # bounce | feedback | auto_reply | delivery_success | not_bounce
@@ -181,39 +181,39 @@ class StoredEvent(SQLModel, table=True):
     occurred_at: datetime = _when(index=True)
     stored_at: datetime = _when(default_now=True)
 
-    recipient: Optional[str] = Field(default=None, max_length=320)
-    recipient_domain: Optional[str] = Field(default=None, max_length=255)
+    recipient: str | None = Field(default=None, max_length=320)
+    recipient_domain: str | None = Field(default=None, max_length=255)
 
     # bounces
-    reason: Optional[str] = Field(default=None, max_length=64)
-    hard_or_soft: Optional[str] = Field(default=None, max_length=8)
-    status: Optional[str] = Field(default=None, max_length=16)
-    reply_code: Optional[int] = None
-    action: Optional[str] = Field(default=None, max_length=32)
-    remote_mta: Optional[str] = Field(default=None, max_length=255)
-    smtp_agent: Optional[str] = Field(default=None, max_length=64)
+    reason: str | None = Field(default=None, max_length=64)
+    hard_or_soft: str | None = Field(default=None, max_length=8)
+    status: str | None = Field(default=None, max_length=16)
+    reply_code: int | None = None
+    action: str | None = Field(default=None, max_length=32)
+    remote_mta: str | None = Field(default=None, max_length=255)
+    smtp_agent: str | None = Field(default=None, max_length=64)
 
     # feedback
-    feedback_type: Optional[str] = Field(default=None, max_length=32)
+    feedback_type: str | None = Field(default=None, max_length=32)
     # True for complaints only (abuse, fraud, virus): never for auth-failure,
     # opt-out or not-spam reports.
     is_complaint: bool = False
 
     # the message the event is about, and who sent it
-    original_message_id: Optional[str] = Field(default=None, sa_type=Text)
-    original_mail_from: Optional[str] = Field(default=None, max_length=320)
-    reported_domain: Optional[str] = Field(default=None, max_length=255)
-    source_ip: Optional[str] = Field(default=None, max_length=45)  # as the report gives it
+    original_message_id: str | None = Field(default=None, sa_type=Text)
+    original_mail_from: str | None = Field(default=None, max_length=320)
+    reported_domain: str | None = Field(default=None, max_length=255)
+    source_ip: str | None = Field(default=None, max_length=45)  # as the report gives it
     # Our own tracking token (parsers/tracking.py), when the message carried it.
-    tracking_message_id: Optional[str] = Field(default=None, max_length=255)
-    tracking_source_ip: Optional[str] = Field(default=None, max_length=45)
-    campaign: Optional[str] = Field(default=None, max_length=255)
+    tracking_message_id: str | None = Field(default=None, max_length=255)
+    tracking_source_ip: str | None = Field(default=None, max_length=45)
+    campaign: str | None = Field(default=None, max_length=255)
     # Best knowledge of the sending IP / domain (tracking first, then the report).
-    sending_ip: Optional[str] = Field(default=None, max_length=45)
-    sending_domain: Optional[str] = Field(default=None, max_length=255)
+    sending_ip: str | None = Field(default=None, max_length=45)
+    sending_domain: str | None = Field(default=None, max_length=255)
 
-    subject: Optional[str] = Field(default=None, sa_type=Text)
-    details: Optional[dict] = Field(default=None, sa_type=JsonDoc)
+    subject: str | None = Field(default=None, sa_type=Text)
+    details: dict | None = Field(default=None, sa_type=JsonDoc)
 
 
 # --- DMARC and TLS reports ------------------------------------------------------------
@@ -228,22 +228,22 @@ class DmarcReport(SQLModel, table=True):
         Index("ix_dmarc_reports_domain_begin", "domain", "begin"),
     )
 
-    id: Optional[int] = _id()
-    message_id: Optional[int] = Field(
+    id: int | None = _id()
+    message_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("processed_messages.id", ondelete="CASCADE"), nullable=True)
     )
     report_id: str = Field(max_length=255)
     org_name: str = Field(max_length=255)
-    org_email: Optional[str] = Field(default=None, max_length=320)
+    org_email: str | None = Field(default=None, max_length=320)
     domain: str = Field(max_length=255)
-    policy: Optional[str] = Field(default=None, max_length=16)
-    subdomain_policy: Optional[str] = Field(default=None, max_length=16)
-    adkim: Optional[str] = Field(default=None, max_length=4)
-    aspf: Optional[str] = Field(default=None, max_length=4)
-    pct: Optional[int] = None
+    policy: str | None = Field(default=None, max_length=16)
+    subdomain_policy: str | None = Field(default=None, max_length=16)
+    adkim: str | None = Field(default=None, max_length=4)
+    aspf: str | None = Field(default=None, max_length=4)
+    pct: int | None = None
     begin: datetime = _when()
     end: datetime = _when()
-    errors: Optional[list] = Field(default=None, sa_type=JsonDoc)
+    errors: list | None = Field(default=None, sa_type=JsonDoc)
     stored_at: datetime = _when(default_now=True)
 
 
@@ -258,20 +258,20 @@ class DmarcRecord(SQLModel, table=True):
         Index("ix_dmarc_records_report", "report_pk"),
     )
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     report_pk: int = Field(sa_column=Column(BigId, ForeignKey("dmarc_reports.id", ondelete="CASCADE"), nullable=False))
     domain: str = Field(max_length=255)
     begin: datetime = _when()
     end: datetime = _when()
     source_ip: str = Field(max_length=45)
     count: int
-    disposition: Optional[str] = Field(default=None, max_length=16)
-    dkim: Optional[str] = Field(default=None, max_length=16)
-    spf: Optional[str] = Field(default=None, max_length=16)
-    header_from: Optional[str] = Field(default=None, max_length=255)
-    envelope_from: Optional[str] = Field(default=None, max_length=255)
-    dkim_results: Optional[list] = Field(default=None, sa_type=JsonDoc)
-    spf_results: Optional[list] = Field(default=None, sa_type=JsonDoc)
+    disposition: str | None = Field(default=None, max_length=16)
+    dkim: str | None = Field(default=None, max_length=16)
+    spf: str | None = Field(default=None, max_length=16)
+    header_from: str | None = Field(default=None, max_length=255)
+    envelope_from: str | None = Field(default=None, max_length=255)
+    dkim_results: list | None = Field(default=None, sa_type=JsonDoc)
+    spf_results: list | None = Field(default=None, sa_type=JsonDoc)
 
 
 class DmarcFailure(SQLModel, table=True):
@@ -284,22 +284,22 @@ class DmarcFailure(SQLModel, table=True):
         Index("ix_dmarc_failures_message", "message_id"),
     )
 
-    id: Optional[int] = _id()
-    message_id: Optional[int] = Field(
+    id: int | None = _id()
+    message_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("processed_messages.id", ondelete="CASCADE"), nullable=True)
     )
     occurred_at: datetime = _when()
     stored_at: datetime = _when(default_now=True)
-    arrival_date: Optional[datetime] = _when(nullable=True)
-    reported_domain: Optional[str] = Field(default=None, max_length=255)
-    source_ip: Optional[str] = Field(default=None, max_length=45)
-    feedback_type: Optional[str] = Field(default=None, max_length=32)
-    auth_failure: Optional[str] = Field(default=None, max_length=64)
-    original_mail_from: Optional[str] = Field(default=None, max_length=320)
-    original_rcpt_to: Optional[str] = Field(default=None, max_length=320)
-    delivery_result: Optional[str] = Field(default=None, max_length=32)
-    dkim_domain: Optional[str] = Field(default=None, max_length=255)
-    subject: Optional[str] = Field(default=None, sa_type=Text)
+    arrival_date: datetime | None = _when(nullable=True)
+    reported_domain: str | None = Field(default=None, max_length=255)
+    source_ip: str | None = Field(default=None, max_length=45)
+    feedback_type: str | None = Field(default=None, max_length=32)
+    auth_failure: str | None = Field(default=None, max_length=64)
+    original_mail_from: str | None = Field(default=None, max_length=320)
+    original_rcpt_to: str | None = Field(default=None, max_length=320)
+    delivery_result: str | None = Field(default=None, max_length=32)
+    dkim_domain: str | None = Field(default=None, max_length=255)
+    subject: str | None = Field(default=None, sa_type=Text)
 
 
 class TlsReport(SQLModel, table=True):
@@ -308,15 +308,15 @@ class TlsReport(SQLModel, table=True):
     __tablename__ = "tls_reports"
     __table_args__ = (UniqueConstraint("organization_name", "report_id", name="uq_tls_reports_org_report"),)
 
-    id: Optional[int] = _id()
-    message_id: Optional[int] = Field(
+    id: int | None = _id()
+    message_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("processed_messages.id", ondelete="CASCADE"), nullable=True)
     )
     report_id: str = Field(max_length=255)
     organization_name: str = Field(max_length=255)
-    contact_info: Optional[str] = Field(default=None, max_length=320)
-    begin: Optional[datetime] = _when(nullable=True, index=True)
-    end: Optional[datetime] = _when(nullable=True)
+    contact_info: str | None = Field(default=None, max_length=320)
+    begin: datetime | None = _when(nullable=True, index=True)
+    end: datetime | None = _when(nullable=True)
     stored_at: datetime = _when(default_now=True)
 
 
@@ -329,13 +329,13 @@ class TlsPolicyResult(SQLModel, table=True):
         Index("ix_tls_policies_report", "report_pk"),
     )
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     report_pk: int = Field(sa_column=Column(BigId, ForeignKey("tls_reports.id", ondelete="CASCADE"), nullable=False))
     policy_domain: str = Field(max_length=255)
-    policy_type: Optional[str] = Field(default=None, max_length=16)
+    policy_type: str | None = Field(default=None, max_length=16)
     successful_session_count: int = Field(default=0, sa_type=BigId)
     failed_session_count: int = Field(default=0, sa_type=BigId)
-    failure_details: Optional[list] = Field(default=None, sa_type=JsonDoc)
+    failure_details: list | None = Field(default=None, sa_type=JsonDoc)
 
 
 # --- the suppression list ------------------------------------------------------------
@@ -352,16 +352,16 @@ class Suppression(SQLModel, table=True):
     __tablename__ = "suppressions"
     __table_args__ = (Index("ix_suppressions_domain", "domain"),)
 
-    id: Optional[int] = _id()
+    id: int | None = _id()
     address: str = Field(max_length=320, unique=True)
     domain: str = Field(max_length=255)
     reason: str = Field(max_length=32)
-    detail: Optional[str] = Field(default=None, max_length=255)
+    detail: str | None = Field(default=None, max_length=255)
     source: str = Field(max_length=64)
-    source_event_id: Optional[int] = Field(
+    source_event_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("events.id", ondelete="SET NULL"), nullable=True)
     )
     first_seen_at: datetime = _when()
     last_seen_at: datetime = _when()
     count: int = 1
-    expires_at: Optional[datetime] = _when(nullable=True, index=True)
+    expires_at: datetime | None = _when(nullable=True, index=True)

@@ -54,7 +54,8 @@ def clean(value: Any) -> Any:
 
 def _clipper(table: Table):
     # (SQLModel's AutoString is a TypeDecorator, not a String: ask for .length)
-    lengths = {c.name: c.type.length for c in table.columns if getattr(c.type, "length", None)}
+    lengths = {c.name: c.type.length for c in table.columns  # type: ignore[attr-defined]
+               if getattr(c.type, "length", None)}
 
     def clip(row: dict[str, Any]) -> dict[str, Any]:
         for name, value in row.items():
@@ -68,12 +69,12 @@ def _clipper(table: Table):
     return clip
 
 
-_clip_event = _clipper(StoredEvent.__table__)
-_clip_failure = _clipper(DmarcFailure.__table__)
-_clip_report = _clipper(DmarcReport.__table__)
-_clip_record = _clipper(DmarcRecord.__table__)
-_clip_tls = _clipper(TlsReport.__table__)
-_clip_policy = _clipper(TlsPolicyResult.__table__)
+_clip_event = _clipper(StoredEvent.__table__)  # type: ignore[attr-defined]
+_clip_failure = _clipper(DmarcFailure.__table__)  # type: ignore[attr-defined]
+_clip_report = _clipper(DmarcReport.__table__)  # type: ignore[attr-defined]
+_clip_record = _clipper(DmarcRecord.__table__)  # type: ignore[attr-defined]
+_clip_tls = _clipper(TlsReport.__table__)  # type: ignore[attr-defined]
+_clip_policy = _clipper(TlsPolicyResult.__table__)  # type: ignore[attr-defined]
 
 
 def normalize_recipient(address: str | None) -> str | None:

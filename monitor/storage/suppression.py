@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
+from sqlalchemy.engine import CursorResult
+from sqlmodel import Session, col
 
 from monitor.core.dbtypes import utcnow
 from monitor.storage.models import Suppression
@@ -69,9 +71,9 @@ def suppressed_addresses(session: Session, addresses: Iterable[str], *, at: date
     for start in range(0, len(normals), _CHUNK):
         chunk = normals[start:start + _CHUNK]
         rows = session.execute(
-            select(Suppression.address).where(
-                Suppression.address.in_(chunk),
-                or_(Suppression.expires_at.is_(None), Suppression.expires_at > at),
+            select(col(Suppression.address)).where(
+                col(Suppression.address).in_(chunk),
+                or_(col(Suppression.expires_at).is_(None), col(Suppression.expires_at) > at),
             )
         ).scalars()
         for normal in rows:
@@ -150,7 +152,7 @@ def suppress_many(session: Session, entries: Sequence[SuppressionEntry]) -> dict
     inserted: set[str] = set()
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = Suppression.__table__
+    table = Suppression.__table__  # type: ignore[attr-defined]
     if insert_rows:  # executemany of one cached statement; conflicting rows return nothing
         stmt = insert(table).on_conflict_do_nothing(index_elements=["address"]).returning(table.c.address)
         inserted.update(session.connection().execute(stmt, insert_rows).scalars())
@@ -158,7 +160,7 @@ def suppress_many(session: Session, entries: Sequence[SuppressionEntry]) -> dict
     rows: dict[str, Suppression] = {}
     addresses = list(merged)
     for start in range(0, len(addresses), _CHUNK):
-        query = select(Suppression).where(Suppression.address.in_(addresses[start:start + _CHUNK]))
+        query = select(Suppression).where(col(Suppression.address).in_(addresses[start:start + _CHUNK]))
         if dialect == "postgresql":
             query = query.with_for_update()
         for row in session.execute(query).scalars():
@@ -205,16 +207,14 @@ def _clip(value: str | None, size: int) -> str | None:
 
 def unsuppress(session: Session, address: str) -> bool:
     """Take an address off the list (e.g. through the HTTP API); False if absent."""
-    result = session.execute(delete(Suppression).where(Suppression.address == normalize_address(address)))
-    return bool(result.rowcount)
+    result = session.execute(delete(Suppression).where(col(Suppression.address) == normalize_address(address)))
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 def active_suppression_count(session: Session, *, at: datetime | None = None) -> int:
-    from sqlalchemy import func
-
     at = at or utcnow()
     return session.execute(
         select(func.count()).select_from(Suppression).where(
-            or_(Suppression.expires_at.is_(None), Suppression.expires_at > at)
+            or_(col(Suppression.expires_at).is_(None), col(Suppression.expires_at) > at)
         )
     ).scalar_one()

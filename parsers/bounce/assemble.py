@@ -6,13 +6,15 @@ import re
 from typing import Final
 
 from parsers import tracking
-from parsers.bounce.address import address as parse_address
+from parsers.autoreply import is_challenge, is_challenge_text
 from parsers.bounce import reasons as R
 from parsers.bounce import vendors
-from parsers.bounce.classify import classify, hard_or_soft
+from parsers.bounce.address import address as parse_address
+from parsers.bounce.classify import Classification, Confidence, classify, hard_or_soft
 from parsers.bounce.dsn import read_dsn, reports_of_blocks
+from parsers.bounce.html import strip_tags
 from parsers.bounce.original import Original, from_parts, from_text
-from parsers.bounce.plaintext import Notice, TextRecipient, cut_original, original_start, read_notice
+from parsers.bounce.plaintext import Notice, TextRecipient, cut_original, original_start, read_notice, session_of
 from parsers.bounce.report import RecipientReport
 from parsers.bounce.status import STATUS_RE, find_reply_code, find_status, pick_status
 from parsers.events import BounceEvent, DeliverySuccessEvent, Tracking
@@ -36,7 +38,11 @@ BOUNCE_SUBJECT_RE: Final = re.compile(
     r"mail system error|returned to sender|delayed mail|message delayed|delivery delayed|"
     r"\bdelayed\b|\bbounced?\b|mail failure|delivery failure|warning: message|rejected|"
     r"undelivered|message status|error sending|"
-    r"\bloop (?:alert|detected)\b|duplicated? message-id",
+    r"\bloop (?:alert|detected)\b|duplicated? message-id|"
+    r"unable to deliver|nondeliverable|non-?delivery|"
+    # the same titles in other languages (German, French, Italian, Spanish, Portuguese, Dutch, Scandinavian)
+    r"unzustellbar|nicht zustellbar|non remis|non distribu|non recapitabile|no entregado|no se pudo entregar|"
+    r"n[ãa]o entregue|onbestelbaar|kan ikke leveres|kunde inte levereras",
     re.IGNORECASE,
 )
 # Phrases of a notice that says a message was not delivered.
@@ -45,7 +51,9 @@ NOTICE_RE: Final = re.compile(
     r"undeliverable|delivery (?:has )?failed|permanent (?:fatal )?error|did not reach|unable to deliver|"
     r"delivery to the following recipients?|failed permanently|following address(?:\(es\)|es)? (?:failed|had)|"
     r"could not deliver|error (?:occurred )?(?:while|during) (?:trying to )?deliver|delivery problems?|"
-    r"was rejected|not delivered|failed to deliver|delivery attempts",
+    r"was rejected|not delivered|failed to deliver|delivery attempts|"
+    r"sorry to have to inform you|following addresses had|qmail-send program|message could not be sent|"
+    r"did not reach (?:the following|its destination)|returned to (?:you|sender)|could not be forwarded",
 )
 # An SMTP reply quoted in a notice: "550 5.1.1 ...", "Remote host said: 554 ...".
 SMTP_REPLY_LINE_RE: Final = re.compile(r"(?:^|said:|>>>|<<<|\]:)[ \t]*[45]\d\d[ \t-]+(?:[45]\.\d{1,3}\.\d{1,3}\b)?", re.MULTILINE)
@@ -65,7 +73,7 @@ REMOTE_HOST_RE: Final = re.compile(
 MBOX_SEPARATOR_RE: Final = re.compile(
     rb"\r?\n(?=From \S+ +[A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d\d:\d\d(?::\d\d)? (?:[A-Z]{3,4} )?\d{4}[ \t]*\r?\n)")
 WORDS_RE: Final = re.compile(r"[A-Za-z]{3}")
-_TAG_RE: Final = re.compile(r"<[^>]*>")
+_BINARY_TYPES: Final = ("image/", "application/", "audio/", "video/")
 _BR_RE: Final = re.compile(r"<br\s*/?>|</p>|</div>|</tr>", re.IGNORECASE)
 
 
@@ -92,9 +100,12 @@ def _parse_one(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccess
     notice_text = notice_text_of(msg)
     if special is None and not dsn_parts and not looks_like_bounce(msg, notice_text):
         return None
+    if special is None and not dsn_parts and (is_challenge_text(notice_text) or is_challenge(msg, notice_text)):
+        return None  # a challenge-response system's request: an auto-reply (parsers/autoreply.py)
     embedded = [] if dsn_parts or special is not None else _embedded_dsn(notice_text)
-    if embedded:  # the machine-readable fields are read as a DSN, not as notice prose
-        notice_text = notice_text[:EMBEDDED_DSN_RE.search(notice_text).start()]
+    marker = EMBEDDED_DSN_RE.search(notice_text) if embedded else None
+    if marker:  # the machine-readable fields are read as a DSN, not as notice prose
+        notice_text = notice_text[:marker.start()]
     boundary = original_start(notice_text)
     quoted = notice_text[boundary[1]:] if boundary else ""
     notice_text = notice_text[: boundary[0]] if boundary else notice_text
@@ -116,7 +127,7 @@ def _parse_one(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccess
     # every token starts "v1."; most bounces carry none, so skip the full scan
     found_tracking = tracking.find_in_bytes(data) if b"v1." in data or b"V1." in data else None
     events = [_event(report, original, agent, found_tracking) for report in reports]
-    undecided = [r for r, e in zip(reports, events) if isinstance(e, BounceEvent) and e.reason == R.ONHOLD]
+    undecided = [r for r, e in zip(reports, events, strict=True) if isinstance(e, BounceEvent) and e.reason == R.ONHOLD]
     if undecided and special is None and _explain_from_returned_bounce(undecided, msg):
         events = [_event(report, original, agent, found_tracking) for report in reports]
     return events
@@ -170,13 +181,13 @@ def _collect_text(part: MailPart, plain: list[str], html: list[str]) -> None:
         return
     if part.content_type == "text/html":
         html.append(part.text())
-    elif part.content_type.startswith("text/") or not part.content_type.startswith(("image/", "application/", "audio/", "video/")):
+    elif part.content_type.startswith("text/") or not part.content_type.startswith(_BINARY_TYPES):
         plain.append(part.text())
 
 
 def _html_to_text(html: str) -> str:
     text = _BR_RE.sub("\n", html)
-    text = _TAG_RE.sub(" ", text)
+    text = strip_tags(text)
     return text.replace("&nbsp;", " ").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
@@ -296,6 +307,7 @@ def _complete(report: RecipientReport, text_recipient: TextRecipient | None, not
     if text and not WORDS_RE.search(report.diagnostic):  # none, or a bare exit code ("X-Unix; 77")
         report.diagnostic = text
         report.remote_reply = False
+        report.diagnostic_from_notice = report.status is not None
     if report.command is None:
         context = " ".join(text_recipient.lines + text_recipient.own) if text_recipient else ""
         report.command = vendors.infer_command(f"{context} {report.diagnostic}", notice.text)
@@ -321,10 +333,11 @@ def _report_from_text(recipient: TextRecipient | None, notice: Notice) -> Recipi
 
 def _diagnostic_from_text(recipient: TextRecipient | None, notice: Notice) -> str:
     """The first text that explains the failure (has a status or reply code,
-    or names a reason): the recipient's own lines, the paragraphs the notice
+    or names a reason): the recipient's own lines, its own session of a
+    transcript of several, the paragraphs the notice
     introduces as the server's answer, the other lines that mention the
     recipient, the whole notice; else the first non-empty one."""
-    candidates = [" ".join(recipient.own)] if recipient is not None else []
+    candidates = [" ".join(recipient.own), session_of(recipient.address, notice.text)] if recipient is not None else []
     candidates.append(notice.stated)
     if recipient is not None:
         candidates.append(" ".join(recipient.mentions))
@@ -340,25 +353,31 @@ def _diagnostic_from_text(recipient: TextRecipient | None, notice: Notice) -> st
     return ""
 
 
-def _bounce_reason(report: RecipientReport, status: str | None, agent: str) -> str:
-    """The classifier's reason, adjusted by what the bounce as a whole says."""
-    reason = classify(report.reply_code, status, report.diagnostic, command=report.command,
-                      remote_reply=report.remote_reply).reason
+def _classify_report(report: RecipientReport, status: str | None) -> Classification:
+    return classify(report.reply_code, status, report.diagnostic, command=report.command,
+                    remote_reply=report.remote_reply, remote_host=report.remote_mta,
+                    text_is_notice=report.diagnostic_from_notice)
+
+
+def _bounce_reason(report: RecipientReport, status: str | None, agent: str) -> tuple[str, Confidence]:
+    """The classifier's reason and confidence, adjusted by what the bounce as a whole says."""
+    verdict = _classify_report(report, status)
+    reason = verdict.reason
     if report.diagnostic_type == "x-unix" and reason in (R.ONHOLD, R.USERUNKNOWN, R.FILTERED, R.SUSPEND):
-        return R.MAILERERROR  # the local delivery program failed: its words say nothing of the address
+        return R.MAILERERROR, "high"  # the local delivery program failed: its words say nothing of the address
     if reason == R.NETWORKERROR and NO_CONNECTION_RE.search(report.diagnostic):
         # the host never answered during the whole retry period: the message expired in the queue
-        return R.EXPIRED
+        return R.EXPIRED, verdict.confidence
     category_reason = vendors.CATEGORY_REASON.get(report.category) if report.category else None
     if category_reason and (reason == R.ONHOLD or (reason == R.FILTERED and category_reason == R.USERUNKNOWN)):
         # the sending MTA classified the reply itself; "bad-mailbox" settles whether
         # a "no such user" was about the address (see classify's refinement)
-        return category_reason
+        return category_reason, "medium"
     if reason == R.ONHOLD and report.action == "delayed":
-        return R.EXPIRED
-    if reason == R.ONHOLD:
-        return vendors.FORMAT_REASON.get(agent, reason)
-    return reason
+        return R.EXPIRED, "medium"
+    if reason == R.ONHOLD and agent in vendors.FORMAT_REASON:
+        return vendors.FORMAT_REASON[agent], "medium"
+    return reason, verdict.confidence
 
 
 def _event(report: RecipientReport, original: Original, agent: str, found_tracking: Tracking | None
@@ -369,7 +388,7 @@ def _event(report: RecipientReport, original: Original, agent: str, found_tracki
             recipient=report.recipient, status=status, remote_mta=report.remote_mta,
             original_message_id=original.message_id, tracking=found_tracking,
         )
-    reason = _bounce_reason(report, status, agent)
+    reason, confidence = _bounce_reason(report, status, agent)
     return BounceEvent(
         recipient=report.recipient,
         reason=reason,
@@ -384,4 +403,5 @@ def _event(report: RecipientReport, original: Original, agent: str, found_tracki
         smtp_agent=agent,
         original_mail_from=original.mail_from,
         tracking=found_tracking,
+        confidence=confidence,
     )

@@ -30,7 +30,7 @@ ADDR_RE: Final = re.compile(r"(?<![\w.!#$%&'*+/=?^`{|}~-])" + ADDR)
 ORIGINAL_KEYS: Final = ("copy of", "below this line", "original", "returned", "undelivered", "unsent", "rejected",
                         "bounced", "header", "rfc822")
 ORIGINAL_LINE_RE: Final = re.compile(
-    r"[ \t>]*[-=_*#]*[ \t]*(?:"
+    r"[ \t>]*(?:[-=_*#]+[ \t]*)?(?:"  # (no two adjacent runs of blanks: quadratic on long blank lines)
     r"[^\n]{0,40}copy of (?:the |your )?(?:original |returned )?(?:message|mail|headers)"
     r"|below this line"
     r"|(?:the )?(?:original|returned|undelivered|unsent|rejected|bounced) (?:message|mail|e-?mail)"
@@ -68,8 +68,12 @@ LEAD_IN_RE: Final = re.compile(
     r"|transcript of (?:the )?session follows[ \t]*-*[ \t]*)",
 )
 _DASH_LINE_RE: Final = re.compile(r"^\s*(?:[-=_*]{3,}.*|.*[-=_*]{3,})\s*$")
-_BARE_TAIL_RE: Final = re.compile(r"^[\s>\"':.,;]*(?:\((?:expanded|generated|ultimately|reason)[^)]*\)?)?\s*$", re.IGNORECASE)
+# (no "\s*" after the parenthesis: it would overlap the classes before it, quadratic on long blank tails)
+_BARE_TAIL_RE: Final = re.compile(r"^[\s>\"':.,;]*(?:\((?:expanded|generated|ultimately|reason)[^)]*(?:\)\s*)?)?$",
+                                  re.IGNORECASE)
 _ON_DATE_TAIL_RE: Final = re.compile(r"^\s+on\s+\S", re.IGNORECASE)
+# Sendmail's transcript opens each remote session with this line.
+SESSION_START: Final = "... while talking to "
 
 
 @dataclass(slots=True)
@@ -165,8 +169,8 @@ def read_notice(notice: str, excluded: frozenset[str] = frozenset(), only_strong
     for i, (strength, address, _) in enumerate(kinds):
         if not lines[i].strip():
             paragraph_start = i
-        elif strength == 2 and not (strong and strong[-1] > paragraph_start
-                                    and kinds[strong[-1]][1].lower() == address.lower()):
+        elif strength == 2 and address and not (strong and strong[-1] > paragraph_start
+                                                and (kinds[strong[-1]][1] or "").lower() == address.lower()):
             strong.append(i)
     by_address: dict[str, TextRecipient] = {}
     order: list[TextRecipient] = []
@@ -184,7 +188,7 @@ def read_notice(notice: str, excluded: frozenset[str] = frozenset(), only_strong
     consumed: set[int] = set()  # line indices inside recipient blocks
     for position, index in enumerate(strong):
         _, address, tail = kinds[index]
-        recipient = entry(address)
+        recipient = entry(address) if address else None
         if recipient is None:
             continue
         stop = strong[position + 1] if position + 1 < len(strong) else len(lines)
@@ -193,12 +197,12 @@ def read_notice(notice: str, excluded: frozenset[str] = frozenset(), only_strong
         recipient.own.extend(block)
         consumed.update(range(index, end))
     if order:
-        for (strength, address, _), line in zip(kinds, lines):
-            if strength == 1 and address.lower() in by_address:
+        for (strength, address, _), line in zip(kinds, lines, strict=True):
+            if strength == 1 and address and address.lower() in by_address:
                 by_address[address.lower()].mentions.append(line.strip())
     elif not only_strong:
-        for (strength, address, _), line in zip(kinds, lines):
-            if strength == 1:
+        for (strength, address, _), line in zip(kinds, lines, strict=True):
+            if strength == 1 and address:
                 recipient = entry(address)
                 if recipient is not None:
                     recipient.mentions.append(line.strip())
@@ -235,9 +239,30 @@ def _block(lines: list[str], index: int, stop: int, tail: str) -> tuple[list[str
             if out:
                 break
             continue
-        if _DASH_LINE_RE.match(stripped):
-            break
+        if _DASH_LINE_RE.match(stripped) or stripped.startswith(SESSION_START):
+            break  # a separator, or Sendmail's transcript turning to another host (and recipient)
         out.append(stripped)
     else:
         end = stop
     return out, end
+
+
+def session_of(address: str, notice: str) -> str:
+    """In a Sendmail transcript of several remote sessions ("... while
+    talking to mx.example.org.:"), the replies of the one about `address`:
+    the session that names it, else the one whose host is in its domain
+    (a session refused at DATA names no recipient). "" when the transcript
+    has fewer than two sessions (then it is about every recipient alike)."""
+    if notice.count(SESSION_START) < 2:
+        return ""
+    sessions = []
+    for piece in notice.split(SESSION_START)[1:]:
+        head, _, body = piece.partition("\n")
+        host = head.strip().rstrip(":").rstrip(".").lower()
+        sessions.append((host, body.split("\n\n", 1)[0]))
+    wanted = address.lower()
+    domain = wanted.rpartition("@")[2]
+    found = next((body for _, body in sessions if wanted in body.lower()), None)
+    if found is None:
+        found = next((body for host, body in sessions if host == domain or host.endswith("." + domain)), "")
+    return " ".join(line.strip() for line in found.split("\n") if line.strip() and not line.lstrip().startswith(">>>"))

@@ -21,3 +21,6 @@ class RecipientReport:
     command: str | None = None  # SMTP command the failure answered: MAIL, RCPT, DATA, CONN, HELO
     category: str | None = None  # the sending MTA's own bounce category (PowerMTA's X-PowerMTA-BounceCategory)
     remote_reply: bool = False  # the diagnostic is a DSN's Diagnostic-Code: a remote server's words, code or not
+    # the diagnostic was taken from the notice's prose because the DSN record gave
+    # none: it may be a disclaimer or a quote, and must not outrank the record's status
+    diagnostic_from_notice: bool = False

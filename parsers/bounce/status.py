@@ -19,7 +19,8 @@ STATUS_RE: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)
 # A reply code at the start of a reply line, optionally followed by "-" or a status.
 REPLY_AT_START_RE: Final = re.compile(r"^\s*([245]\d\d)(?=[\s\-:;,.)]|$)")
 # A reply code anywhere, as written by MTAs: "550 5.1.1", "said: 550", "(550)".
-REPLY_ANYWHERE_RE: Final = re.compile(r"(?<![\w.#/+-])([45][0-5]\d)(?=[\s\-:;,)\]]|$)(?!\s*(?:bytes|days|hours|minutes|seconds)\b)")
+REPLY_ANYWHERE_RE: Final = re.compile(
+    r"(?<![\w.#/+-])([45][0-5]\d)(?=[\s\-:;,)\]]|$)(?!\s*(?:bytes|days|hours|minutes|seconds)\b)")
 
 # subject.detail -> reason, for details specific enough to name one.
 _DETAIL_REASON: Final[dict[str, str]] = {

@@ -46,8 +46,10 @@ _CANONICAL: Final[dict[str, str]] = {
     "rcpt to": "RCPT", "rcpt": "RCPT", "mail from": "MAIL", "mail": "MAIL", "data": "DATA", "end of data": "DATA",
     "text": "DATA", "initial connection": "CONN", "ehlo": "HELO", "helo": "HELO",
 }
-_TRANSCRIPT_RE: Final = re.compile(r"^\s*(?:>>>|sent <<<)\s*([a-z]+(?: (?:to|from))?)|^\s*(?:<<<|received >>>)\s*[45]\d\d\b",
-                                   re.MULTILINE)
+# [ \t], not \s: "^\s*" under MULTILINE runs across blank lines from every
+# line start, quadratic on a text of many newlines
+_TRANSCRIPT_RE: Final = re.compile(
+    r"^[ \t]*(?:>>>|sent <<<)[ \t]*([a-z]+(?: (?:to|from))?)|^[ \t]*(?:<<<|received >>>)[ \t]*[45]\d\d\b", re.MULTILINE)
 
 
 def command_of_transcript(text: str) -> str | None:

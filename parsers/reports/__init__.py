@@ -6,8 +6,13 @@ Two entry points:
   recognised by content, never by name) -> DmarcAggregateEvent /
   TlsReportEvent, one per report found; whatever cannot be read becomes an
   UnparseableEvent with the reason. Never raises.
+- `parse_report_chunks(chunks)`: the same for a bare XML or JSON document
+  read as a stream (a large file is never held whole).
 - `parse_report_mail(msg)`: the reports a mail carries (attachments, DMARC
   failure reports) or None when it carries none.
+
+Aggregate records can be given where their mail came from (country, AS,
+sending service) by parsers.reports.sources.
 
 Modules: containers (bounded zip/gzip streams), aggregate (streaming XML),
 tls (JSON), failure (failure reports in mail), from_mail (attachments).
@@ -15,24 +20,36 @@ tls (JSON), failure (failure reports in mail), from_mail (attachments).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 from parsers.events import AnyEvent, UnparseableEvent
 from parsers.reports.aggregate import parse_aggregate_chunks
 from parsers.reports.containers import DEFAULT_LIMITS, Limits, Payload, ReportError, open_payloads, peek, read_all, sniff
 from parsers.reports.from_mail import parse_report_mail
 from parsers.reports.tls import parse_tls_json
 
-__all__ = ["parse_report_bytes", "parse_report_mail", "Limits", "DEFAULT_LIMITS", "ReportError"]
+__all__ = ["parse_report_bytes", "parse_report_chunks", "parse_report_mail", "Limits", "DEFAULT_LIMITS", "ReportError"]
 
 
 def parse_report_bytes(data: bytes, *, limits: Limits = DEFAULT_LIMITS) -> list[AnyEvent]:
     """Every report in a report file; never raises."""
     if not data or data.isspace():  # not data.strip(): that would copy a 100 MB input
         return [UnparseableEvent(error="empty input: no report in it")]
+    notes: list[str] = []
+    return _parse_payloads(open_payloads(data, limits, notes), limits, notes)
+
+
+def parse_report_chunks(chunks: Iterable[bytes], *, limits: Limits = DEFAULT_LIMITS) -> list[AnyEvent]:
+    """The report in a bare (not archived) XML or JSON document given as a
+    stream of bytes; never raises."""
+    return _parse_payloads(iter([Payload(None, iter(chunks))]), limits, [])
+
+
+def _parse_payloads(payloads: Iterator[Payload], limits: Limits, notes: list[str]) -> list[AnyEvent]:
     events: list[AnyEvent] = []
     skipped: list[str] = []
-    notes: list[str] = []
     try:
-        for payload in open_payloads(data, limits, notes):
+        for payload in payloads:
             event = _parse_payload(payload, limits, notes, skipped)
             if event is not None:
                 events.append(event)

@@ -36,9 +36,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
-from itertools import chain
 from datetime import datetime, timezone
 from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 from lxml import etree
@@ -51,7 +51,9 @@ KNOWN_NAMESPACES = frozenset({DMARC_2_NAMESPACE, "http://dmarc.org/dmarc-xml/0.1
 
 MAX_REPEATS = 100  # dkim/spf results, reasons, errors kept per element; more is noise or an attack
 MAX_ERRORS = 200  # notes kept per report
-MAX_COUNT = 2**63 - 1  # fits a signed 64-bit column
+# Messages per record: a large reporter sees millions a day from one IP, never a billion;
+# a larger count is a broken or hostile report, and summing it would overflow storage.
+MAX_COUNT = 10**9
 MAX_LIVE_ELEMENTS = 50_000  # elements held at once; a record has about 25
 MAX_BYTES_BEFORE_FEEDBACK = 1024 * 1024
 MAX_PROLOG_BYTES = 1024 * 1024
@@ -70,6 +72,9 @@ _SCHEMA: dict[str, dict[str, str]] = {
 }
 
 _NOTHING = object()
+_DKIM_KEYS = ("domain", "selector", "result", "human_result")
+_SPF_KEYS = ("domain", "scope", "result", "human_result")
+_REASON_KEYS = ("type", "comment")
 
 
 def parse_aggregate_chunks(chunks: Iterable[bytes], notes: list[str] | None = None) -> DmarcAggregateEvent:
@@ -204,6 +209,7 @@ class _FeedbackReader:
         self.record_index = 0
         self._strings: dict[str, str] = {}
         self._results: dict[tuple[str | None, ...], dict[str, str | None]] = {}
+        self._names: dict[Any, str] = {}
 
     def consume(self, events: Iterator[tuple[str, Any]], fed: int) -> bool:
         """Handle the events of one chunk; True once </feedback> was seen."""
@@ -288,107 +294,161 @@ class _FeedbackReader:
             self._strings[value] = value
         return value
 
-    def _shared_result(self, result: dict[str, str | None]) -> dict[str, str | None]:
-        """Identical auth results recur in thousands of records: they share
-        one dict (treat record results as read-only)."""
-        key = tuple(result.values())
+    def _shared_result(self, key: tuple[str | None, ...], names: tuple[str, ...]) -> dict[str, str | None]:
+        """Identical auth results and override reasons recur in thousands of
+        records: they share one dict (treat record results as read-only). The
+        key starts with the kind of result, so a DKIM result without a selector
+        is never taken for an SPF result with the same domain and result."""
         cached = self._results.get(key)
         if cached is not None:
             return cached
+        result = dict(zip(names, key[1:], strict=True))
         if len(self._results) < _MAX_SHARED:
             self._results[key] = result
         return result
+
+    def _local_name(self, tag: Any) -> str:
+        """_local(tag), memoised: a report uses a couple of dozen tags."""
+        name = self._names.get(tag)
+        if name is None:
+            name = _local(tag)
+            if type(tag) is str and len(self._names) < 1000:
+                self._names[tag] = name
+        return name
 
     def _add_record(self, element: Any) -> None:
         """One <record> element to a DmarcRecord. Written out element by
         element rather than through _element_fields: this runs 100,000 times
         for a large report and is most of the parsing time."""
-        where = f"record {self.record_index}"
+        names = self._names
+        local = self._local_name
         row = ids = auth = None
         for part in element:
-            name = _local(part.tag)
+            name = names.get(part.tag) or local(part.tag)
             if name == "row":
                 row = row if row is not None else part
-            elif name in ("identifiers", "identities"):
+            elif name == "identifiers" or name == "identities":
                 ids = ids if ids is not None else part
             elif name == "auth_results":
                 auth = auth if auth is not None else part
         if row is None:
-            self._note(f"{where}: no <row>; record skipped")
+            self._note(f"record {self.record_index}: no <row>; record skipped")
             return
-        raw_ip = raw_count = disposition = dkim = spf = None
-        reasons: list[dict[str, str | None]] = []
+        raw_ip = raw_count = evaluated = None
         for field in row:
-            name = _local(field.tag)
+            name = names.get(field.tag) or local(field.tag)
             if name == "source_ip":
                 raw_ip = raw_ip or _leaf(field)
             elif name == "count":
                 raw_count = raw_count or _leaf(field)
-            elif name == "policy_evaluated":
-                for item in field:
-                    name = _local(item.tag)
-                    if name == "disposition":
-                        disposition = disposition or _leaf(item)
-                    elif name == "dkim":
-                        dkim = dkim or _leaf(item)
-                    elif name == "spf":
-                        spf = spf or _leaf(item)
-                    elif name == "reason" and len(reasons) < MAX_REPEATS:
-                        reason = _leaves(item, ("type", "comment"))
-                        reasons.append(self._shared_result({"type": _lower(reason[0]), "comment": reason[1]}))
+            elif name == "policy_evaluated" and evaluated is None:
+                evaluated = field
         source_ip = _normalize_ip(raw_ip) if raw_ip else None
         if source_ip is None:
-            self._note(f"{where}: source_ip {raw_ip!r} is not an IP address; record skipped")
+            self._note(f"record {self.record_index}: source_ip {raw_ip!r} is not an IP address; record skipped")
             return
         count = _parse_count(raw_count)
         if count is None:
-            self._note(f"{where}: count {raw_count!r} is not a whole number from 0 to {MAX_COUNT}; record skipped")
+            self._note(f"record {self.record_index}: count {raw_count!r} is not a whole number; record skipped")
             return
+        if count > MAX_COUNT:
+            # a count no reporter can have seen in a day; summing such values overflows storage
+            raise ReportError(f"record {self.record_index}: count {(raw_count or '')[:30]} is above {MAX_COUNT:,}, "
+                              "not a plausible number of messages; report refused")
+        if evaluated is None:
+            self._note(f"record {self.record_index}: no <policy_evaluated>; disposition, dkim and spf left absent")
+            disposition = dkim = spf = None
+            reasons: list[dict[str, str | None]] = []
+        else:
+            disposition, dkim, spf, reasons = self._evaluated(evaluated)
         header_from = envelope_from = envelope_to = None
         if ids is not None:
-            header_from, envelope_from, envelope_to = _leaves(ids, ("header_from", "envelope_from", "envelope_to"))
+            for field in ids:
+                name = names.get(field.tag) or local(field.tag)
+                if name == "header_from":
+                    header_from = header_from or _leaf(field)
+                elif name == "envelope_from":
+                    envelope_from = envelope_from or _leaf(field)
+                elif name == "envelope_to":
+                    envelope_to = envelope_to or _leaf(field)
         dkim_results: list[dict[str, str | None]] = []
         spf_results: list[dict[str, str | None]] = []
         if auth is not None:
             for result in auth:
-                name = _local(result.tag)
-                results = dkim_results if name == "dkim" else spf_results if name == "spf" else None
-                if results is not None and len(results) < MAX_REPEATS:
-                    entry = self._auth_result(result, name)
-                    if entry is not None:
-                        results.append(entry)
+                name = names.get(result.tag) or local(result.tag)
+                if name == "dkim":
+                    if len(dkim_results) < MAX_REPEATS:
+                        self._append_auth_result(dkim_results, result, "dkim")
+                elif name == "spf" and len(spf_results) < MAX_REPEATS:
+                    self._append_auth_result(spf_results, result, "spf")
+        share = self._shared_text
         if envelope_from is None:
             # RFC 7489 made envelope_from optional; the SPF mail-from identity is the same domain
-            for result in reversed(spf_results):
-                if result["scope"] in (None, "mfrom"):
-                    envelope_from = result["domain"]
+            for spf_result in reversed(spf_results):
+                if spf_result["scope"] in (None, "mfrom"):
+                    envelope_from = spf_result["domain"]
                     break
-        share = self._shared_text
+        else:
+            envelope_from = _domain_text(envelope_from)
         self.records.append(DmarcRecord(
             source_ip=source_ip,
             count=count,
-            disposition=share(_lower(disposition) or "none"),
-            dkim=share(_lower(dkim) or "fail"),
-            spf=share(_lower(spf) or "fail"),
-            header_from=share(_lower(header_from) or ""),
-            envelope_from=share(_lower(envelope_from)),
-            envelope_to=share(_lower(envelope_to)),
+            disposition=share(disposition),
+            dkim=share(dkim),
+            spf=share(spf),
+            header_from=share(_domain_text(header_from) or ""),
+            envelope_from=share(envelope_from),
+            envelope_to=share(_domain_text(envelope_to)),
             dkim_results=dkim_results,
             spf_results=spf_results,
             policy_override_reasons=reasons,
         ))
 
-    def _auth_result(self, element: Any, mechanism: str) -> dict[str, str | None] | None:
-        """One <auth_results><dkim> or <spf> entry; None without a domain. DKIM
-        names its selector, SPF its scope (mfrom or helo)."""
+    def _evaluated(self, element: Any) -> tuple[str, str, str, list[dict[str, str | None]]]:
+        """<policy_evaluated>: disposition, dkim, spf and the override reasons.
+        A result the reporter left out reads as none / fail / fail, as other
+        DMARC tools read it."""
+        names = self._names
+        disposition = dkim = spf = None
+        reasons: list[dict[str, str | None]] = []
+        for item in element:
+            name = names.get(item.tag) or self._local_name(item.tag)
+            if name == "disposition":
+                disposition = disposition or _leaf(item)
+            elif name == "dkim":
+                dkim = dkim or _leaf(item)
+            elif name == "spf":
+                spf = spf or _leaf(item)
+            elif name == "reason" and len(reasons) < MAX_REPEATS:
+                kind, comment = _leaves(item, ("type", "comment"))
+                reasons.append(self._shared_result(("reason", _lower(kind), comment), _REASON_KEYS))
+        return (_lower(disposition) or "none", _lower(dkim) or "fail", _lower(spf) or "fail", reasons)
+
+    def _append_auth_result(self, results: list[dict[str, str | None]], element: Any, mechanism: str) -> None:
+        """One <auth_results><dkim> or <spf> entry, unless it names no domain.
+        DKIM names its selector, SPF its scope (mfrom or helo)."""
+        names = self._names
+        domain = extra = outcome = human = None
         second = "selector" if mechanism == "dkim" else "scope"
-        domain, extra, outcome, human = _leaves(element, ("domain", second, "result", "human_result"))
+        for child in element:
+            name = names.get(child.tag) or self._local_name(child.tag)
+            if name == "domain":
+                domain = domain or _leaf(child)
+            elif name == second:
+                extra = extra or _leaf(child)
+            elif name == "result":
+                outcome = outcome or _leaf(child)
+            elif name == "human_result":
+                human = human or _leaf(child)
+        domain = _domain_text(domain)
         if not domain:
-            return None
-        return self._shared_result({
-            "domain": domain.lower(), second: extra if mechanism == "dkim" else _lower(extra),
-            "result": _lower(outcome) or "none", "human_result": human,
-        })
+            return
+        if mechanism == "dkim":
+            key = ("dkim", domain, extra, _lower(outcome) or "none", human)
+            results.append(self._shared_result(key, _DKIM_KEYS))
+        else:
+            key = ("spf", domain, _lower(extra), _lower(outcome) or "none", human)
+            results.append(self._shared_result(key, _SPF_KEYS))
 
     # --- the report ---------------------------------------------------------
 
@@ -417,7 +477,7 @@ class _FeedbackReader:
         org_name = _organisation(_first_text(metadata, "org_name"), org_email)
         if not org_name:
             raise ReportError("DMARC aggregate report names no reporting organisation (no <org_name>, no <email>)")
-        domain = _lower(_first_text(policy, "domain"))
+        domain = _domain_text(_first_text(policy, "domain"))
         if not domain:
             raise ReportError("DMARC aggregate report has no <policy_published><domain>")
         date_range = _first_dict(metadata, "date_range") or {}
@@ -584,10 +644,22 @@ def _normalize_ip(text: str) -> str | None:
 
 
 def _parse_count(text: str | None) -> int | None:
+    """A whole number written in ASCII digits, None otherwise. Beyond 30 digits
+    the exact value does not matter (and int() of a long digit string is slow)."""
     if text is None or not text.isascii() or not text.isdigit():
         return None
-    value = int(text)
-    return value if value <= MAX_COUNT else None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 30 else 10**30
+
+
+def _domain_text(value: str | None) -> str | None:
+    """A domain field, lower-cased, without the U+FFFD libxml2 puts in place of
+    bytes that are not UTF-8: they are dropped, as parsedmarc drops them."""
+    if not value:
+        return value
+    if "\ufffd" in value:
+        value = value.replace("\ufffd", "")
+    return value.lower()
 
 
 # A report's interval lies between the first DMARC drafts and a far future;

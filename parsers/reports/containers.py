@@ -190,7 +190,8 @@ def zip_payloads(data: bytes, budget: _Budget, what: str = "zip archive") -> Ite
         raise ReportError(f"{what} cannot be read: {exc}") from None
     if len(infos) > budget.limits.max_zip_entries:
         raise ReportError(f"{what} has {len(infos)} entries, more than the {budget.limits.max_zip_entries} allowed")
-    entries = [info for info in infos if not info.is_dir() and info.file_size > 0]
+    # not info.is_dir(): it raises IndexError on an entry with an empty name
+    entries = [info for info in infos if not info.filename.endswith("/") and info.file_size > 0]
     if not entries:
         raise ReportError(f"{what} holds no file")
     for info in entries:

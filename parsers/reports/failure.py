@@ -28,9 +28,13 @@ from parsers.mime import ENCLOSING_TYPES, MailPart, field_blocks, split_header_b
 
 FEEDBACK_REPORT = "message/feedback-report"
 DELIVERY_RESULTS = ("delivered", "spam", "policy", "reject", "other")  # RFC 6591 section 3.2
-_ADDRESS_RE = re.compile(r"[^\s<>\"']+@([^\s<>\"';,]+)")
+# Every pattern here is linear in its input (failure reports are hostile input):
+# address tokens are cut by a split and scanned from their @ signs, and a field's
+# value is stripped in Python, not by a lazy group followed by optional blanks.
+_ADDRESS_SEPARATORS_RE = re.compile(r"[\s<>\"']+")
+_DOMAIN_END_RE = re.compile(r"[;,]")
 _HEADER_FROM_RE = re.compile(r"\bheader\.from=([^\s;]+)", re.IGNORECASE)
-_TEXT_FIELD_RE = re.compile(r"^[ \t]*([A-Za-z][A-Za-z -]{1,40}?)[ \t]*:[ \t]*(.*?)[ \t]*$")
+_TEXT_FIELD_RE = re.compile(r"^[ \t]*([A-Za-z][A-Za-z -]{1,40}?)[ \t]*:(.*)$")
 
 
 def failure_from_arf(msg: MailPart) -> DmarcFailureEvent | None:
@@ -94,8 +98,9 @@ def failure_from_text(msg: MailPart) -> DmarcFailureEvent | None:
         fields: dict[str, str] = {}
         for line in summary.splitlines():
             match = _TEXT_FIELD_RE.match(line)
-            if match and match.group(2):
-                fields.setdefault(match.group(1).lower(), match.group(2))
+            value = match.group(2).strip(" \t") if match else None
+            if match and value:
+                fields.setdefault(match.group(1).lower(), value)
         domain = _domain(fields.get("sender domain"))
         source_ip = _ip(fields.get("sender ip address"))
         if domain is None or source_ip is None:
@@ -198,9 +203,25 @@ def _from_domain(headers: list[tuple[str, str]]) -> str | None:
     value = _header(headers, "from")
     if not value:
         return None
-    _, address = email.utils.parseaddr(value)
-    match = _ADDRESS_RE.search(address or value)
-    return match.group(1).lower().rstrip(".") if match else None
+    try:
+        _, address = email.utils.parseaddr(value)
+    except RecursionError:  # thousands of nested comments: the stdlib parser recurses per level
+        address = ""
+    domain = _address_domain(address or value)
+    return domain.lower().rstrip(".") if domain else None
+
+
+def _address_domain(text: str) -> str | None:
+    """The domain of the first address in text, as the pattern
+    [^\\s<>"']+@([^\\s<>"';,]+) would find it (the last usable @ of the first
+    token that has one), in one pass."""
+    for token in _ADDRESS_SEPARATORS_RE.split(text):
+        at = token.rfind("@")
+        while at > 0:
+            if at + 1 < len(token) and token[at + 1] not in ";,":
+                return _DOMAIN_END_RE.split(token[at + 1:], maxsplit=1)[0]
+            at = token.rfind("@", 0, at)
+    return None
 
 
 def _header_from_domain(auth_results: str | None) -> str | None:

@@ -22,7 +22,7 @@ import re
 from parsers.events import AnyEvent, UnparseableEvent
 from parsers.mime import MailPart
 from parsers.reports.containers import sniff
-from parsers.reports.failure import outer_leaves, failure_from_arf, failure_from_text
+from parsers.reports.failure import failure_from_arf, failure_from_text, outer_leaves
 
 TLSRPT_TYPES = frozenset({"application/tlsrpt+gzip", "application/tlsrpt+json"})
 # RFC 7489 section 7.2.1.1 names report files receiver!policy-domain!begin!end[!id].xml[.gz|.zip];

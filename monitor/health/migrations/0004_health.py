@@ -3,8 +3,11 @@ states, policy actions, alert states, notifications and deliveries
 
 Revision ID: 0004_health
 Revises: 0001_core
-Written by hand from monitor/health/models.py; tests/test_health_schema.py
-compares the migrated schema with the models.
+Written by hand from what was then monitor/health/models.py. The policy and
+alert tables have since moved to their parts (monitor/policy/models.py,
+monitor/alerts/models.py); this historic revision stays here, since databases
+have it applied. tests/test_health_schema.py compares the migrated schema with
+the three modules.
 """
 from __future__ import annotations
 

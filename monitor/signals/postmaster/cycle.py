@@ -16,8 +16,8 @@ from datetime import date, datetime, timedelta
 import aiohttp
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
-from monitor.config import RepmonConfig
 from monitor.core.db import session_scope
 from monitor.core.dbtypes import utcnow
 from monitor.signals.models import PostmasterDomainDay, SignalEvent, SndsIpDay, SndsIpStatus
@@ -56,12 +56,12 @@ class FetchReport:
 
 # --- Google ----------------------------------------------------------------------------------
 
-async def run_google(config: RepmonConfig, engine: Engine, *, today: date | None = None) -> FetchReport:
-    settings = config.postmaster.google
+async def run_google(postmaster: PostmasterConfig, engine: Engine, *, today: date | None = None) -> FetchReport:
+    settings = postmaster.google
     report = FetchReport()
     if settings is None:
         return report
-    policy = policy_of(config.postmaster)
+    policy = policy_of(postmaster)
     today = today or utcnow().date()
     end = today - timedelta(days=1)  # a day's figures appear the day after
     start = end - timedelta(days=settings.lookback_days - 1)
@@ -118,8 +118,9 @@ def store_domain_days(engine: Engine, source: str, rows: list[google.DomainDay],
     with session_scope(engine) as session:
         for row in rows:
             existing = session.execute(select(PostmasterDomainDay).where(
-                PostmasterDomainDay.provider == "google", PostmasterDomainDay.api == row.api,
-                PostmasterDomainDay.domain == row.domain, PostmasterDomainDay.day == row.day)).scalar_one_or_none()
+                col(PostmasterDomainDay.provider) == "google", col(PostmasterDomainDay.api) == row.api,
+                col(PostmasterDomainDay.domain) == row.domain, col(PostmasterDomainDay.day) == row.day)
+            ).scalar_one_or_none()
             before = _spam_level(_judged_rate(existing)) if existing is not None else 0
             record = existing or PostmasterDomainDay(provider="google", api=row.api, domain=row.domain, day=row.day)
             for name in _DAY_FIELDS:
@@ -133,7 +134,8 @@ def store_domain_days(engine: Engine, source: str, rows: list[google.DomainDay],
                 reason = (f"Gmail spam rate of {row.domain} on {row.day.isoformat()} was {rate:.2%} "
                           f"(line {line:.1%}){' (upper bound)' if row.spam_rate_upper is not None else ''}")
                 session.add(SignalEvent(occurred_at=now, source="postmaster", kind="spam_rate_high", subject=row.domain,
-                                        reason=reason, details={"day": row.day.isoformat(), "rate": rate, "api": row.api,
+                                        reason=reason, details={"day": row.day.isoformat(), "rate": rate,
+                                                                "api": row.api,
                                                                 "level": "critical" if level == 2 else "warning"}))
                 kinds.append("spam_rate_high")
                 log.warning(reason, extra={"domain": row.domain})
@@ -143,17 +145,18 @@ def store_domain_days(engine: Engine, source: str, rows: list[google.DomainDay],
 
 # --- SNDS ------------------------------------------------------------------------------------
 
-async def run_snds(config: RepmonConfig, engine: Engine, *, today: date | None = None) -> FetchReport:
-    settings = config.postmaster.snds
+async def run_snds(postmaster: PostmasterConfig, engine: Engine, *, today: date | None = None) -> FetchReport:
+    settings = postmaster.snds
     report = FetchReport()
     if settings is None:
         return report
-    policy = policy_of(config.postmaster)
+    policy = policy_of(postmaster)
     today = today or utcnow().date()
     async with aiohttp.ClientSession() as session:
         data_key = settings.resolve_data_key()
         if data_key:
-            await _snds_data(session, engine, settings.data_url, data_key, today, settings.lookback_days, policy, report)
+            await _snds_data(session, engine, settings.data_url, data_key, today, settings.lookback_days, policy,
+                             report)
         status_key = settings.resolve_ipstatus_key()
         if status_key:
             try:
@@ -187,9 +190,9 @@ async def _snds_data(session, engine, url, key, today, lookback, policy, report:
         return
     if errors:
         # A 404 for one day can mean "no data for that day"; other failures are worth a line in the log.
-        for exc in errors:
-            if exc.status != 404:
-                log.warning("SNDS data: %s", exc)
+        for error in errors:
+            if error.status != 404:
+                log.warning("SNDS data: %s", error)
     kinds = await asyncio.to_thread(store_snds_days, engine, rows, bad, utcnow())
     report.record_success("snds:data", len(rows), kinds)
 
@@ -199,7 +202,7 @@ def store_snds_days(engine: Engine, rows: list[snds.SndsDataRow], bad: list[snds
     with session_scope(engine) as session:
         for row in rows:
             existing = session.execute(select(SndsIpDay).where(
-                SndsIpDay.ip == row.ip, SndsIpDay.activity_start == row.activity_start)).scalar_one_or_none()
+                col(SndsIpDay.ip) == row.ip, col(SndsIpDay.activity_start) == row.activity_start)).scalar_one_or_none()
             record = existing or SndsIpDay(ip=row.ip, activity_start=row.activity_start, day=row.day,
                                            activity_end=row.activity_end, filter_result=row.filter_result)
             before_result = existing.filter_result if existing is not None else "GREEN"

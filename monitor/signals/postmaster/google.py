@@ -1,9 +1,10 @@
 """Google Postmaster Tools: service-account tokens, v2 domainStats, v1 trafficStats.
 
-Authentication is the OAuth 2.0 JWT bearer grant (RFC 7523): we sign a JWT
-with the service account's RSA key (`cryptography`) and trade it at the token
-endpoint for an access token, cached until shortly before it expires and
-dropped when the API answers 401.
+Authentication is the OAuth 2.0 JWT bearer grant (RFC 7523), done by
+google-auth's `service_account.Credentials`: it signs the assertion with the
+service account's RSA key and trades it at the token endpoint (the key file's
+token_uri, or `token_url`) for an access token. We keep the token until
+google-auth says it is expired and drop it when the API answers 401.
 
 Figures are fractions (0.003 = 0.3 %). v2 returns one DomainStat per
 (metric, day), matched on the metric name we chose; v1 returns one
@@ -12,9 +13,8 @@ TrafficStats per day. Both become `DomainDay`s.
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import exceptions as google_exceptions
+from google.auth.transport.requests import Request as GoogleRequest
+from google.oauth2 import service_account
 
-from monitor.signals.postmaster.http import FetchError, RetryPolicy, fetch
+from monitor.signals.postmaster.http import FetchError, RetryPolicy, backoff_delay, fetch
 
-JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
 SCOPE_V2_TRAFFIC = "https://www.googleapis.com/auth/postmaster.traffic.readonly"
 SCOPE_V2_DOMAIN = "https://www.googleapis.com/auth/postmaster.domain"
@@ -36,16 +38,18 @@ REJECT_REASONS = ("bad_attachment", "bad_or_missing_ptr_record", "ip_in_rbls", "
                   "low_ip_reputation", "spammy_content", "stamp_policy_error", "other")
 TEMP_FAIL_REASONS = ("anomalous_traffic_pattern", "other")
 MAX_FEEDBACK_LOOPS = 20
+TOKEN_ENDPOINT = "Google token endpoint"
 
 
 # --- credentials -------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class ServiceAccount:
+    """A checked service-account key file (its JSON, key included: never logged)."""
+
     client_email: str
-    private_key: rsa.RSAPrivateKey = field(repr=False)
-    private_key_id: str | None
     token_uri: str
+    info: dict[str, Any] = field(repr=False)
 
 
 def load_service_account(path: Path) -> ServiceAccount:
@@ -56,41 +60,37 @@ def load_service_account(path: Path) -> ServiceAccount:
         raise FetchError(f"service account file {path}: {exc.strerror}", kind="auth") from None
     except ValueError:
         raise FetchError(f"service account file {path}: not JSON", kind="auth") from None
+    if not isinstance(data, dict):
+        raise FetchError(f"service account file {path}: not a service account key (a JSON object)", kind="auth")
     missing = [k for k in ("client_email", "private_key") if not data.get(k)]
     if missing:
         raise FetchError(f"service account file {path}: missing {', '.join(missing)}", kind="auth")
+    # Checked here so a bad file is a clear start-up error, not a failure deep in the signer.
     try:
-        key = serialization.load_pem_private_key(data["private_key"].encode(), password=None)
+        key = serialization.load_pem_private_key(str(data["private_key"]).encode(), password=None)
     except (ValueError, TypeError):
         raise FetchError(f"service account file {path}: private_key is not a PEM private key", kind="auth") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise FetchError(f"service account file {path}: private_key is not an RSA key", kind="auth")
-    return ServiceAccount(data["client_email"], key, data.get("private_key_id"),
-                          data.get("token_uri") or DEFAULT_TOKEN_URL)
+    info = {**data, "token_uri": data.get("token_uri") or DEFAULT_TOKEN_URL}
+    return ServiceAccount(str(data["client_email"]), info["token_uri"], info)
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+class _TimedRequest(GoogleRequest):
+    """google-auth's requests transport with our timeout on every call (its default is 120 s)."""
 
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
 
-def signed_assertion(account: ServiceAccount, scopes: Iterable[str], audience: str, *, subject: str | None = None,
-                     now: float | None = None, lifetime_s: int = 3600) -> str:
-    """An RS256 JWT for the JWT bearer grant."""
-    issued = int(now if now is not None else time.time())
-    header: dict[str, Any] = {"alg": "RS256", "typ": "JWT"}
-    if account.private_key_id:
-        header["kid"] = account.private_key_id
-    claims: dict[str, Any] = {"iss": account.client_email, "scope": " ".join(scopes), "aud": audience,
-                              "iat": issued, "exp": issued + lifetime_s}
-    if subject:
-        claims["sub"] = subject
-    signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-    signature = account.private_key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
-    return f"{signing_input}.{_b64url(signature)}"
+    def __call__(self, url: str, method: str = "GET", body: Any = None, headers: Any = None,
+                 timeout: Any = None, **kwargs: Any) -> Any:
+        return super().__call__(url, method=method, body=body, headers=headers, timeout=self.timeout_s, **kwargs)
 
 
 class TokenSource:
-    """Access tokens for one service account, cached until a minute before expiry."""
+    """Access tokens for one service account (google-auth credentials), kept
+    until they expire or the API refuses them."""
 
     def __init__(self, account: ServiceAccount, scopes: list[str], *, token_url: str | None = None,
                  subject: str | None = None) -> None:
@@ -98,31 +98,51 @@ class TokenSource:
         self.scopes = scopes
         self.token_url = token_url or account.token_uri
         self.subject = subject
-        self._token: str | None = None
-        self._expires = 0.0
+        try:
+            self.credentials = service_account.Credentials.from_service_account_info(
+                {**account.info, "token_uri": self.token_url}, scopes=scopes, subject=subject)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FetchError(f"service account key of {account.client_email} cannot be used: "
+                             f"{type(exc).__name__}", kind="auth") from None
+        self._stale = True
 
     def invalidate(self) -> None:
-        self._token = None
+        self._stale = True
 
-    async def token(self, session: aiohttp.ClientSession, policy: RetryPolicy) -> str:
-        if self._token and time.time() < self._expires - 60:
-            return self._token
-        assertion = signed_assertion(self.account, self.scopes, self.token_url, subject=self.subject)
+    async def token(self, policy: RetryPolicy) -> str:
+        if not self._stale and self.credentials.valid:
+            return str(self.credentials.token)
         try:
-            reply = await fetch(session, "POST", self.token_url, what="Google token endpoint", policy=policy,
-                                form={"grant_type": JWT_BEARER, "assertion": assertion})
-        except FetchError as exc:
-            if exc.status == 400:  # invalid_grant: key deleted, account disabled, clock skew
-                raise FetchError(f"{exc} (service account key expired, deleted or not allowed)", kind="auth",
-                                 status=400) from None
-            raise
-        data = reply.json("Google token endpoint")
-        token = data.get("access_token") if isinstance(data, dict) else None
+            await self._refresh(policy)
+        except google_exceptions.RefreshError as exc:
+            detail = str(exc.args[0]) if exc.args else type(exc).__name__
+            if getattr(exc, "retryable", False):  # 5xx / 429 / temporarily_unavailable after google-auth's retries
+                raise FetchError(f"{TOKEN_ENDPOINT}: server error: {detail}", kind="server") from None
+            # invalid_grant and friends: key expired or deleted, account disabled, clock skew
+            raise FetchError(f"{TOKEN_ENDPOINT}: {detail} (service account key expired, deleted or not allowed)",
+                             kind="auth") from None
+        except google_exceptions.TransportError as exc:
+            cause = exc.__cause__ or exc
+            raise FetchError(f"{TOKEN_ENDPOINT}: network error: {type(cause).__name__}", kind="network") from None
+        token = self.credentials.token
         if not token:
-            raise FetchError("Google token endpoint: no access_token in the answer", kind="auth")
-        self._token = token
-        self._expires = time.time() + float(data.get("expires_in", 3600))
-        return token
+            raise FetchError(f"{TOKEN_ENDPOINT}: no access_token in the answer", kind="auth")
+        self._stale = False
+        return str(token)
+
+    async def _refresh(self, policy: RetryPolicy) -> None:
+        """One token exchange; network errors are retried like every feed request
+        (google-auth itself retries 5xx and 429 answers)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await asyncio.to_thread(self.credentials.refresh, _TimedRequest(policy.timeout_s))
+                return
+            except google_exceptions.TransportError:
+                if attempt >= policy.max_attempts:
+                    raise
+            await asyncio.sleep(min(backoff_delay(policy, attempt), policy.max_backoff_s))
 
 
 # --- the API -----------------------------------------------------------------------------
@@ -288,11 +308,11 @@ class PostmasterClient:
         self._token = ""
 
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        self._token = await self.tokens.token(self.session, self.policy)
+        self._token = await self.tokens.token(self.policy)
 
         async def refresh() -> None:
             self.tokens.invalidate()
-            self._token = await self.tokens.token(self.session, self.policy)
+            self._token = await self.tokens.token(self.policy)
 
         reply = await fetch(self.session, method, f"{self.api_url}{path}", what=what, policy=self.policy,
                             headers=lambda: {"Authorization": f"Bearer {self._token}"},

@@ -14,10 +14,11 @@ pass a description instead.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -49,8 +50,6 @@ class Response:
     headers: Mapping[str, str]
 
     def json(self, what: str) -> Any:
-        import json
-
         try:
             return json.loads(self.body)
         except ValueError as exc:
@@ -68,14 +67,12 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def _error_detail(body: bytes) -> str:
     """Google's error envelope {"error": {"message", "status"}} or an OAuth error, else a snippet."""
-    import json
-
     try:
         data = json.loads(body)
     except ValueError:
@@ -105,9 +102,9 @@ async def fetch(session: aiohttp.ClientSession, method: str, url: str, *, what: 
                                        timeout=aiohttp.ClientTimeout(total=policy.timeout_s)) as reply:
                 body = await reply.read()
                 status, reply_headers = reply.status, dict(reply.headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             last = FetchError(f"{what}: network error: {type(exc).__name__}: {exc}".rstrip(": "), kind="network")
-            delay = _backoff(policy, attempt)
+            delay = backoff_delay(policy, attempt)
         else:
             if 200 <= status < 300:
                 return Response(status, body, reply_headers)
@@ -129,10 +126,10 @@ async def fetch(session: aiohttp.ClientSession, method: str, url: str, *, what: 
                                      status=status, retry_after_s=wait)
                 last = FetchError(f"{what}: rate limited (429): {detail}", kind="rate_limited", status=status,
                                   retry_after_s=wait)
-                delay = wait if wait is not None else _backoff(policy, attempt)
+                delay = wait if wait is not None else backoff_delay(policy, attempt)
             elif status >= 500:
                 last = FetchError(f"{what}: server error {status}: {detail}", kind="server", status=status)
-                delay = _backoff(policy, attempt)
+                delay = backoff_delay(policy, attempt)
             else:
                 raise FetchError(f"{what}: HTTP {status}: {detail}", kind="http", status=status)
         if attempt < policy.max_attempts:
@@ -142,6 +139,6 @@ async def fetch(session: aiohttp.ClientSession, method: str, url: str, *, what: 
                      retry_after_s=last.retry_after_s)
 
 
-def _backoff(policy: RetryPolicy, attempt: int) -> float:
+def backoff_delay(policy: RetryPolicy, attempt: int) -> float:
     # Exponential with a little jitter so several repmon nodes do not retry in step.
     return policy.backoff_s * (2 ** (attempt - 1)) * random.uniform(1.0, 1.25)

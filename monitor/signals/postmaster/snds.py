@@ -16,7 +16,7 @@ import csv
 import io
 import ipaddress
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import aiohttp
 
@@ -69,7 +69,7 @@ def parse_time(text: str) -> datetime:
     value = text.strip()
     for fmt in TIME_FORMATS:
         try:
-            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     raise ValueError(f"unrecognised time {value!r}")

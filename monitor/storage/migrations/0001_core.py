@@ -1,7 +1,7 @@
 """core tables: ledger, events, reports, checkpoints, quarantine, suppressions
 
 Revision ID: 0001_core
-Revises: 
+Revises:
 Hand-checked autogenerate output; the schema test compares it with the models.
 """
 from __future__ import annotations
@@ -116,9 +116,11 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['message_id'], ['processed_messages.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
-    op.create_index('ix_dmarc_failures_domain_occurred', 'dmarc_failures', ['reported_domain', 'occurred_at'], unique=False)
+    op.create_index('ix_dmarc_failures_domain_occurred', 'dmarc_failures', ['reported_domain', 'occurred_at'],
+                    unique=False)
     op.create_index('ix_dmarc_failures_message', 'dmarc_failures', ['message_id'], unique=False)
-    op.create_index('ix_dmarc_failures_source_ip_occurred', 'dmarc_failures', ['source_ip', 'occurred_at'], unique=False)
+    op.create_index('ix_dmarc_failures_source_ip_occurred', 'dmarc_failures', ['source_ip', 'occurred_at'],
+                    unique=False)
 
     op.create_table('dmarc_reports',
     sa.Column('id', BigId, nullable=False),

@@ -1,4 +1,9 @@
-"""The health part's daemon jobs (see monitor/runtime.py).
+"""The reaction loop, above health, policy and alerts: health assesses,
+policy returns the actions it started and ended, the loop announces them
+through alerts. It is the one module that composes the three parts from the
+whole configuration (RepmonConfig): each part gets its own section, plus the
+values from other sections it needs, named here (the sending domains and
+addresses health watches).
 
 health:loop (a service): every [health] interval_s, roll up what is new,
 re-assess the subjects it touched (every subject each full_every_s, since
@@ -7,30 +12,78 @@ to say. From a complaint or a listing being stored to the directive that
 pauses the lane this takes one interval plus one pass; the sender notices the
 directive within its 200 ms control poll.
 
-alerts:dispatch (a service): every second, group notifications into
-messages and send what is due.
+alerts:dispatch (inside the same service): every second, group notifications
+into messages and send what is due.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from dataclasses import dataclass, field
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.notify import AlertCenter
 from monitor.config import RepmonConfig
+from monitor.core.logs import register_secret
 from monitor.core.runtime import JobSpec, Runtime
 from monitor.health.assess import Assessment
 from monitor.health.clock import Clock, SystemClock
 from monitor.health.rollup import Rollup, RollupResult
 from monitor.health.service import HealthService, HealthStore, Wanted
-from monitor.policy.engine import PolicyEngine, PolicyReport
+from monitor.policy.actions import ActionChange
+from monitor.policy.evaluate import PolicyEngine, PolicyReport
 
 log = logging.getLogger("repmon.health")
 
+
+# --- composing the parts from the whole configuration -------------------------------------------
+
+def sending_domains(config: RepmonConfig) -> list[str]:
+    """[health] domains, or else every sending domain another section names."""
+    if config.health.domains:
+        return list(config.health.domains)
+    found = list(config.dnsbl.domains) + list(config.dns_auth.domains or [])
+    google = config.postmaster.google
+    if google is not None:
+        found += [d.lower() for d in google.domains]
+    return sorted(set(found))
+
+
+def own_ips(config: RepmonConfig) -> set[str]:
+    """Sending addresses named in the config (single addresses of [dnsbl] ips too)."""
+    found = {ip.address for ip in config.sender.ips}
+    for entry in config.dnsbl.ips:
+        try:
+            network = ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            continue
+        if network.num_addresses == 1:
+            found.add(str(network.network_address))
+    return found
+
+
+def health_service(config: RepmonConfig, engine: Engine) -> HealthService:
+    return HealthService(engine, config.health, domains=sending_domains(config), own_ips=own_ips(config))
+
+
+def health_rollup(config: RepmonConfig, engine: Engine, service: HealthService) -> Rollup:
+    return Rollup(engine, mapper=service.mapper, own_ips=service.own_ips,
+                  dmarc_own_ips_only=config.health.dmarc_own_ips_only, retention_days=config.health.retention_days)
+
+
+def announce(alerts: AlertCenter, conn: Connection, changes: list[ActionChange]) -> int:
+    """The policy's started and ended actions, told through alerts, in order. Returns the notifications made."""
+    before = alerts.created
+    for change in changes:
+        alerts.announce(conn, change)
+    return alerts.created - before
+
+
+# --- the loop --------------------------------------------------------------------------------------
 
 @dataclass
 class TickReport:
@@ -59,13 +112,11 @@ class HealthLoop:
         self.config = config
         self.engine = engine
         self.clock = clock or SystemClock()
-        self.service = HealthService(engine, config)
-        self.rollup = Rollup(engine, mapper=self.service.mapper, own_ips=self.service.own_ips,
-                             dmarc_own_ips_only=config.health.dmarc_own_ips_only,
-                             retention_days=config.health.retention_days)
+        self.service = health_service(config, engine)
+        self.rollup = health_rollup(config, engine, self.service)
         self.store = HealthStore()
         self.alerts = AlertCenter(config.alerts)
-        self.policy = PolicyEngine(config, self.service, self.alerts)
+        self.policy = PolicyEngine(config.policy, self.service)
         self._sweep_started = float("-inf")
         self._sweep_ips: list[str] = []
         self._sweep_domains: list[str] = []
@@ -107,7 +158,8 @@ class HealthLoop:
         return report
 
     def _pass(self, report: TickReport, wanted: Wanted, now: float, *, sweep_start: bool) -> None:
-        inputs, rdomains = [], []
+        inputs = []
+        rdomains: list[Assessment] = []
         if not wanted.empty or sweep_start or report.rolled.dirty_rdomains:
             with self.engine.connect() as conn:
                 inputs = self.service.gather(conn, now, wanted)
@@ -115,22 +167,22 @@ class HealthLoop:
                     keys = None if sweep_start else report.rolled.dirty_rdomains
                     rdomains = self.service.assess_rdomains(conn, now, keys)
         assessments: list[Assessment] = self.service.assess_inputs(inputs, now)
+        # one transaction: the states, the actions they cause and what people hear of both
         with self.engine.begin() as conn:
             changes = self.store.save(conn, assessments, now)
-            before = self.alerts.created
             policy = self.policy.evaluate(conn, assessments + rdomains, now, full=sweep_start)
-            self.alerts.observe(conn, changes, now)
+            notifications = announce(self.alerts, conn, policy.changes)
+            notifications += self.alerts.observe(conn, changes, now)
         report.assessed += len(assessments)
         report.changed += len(changes)
         report.policy.started += policy.started
         report.policy.ended += policy.ended
         report.policy.would += policy.would
-        report.notifications += self.alerts.created - before
+        report.policy.changes += policy.changes
+        report.notifications += notifications
 
 
 def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
-    from monitor.core.logs import register_secret
-
     loop = HealthLoop(config, runtime.engine)
     runtime.shared["health.loop"] = loop
     dispatcher = Dispatcher(runtime.engine, config.alerts)
@@ -154,7 +206,7 @@ def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
             await dispatch_once()
         return report
 
-    async def health_service() -> None:
+    async def health_task() -> None:
         while not runtime.stopping.is_set():
             report = await asyncio.to_thread(loop.tick)
             if report.policy.changed:
@@ -162,7 +214,7 @@ def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
             if await runtime.sleep(config.health.interval_s):
                 return
 
-    async def alerts_service() -> None:
+    async def alerts_task() -> None:
         try:
             while not runtime.stopping.is_set():
                 try:
@@ -175,9 +227,9 @@ def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
             await dispatcher.close()
 
     async def service() -> None:
-        tasks = [asyncio.create_task(health_service(), name="health")]
+        tasks = [asyncio.create_task(health_task(), name="health")]
         if dispatcher.channels:
-            tasks.append(asyncio.create_task(alerts_service(), name="alerts"))
+            tasks.append(asyncio.create_task(alerts_task(), name="alerts"))
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -1,0 +1,81 @@
+"""Read-only queries over the sender's tables, returning plain data: queue
+depth, delivery counts and what the directives and rule actions in force say
+about each lane. The metrics read these instead of the sender's tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from monitor.storage.reading import Tally, grouped_tally
+from sender.control import active_actions, active_directives
+from sender.lanes import Lane, build_overlay
+from sender.models import INFLIGHT, QUEUED, SenderDeliveryLog, SenderLane, SenderMessage
+
+_messages = SenderMessage.__table__  # type: ignore[attr-defined]
+_deliveries = SenderDeliveryLog.__table__  # type: ignore[attr-defined]
+_lanes = SenderLane.__table__  # type: ignore[attr-defined]
+
+# (lane key, outcome) -> delivery attempts logged
+DELIVERIES: Tally = grouped_tally(_deliveries, [_deliveries.c.lane, _deliveries.c.outcome], func.count())
+
+
+def queue_depths(conn: Connection) -> list[tuple[str, str | None, int]]:
+    """(state, lane key, messages) of the waiting (queued or in-flight) messages."""
+    t = _messages
+    # Served by the claim index (state, lane, next_attempt_at): only waiting rows are read.
+    rows = conn.execute(select(t.c.state, t.c.lane, func.count()).where(t.c.state.in_((QUEUED, INFLIGHT)))
+                        .group_by(t.c.state, t.c.lane))
+    return [(state, lane, int(n)) for state, lane, n in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStatus:
+    source_ip: str
+    destination: str
+    paused: bool
+    halted: bool
+    suspended: bool
+    slowed: bool
+    rate: float | None  # a directive's or action's rate; None: the configured one
+
+
+@dataclass(frozen=True, slots=True)
+class LaneOverview:
+    lanes: list[LaneStatus]
+    directives: list[str]  # kinds of the directives in force (resumes included)
+    actions: list[str]  # actions of the rule actions in force
+
+
+@dataclass(slots=True)
+class _LaneRef:
+    """What build_overlay reads of a lane."""
+
+    source_ip: str
+    destination: str
+
+
+def _in_force(row: dict[str, Any], now: float) -> bool:
+    return row["expires_at"] is None or row["expires_at"] > now
+
+
+def lane_overview(conn: Connection, now: float) -> LaneOverview:
+    """Every known lane with what the directives and actions in force at `now` say."""
+    directives = active_directives(conn)
+    actions = active_actions(conn)
+    lanes: list[LaneStatus] = []
+    for source_ip, destination in conn.execute(select(_lanes.c.source_ip, _lanes.c.destination)):
+        overlay = build_overlay(cast(Lane, _LaneRef(source_ip, destination)), directives, actions, now)
+        lanes.append(LaneStatus(
+            source_ip=source_ip, destination=destination,
+            paused=overlay.paused is not None,
+            halted=overlay.halted is not None,
+            suspended=overlay.suspended_until is not None and overlay.suspended_until > now,
+            slowed=overlay.rate is not None or overlay.connections is not None or bool(overlay.slowed_by),
+            rate=overlay.rate))
+    return LaneOverview(lanes=lanes,
+                        directives=[d["kind"] for d in directives if _in_force(d, now)],
+                        actions=[a["action"] for a in actions if _in_force(a, now)])
