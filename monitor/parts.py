@@ -9,6 +9,8 @@ Lists, not strings: an import error here is an error, not a skipped part.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import MetaData
@@ -20,6 +22,7 @@ from monitor import loop as reaction_loop
 from monitor.alerts import models as alert_models
 from monitor.api import jobs as api_jobs
 from monitor.cluster import models as cluster_models
+from monitor.cluster.leases import LEADER
 from monitor.config import RepmonConfig
 from monitor.core import db
 from monitor.core.runtime import JobSpec, Runtime
@@ -36,6 +39,7 @@ from monitor.webhooks import models as webhook_models
 from sender import jobs as sender_jobs
 from sender import models as sender_models
 from sender.lanes import lane_settings
+from sender.shared_limits import SharedLimits
 
 _HERE = Path(__file__).resolve().parent
 
@@ -70,19 +74,25 @@ def upgrade_schema(engine_or_url: Engine | str | URL, revision: str = "heads") -
 
 
 def collect_jobs(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
-    """Every part's jobs, in the order one pass of `repmon run --once` needs them:
-    signals and feedback in, then the sender, then health/policy/alerts, then metrics."""
+    """Every part's jobs, each handed its own section, in the order one pass of
+    `repmon run --once` runs them: feedback and signals in, then health, policy
+    and alerts (so a listing found in this pass is acted on in this pass), then
+    the sender, then what goes out (webhooks, metrics, the API)."""
+    sender = config.sender if "sender" in config.model_fields_set else None
     jobs: list[JobSpec] = [
-        *ingest_jobs.provide(runtime, mailboxes=config.mailboxes, folders=config.folders,
-                             suppression=config.suppression),
-        *signal_jobs.provide(runtime, dns=config.dns, dnsbl=config.dnsbl, dns_auth=config.dns_auth,
-                             postmaster_settings=config.postmaster),
-        *sender_jobs.provide(config.sender if "sender" in config.model_fields_set else None, runtime),
+        # one owner across the cluster: each mailbox / folder, each polling cycle
+        *owned_by_one(ingest_jobs.provide(runtime, mailboxes=config.mailboxes, folders=config.folders,
+                                          suppression=config.suppression)),
+        *owned_by_one(signal_jobs.provide(runtime, dns=config.dns, dnsbl=config.dnsbl, dns_auth=config.dns_auth,
+                                          postmaster_settings=config.postmaster)),
+        # the leader: roll-up, health, policy and alert dispatch
+        *owned_by_one(reaction_loop.provide(config, runtime), lease=LEADER),
+        # every node: sending (within the shared lane budgets), metrics, the API
+        *sender_jobs.provide(sender, runtime, shared=shared_limits(config, runtime)),
+        *owned_by_one(webhook_jobs.provide(config.webhooks, runtime)),
         *metrics_jobs.provide(config.metrics, runtime, database_url=config.database_url,
                               own_networks=[*config.dnsbl.ips, *(ip.address for ip in config.sender.ips)],
                               lane_rate=lambda destination: lane_settings(config.sender, destination).rate),
-        *reaction_loop.provide(config, runtime),
-        *webhook_jobs.provide(config.webhooks, runtime),
         *api_jobs.provide(config, runtime),
     ]
     seen: set[str] = set()
@@ -91,3 +101,18 @@ def collect_jobs(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
             raise ValueError(f"two jobs are named {job.name!r}")
         seen.add(job.name)
     return jobs
+
+
+def owned_by_one(jobs: list[JobSpec], lease: str | None = None) -> list[JobSpec]:
+    """These jobs run on one node at a time: each under its own lease (its
+    name), or all under `lease`."""
+    return [replace(job, lease=lease or job.name) for job in jobs]
+
+
+def shared_limits(config: RepmonConfig, runtime: Runtime) -> Callable[[], SharedLimits] | None:
+    """Cluster-wide lane limits when several nodes may share the database."""
+    cluster = config.cluster
+    if not cluster.enabled_for(config.database_url):
+        return None
+    return lambda: SharedLimits(runtime.engine, runtime.node_id, slice_s=cluster.budget_slice_s,
+                                claim_ttl_s=cluster.lease_ttl_s, claim_every_s=cluster.heartbeat_s)

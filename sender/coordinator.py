@@ -41,6 +41,7 @@ from sender.queue import Outcome, QueuedMessage
 from sender.routing import RELAY, RouteError, Router, Site
 from sender.rules import RuleBook, load_rules
 from sender.settings import SenderConfig
+from sender.shared_limits import SharedLimits
 from sender.sources import Sources
 from sender.warmup import WarmupState
 
@@ -56,8 +57,10 @@ R = TypeVar("R")
 
 class Sender:
     def __init__(self, config: SenderConfig, engine: Engine, *, router: Router | None = None,
-                 rules: RuleBook | None = None, owner: str | None = None, seed: int | None = None) -> None:
+                 rules: RuleBook | None = None, owner: str | None = None, seed: int | None = None,
+                 shared: SharedLimits | None = None) -> None:
         self.config = config
+        self.shared = shared  # cluster-wide lane limits (several nodes on PostgreSQL)
         self.engine = engine
         self.owner = owner or queue.owner_id()
         self.router = router or Router(
@@ -101,6 +104,8 @@ class Sender:
             src = self.sources.source(source_ip)
             lane = Lane(key, source_ip, src.bind, src.ehlo_name, destination,
                         lane_settings(self.config, destination), self.resume_step)
+            if self.shared is not None:
+                self.shared.attach(lane)
             self.lanes[key] = lane
         return lane
 
@@ -122,6 +127,9 @@ class Sender:
             asyncio.create_task(self._control_loop(), name="sender-control"),
             asyncio.create_task(self._housekeeping_loop(), name="sender-housekeeping"),
         ]
+        if self.shared is not None:
+            background.append(asyncio.create_task(
+                self.shared.serve(lambda: list(self.lanes.values()), stopping), name="sender-shared-limits"))
         try:
             await self._feeder(until_idle)
         finally:

@@ -203,8 +203,7 @@ class Delivery:
         """The next message if it may go right now (no pause, rate slot free)."""
         if not buf or lane.blocked() or lane.active > lane.effective_connections():
             return None
-        gcra = lane.gcra
-        if gcra is not None and gcra.try_acquire() > 0:
+        if lane.acquire_slot() > 0:
             return None
         message = buf.popleft()
         if len(buf) < self.batch // 2 and self.feed_wake is not None:
@@ -235,13 +234,11 @@ class Delivery:
                     self.feed_wake.set()
                 await lane.wait(0.25)
                 continue
-            gcra = lane.gcra
-            if gcra is not None:
-                wait = gcra.try_acquire()
-                if wait > 0:
-                    await lane.wait(min(wait, 0.5))  # re-checks pauses while waiting
-                    idle_since = time.monotonic()
-                    continue
+            wait = lane.acquire_slot()
+            if wait > 0:
+                await lane.wait(min(wait, 0.5))  # re-checks pauses while waiting
+                idle_since = time.monotonic()
+                continue
             message = buf.popleft()
             if len(buf) < self.batch // 2 and self.feed_wake is not None:
                 self.feed_wake.set()

@@ -15,9 +15,11 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from monitor.cluster.shared_rate import SharedLaneRate
 from monitor.core.units import format_rate, parse_rate
 from sender.queue import QueuedMessage
 from sender.routing import BUILTIN_PROVIDERS, RELAY, Site
@@ -114,6 +116,12 @@ class Lane:
         self.local_halt: str | None = None
         self.local_set_at = 0.0
         self.gcra: Gcra | None = None
+        # With cluster-wide limits (sender/shared_limits.py): the granted send
+        # times replace the local GCRA, and connections are what this node claimed.
+        self.shared: SharedLaneRate | None = None
+        self.claimed_connections: int | None = None
+        self.on_low_budget: Callable[[Lane], None] | None = None
+        self.on_limit_change: Callable[[Lane], None] | None = None
         self.buffers: dict[str, deque[QueuedMessage]] = {}  # site key -> claimed messages
         self.sites: dict[str, Site] = {}
         self.site_active: dict[str, int] = {}
@@ -148,6 +156,8 @@ class Lane:
             limit = min(limit, self.overlay.connections)
         if self.ramp is not None:
             limit = min(limit, self.ramp)
+        if self.claimed_connections is not None:
+            return min(max(1, limit), self.claimed_connections)
         return max(1, limit)
 
     def deliveries_per_connection(self) -> int:
@@ -156,7 +166,18 @@ class Lane:
             limit = min(limit, self.overlay.deliveries_per_connection)
         return limit
 
+    def acquire_slot(self) -> float:
+        """0 when the next message may go now by the rate, else the seconds to wait."""
+        if self.shared is not None:
+            wait = self.shared.try_acquire()
+            if self.on_low_budget is not None and self.shared.wants_refill():
+                self.on_low_budget(self)
+            return wait
+        return 0.0 if self.gcra is None else self.gcra.try_acquire()
+
     def _apply_rate(self) -> None:
+        if self.on_limit_change is not None:
+            self.on_limit_change(self)
         rate = self.effective_rate()
         if rate is None:
             self.gcra = None

@@ -21,6 +21,10 @@ from monitor.cluster.budget import LaneLimit, NoSlot, Slot, give_back, grant_slo
 # Wait this long after a failed or empty grant before asking again (the
 # database may be gone; asking in a tight loop would not help it come back).
 MAX_RETRY_S = 1.0
+# A granted time this far in the past is dropped, not used late: a node that
+# was paused or stalled must not send its old slot on top of the others' new
+# ones. (Sending up to this late widens a window's bound by rate x 0.2 s.)
+STALE_AFTER_S = 0.2
 
 
 class SharedLaneRate:
@@ -45,6 +49,8 @@ class SharedLaneRate:
 
     def try_acquire(self, now: float | None = None) -> float:
         now = self.clock() if now is None else now
+        while self.times and self.times[0] < now - STALE_AFTER_S:
+            self.times.popleft()
         if self.times:
             first = self.times[0]
             if first <= now:
