@@ -4,6 +4,8 @@ Retry-After and permanent errors, with an injected clock."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 
@@ -12,10 +14,10 @@ from monitor.alerts.notify import AlertCenter
 from monitor.config import parse_config
 from monitor.health.clock import FakeClock
 from monitor.loop import HealthLoop
+from tests.fixtures._health_rows import T0, add_deliveries, add_events, config, set_listing
 from tests.fixtures.http_fixture_server import Reply
 from tests.fixtures.slack import SlackWebhook
 from tests.fixtures.smtp_receivers import Script
-from tests.health_helpers import T0, add_deliveries, config, set_listing
 
 HOOK = "/services/T0001/B0001/secretsecret"
 
@@ -208,8 +210,6 @@ async def test_email_goes_by_severity_and_a_refusal_is_permanent(sqlite_engine, 
 
 
 async def test_lane_pause_and_its_end_are_announced_once(sqlite_engine, http_fixture_server):
-    from tests.health_helpers import add_events
-
     server = http_fixture_server
     server.script("POST", HOOK, SlackWebhook())
     clock = FakeClock(T0)
@@ -235,3 +235,25 @@ async def test_lane_pause_and_its_end_are_announced_once(sqlite_engine, http_fix
         "Paused lane 127.0.0.2/yahoo (rule lane-complaint-rate-pause); "
         "ip:127.0.0.2: complaint rate at yahoo 0.5% over 24h; domain:example.com: complaint rate at yahoo 0.5% over 24h",
         "Ended: paused lane 127.0.0.2/yahoo (rule lane-complaint-rate-pause)"]
+
+
+async def test_two_dispatchers_on_one_database_send_each_alert_once(engine, http_fixture_server):
+    """Two nodes' dispatchers (a leader and one that just took over) plan and
+    send at the same moment: each notification becomes one Slack post."""
+    server = http_fixture_server
+    server.script("POST", HOOK, *[SlackWebhook() for _ in range(10)])
+    clock = FakeClock(T0)
+    cfg = alerts_config(server, digest_threshold=50)
+    center = AlertCenter(cfg)
+    for n in range(3):
+        fire(engine, center, f"ip:192.0.2.{n + 1}")
+    clock.advance(3)
+    first, second = Dispatcher(engine, cfg, clock), Dispatcher(engine, cfg, clock)
+    try:
+        sent = await asyncio.gather(first.run_once(), second.run_once(), first.run_once(), second.run_once())
+    finally:
+        await first.close()
+        await second.close()
+    assert sum(sent) == 1
+    assert len(server.requests_to(HOOK)) == 1
+    assert [d["status"] for d in deliveries(engine)] == ["sent"]

@@ -34,6 +34,8 @@ from monitor.alerts.settings import AlertsConfig
 from monitor.alerts.slack import SendOutcome, post_webhook
 from monitor.health.clock import Clock, SystemClock
 
+CLAIM_S = 60.0  # how long a claimed delivery is left to its sender before it is due again
+
 log = logging.getLogger("repmon.alerts")
 
 BACKOFF_INITIAL_S = 5.0
@@ -77,8 +79,10 @@ class Dispatcher:
         now = self.clock.now() if now is None else now
         with Session(self.engine) as session:
             waiting = col(AlertNotification.dispatched_at).is_(None)
+            # Rows another node is planning right now are skipped, not planned twice.
             pending = list(session.execute(select(AlertNotification).where(waiting)
-                                           .order_by(col(AlertNotification.id)).limit(5000)).scalars())
+                                           .order_by(col(AlertNotification.id)).limit(5000)
+                                           .with_for_update(skip_locked=True)).scalars())
             if not pending:
                 return 0
             oldest = min(n.created_at.timestamp() for n in pending)
@@ -110,10 +114,25 @@ class Dispatcher:
         return created
 
     def _due(self, now: float) -> list[AlertDelivery]:
+        """The deliveries due now, each claimed by moving its next attempt
+        CLAIM_S ahead: a second dispatcher (another node, a leader that just
+        took over) skips what this one is sending, and a dispatcher that dies
+        mid-send leaves the delivery due again CLAIM_S later."""
         with Session(self.engine, expire_on_commit=False) as session:
-            return list(session.execute(select(AlertDelivery).where(col(AlertDelivery.status) == "pending",
-                                                                    col(AlertDelivery.next_attempt_at) <= now)
-                                        .order_by(col(AlertDelivery.id)).limit(100)).scalars())
+            due = list(session.execute(select(AlertDelivery).where(col(AlertDelivery.status) == "pending",
+                                                                   col(AlertDelivery.next_attempt_at) <= now)
+                                       .order_by(col(AlertDelivery.id)).limit(100)).scalars())
+            claimed = []
+            for delivery in due:
+                taken = session.execute(
+                    update(AlertDelivery)
+                    .where(col(AlertDelivery.id) == delivery.id, col(AlertDelivery.status) == "pending",
+                           col(AlertDelivery.next_attempt_at) <= now)
+                    .values(next_attempt_at=now + CLAIM_S))
+                if taken.rowcount == 1:  # type: ignore[attr-defined]
+                    claimed.append(delivery)
+            session.commit()
+            return claimed
 
     def _record(self, delivery_id: int, outcome: SendOutcome, now: float) -> None:
         with Session(self.engine) as session:
