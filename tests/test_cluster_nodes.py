@@ -8,13 +8,16 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.fixtures._cli import ROOT, repmon, repmon_command
 from tests.fixtures._configs import relay_sender, write_config
@@ -170,3 +173,108 @@ def test_killing_a_node_loses_nothing_and_the_leader_moves(
     # can only repeat what that node had in flight: at most its connections'
     # pipelines (4 connections), never the queue.
     assert twice <= 8, f"{twice} messages sent twice"
+
+
+def test_a_pause_stops_every_node_within_a_second(
+        postgres_url: str, scripted_smtp: Callable[..., ScriptedSmtp], nodes, tmp_path: Path) -> None:
+    server = scripted_smtp()
+    config = campaign(tmp_path, postgres_url, server.port)
+    group = nodes(config)
+    group.start(2)
+    wait_for(lambda: len(server.received) >= 40, timeout=60, what="both nodes sending")
+    paused = repmon("lanes", "pause", "--config", str(config), "--ip", "127.0.0.2", "--destination", "relay",
+                    "--reason", "test")
+    assert paused.returncode == 0, paused.stderr
+    paused_at = time.time()
+    time.sleep(3.0)
+    late = [m.at - paused_at for m in server.received if m.at > paused_at]
+    assert not [lag for lag in late if lag > 1.0], f"messages after the pause: {sorted(late)}"
+    count = len(server.received)
+    assert count < MESSAGES
+    resumed = repmon("lanes", "resume", "--config", str(config), "--ip", "127.0.0.2", "--destination", "relay")
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for(lambda: len(server.received) >= MESSAGES, timeout=MESSAGES / RATE * 2 + 30, what="the rest after resume")
+    group.stop()
+    assert len(tokens(server.received)) == MESSAGES
+
+
+class CuttableProxy:
+    """A TCP proxy to PostgreSQL for one node; `cut()` drops its connections
+    and refuses new ones: that node has lost its database."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[socket.socket] = []
+        self.cut_off = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.cut_off.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut_off.is_set():
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.cut_off.set()
+        self.listener.close()
+        for s in self.open:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_a_node_cut_off_from_the_database_stops_rather_than_exceeding(
+        postgres_url: str, scripted_smtp: Callable[..., ScriptedSmtp], nodes, tmp_path: Path) -> None:
+    server = scripted_smtp()
+    config = campaign(tmp_path, postgres_url, server.port)
+    url = make_url(postgres_url)
+    proxy = CuttableProxy((url.host or "127.0.0.1", url.port or 5432))
+    cut_settings = relay_sender(url.set(port=proxy.port).render_as_string(hide_password=False), server.port)
+    cut_settings["sender"]["relay"].update({"rate": f"{RATE:g}/s", "burst": BURST, "connections": 4})
+    cut_settings["cluster"] = {"heartbeat_s": 0.5, "lease_ttl_s": 2.0}
+    cut_config = write_config(tmp_path / "cut.toml", cut_settings)
+    group = nodes(config)
+    group.start(1)
+    cut_node = nodes(cut_config)
+    cut_node.start(1)
+    wait_for(lambda: len(server.received) >= 60, timeout=60, what="both nodes sending")
+    proxy.cut()
+    cut_at = time.time()
+    wait_for(lambda: len(server.received) >= 60 + 8 * RATE or time.time() - cut_at > 15, timeout=30,
+             what="sending to go on")
+    group.stop()
+    cut_node.stop()
+    times = sorted(m.at for m in server.received)
+    for window in (1.0, 5.0):
+        assert max_in_window(times, window) <= RATE * window + BURST + RATE * 0.2
+    after = [t for t in times if t > cut_at + 1.0]
+    assert after, "the node that still has its database goes on sending"
+    assert max_in_window(after, 5.0) <= RATE * 5 + BURST + RATE * 0.2
+    seen = tokens(server.received)
+    assert max(seen.values()) == 1
