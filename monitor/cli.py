@@ -1,29 +1,44 @@
 """The `repmon` command line.
 
-Each sub-command lives in its own module under monitor/commands/ and exposes
-`register(subparsers)`; modules are discovered, so a new command is a new
-file. A command's handler returns the process exit status.
+Each sub-command lives in its own module under monitor/commands/ with
+`register(subparsers)`; COMMANDS lists them. A command module imports only the
+standard library at its top, and its handler imports what it needs, so that
+`repmon --help` (and a mistyped command) answers at once. A handler returns the
+process exit status.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 
-from monitor import commands
+from monitor.commands import (
+    actions,
+    dashboards,
+    deliverylogs,
+    dnsbl,
+    health,
+    lanes,
+    nodes,
+    parse,
+    policy,
+    run,
+    send,
+    stats,
+    suppressions,
+    webhooks,
+)
 from monitor.core.config import ConfigError
+
+COMMANDS = (actions, dashboards, deliverylogs, dnsbl, health, lanes, nodes, parse, policy, run, send, stats,
+            suppressions, webhooks)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="repmon", description="Sender reputation monitor and throttled sender.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"monitor.commands.{module_info.name}")
-        module.register(subparsers)
+    for command in sorted(COMMANDS, key=lambda m: m.__name__):
+        command.register(subparsers)
     return parser
 
 

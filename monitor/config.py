@@ -29,6 +29,7 @@ from monitor.core.config import (
 from monitor.health.settings import HealthConfig
 from monitor.ingest.settings import FolderSourceConfig, MailboxConfig, SuppressionConfig
 from monitor.metrics.settings import GrafanaConfig, MetricsConfig
+from monitor.mtalogs.settings import DeliveryLogConfig, check_unique_names
 from monitor.policy.settings import PolicyConfig
 from monitor.signals.settings import DnsAuthConfig, DnsblConfig, DnsConfig, PostmasterConfig
 from monitor.webhooks.settings import WebhookConfig, unique_names
@@ -56,6 +57,7 @@ class RepmonConfig(Section):
     grafana: GrafanaConfig | None = None  # for `repmon dashboards push`
     api: ApiConfig | None = None  # absent: no HTTP API / operator page
     webhooks: list[WebhookConfig] = Field(default_factory=list)
+    delivery_logs: list[DeliveryLogConfig] = Field(default_factory=list)  # an MTA's logs (Postfix, PowerMTA, KumoMTA)
 
     # Set by load_config: the folder relative paths are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -65,6 +67,11 @@ class RepmonConfig(Section):
     def _unique_mailbox_names(cls, value: list[MailboxConfig]) -> list[MailboxConfig]:
         require_unique([m.display_name for m in value], "mailbox names")
         return value
+
+    @field_validator("delivery_logs")
+    @classmethod
+    def _unique_delivery_logs(cls, value: list[DeliveryLogConfig]) -> list[DeliveryLogConfig]:
+        return check_unique_names(value)
 
     @field_validator("webhooks")
     @classmethod
@@ -102,6 +109,9 @@ def parse_config(data: dict[str, Any], base_dir: Path | None = None) -> RepmonCo
         config.sender.rules_file = config.resolve_path(config.sender.rules_file)
     if config.api is not None and config.api.token_file is not None:
         config.api.token_file = config.resolve_path(config.api.token_file)
+    for log in config.delivery_logs:
+        if str(log.path) != "-":
+            log.path = config.resolve_path(log.path)
     for hook in config.webhooks:
         if hook.secret_file is not None:
             hook.secret_file = config.resolve_path(hook.secret_file)

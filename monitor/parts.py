@@ -29,6 +29,8 @@ from monitor.core.runtime import JobSpec, Runtime
 from monitor.health import models as health_models
 from monitor.ingest import jobs as ingest_jobs
 from monitor.metrics import jobs as metrics_jobs
+from monitor.mtalogs import jobs as mtalogs_jobs
+from monitor.mtalogs import models as mtalogs_models
 from monitor.policy import models as policy_models
 from monitor.signals import jobs as signal_jobs
 from monitor.signals import models as signal_models
@@ -46,7 +48,7 @@ _HERE = Path(__file__).resolve().parent
 # Every module that defines tables, storage first.
 TABLE_MODULES = (storage_models, storage_admin_models, cluster_models, signal_models, sender_models,
                  health_models, policy_models, alert_models,
-                 webhook_models)
+                 webhook_models, mtalogs_models)
 
 # Where each part keeps its Alembic revisions (branches: core, cluster, signals, sender, health).
 # health/migrations/0004_health is a historic revision that also created the
@@ -60,6 +62,7 @@ MIGRATION_DIRS = (
     _HERE.parent / "sender" / "migrations",
     _HERE / "health" / "migrations",
     _HERE / "webhooks" / "migrations",
+    _HERE / "mtalogs" / "migrations",
 )
 
 
@@ -85,6 +88,7 @@ def collect_jobs(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
                                           suppression=config.suppression)),
         *owned_by_one(signal_jobs.provide(runtime, dns=config.dns, dnsbl=config.dnsbl, dns_auth=config.dns_auth,
                                           postmaster_settings=config.postmaster)),
+        *owned_by_one(mtalogs_jobs.provide(config.delivery_logs, runtime)),
         # the leader: roll-up, health, policy and alert dispatch
         *owned_by_one(reaction_loop.provide(config, runtime), lease=LEADER),
         # every node: sending (within the shared lane budgets), metrics, the API

@@ -241,3 +241,12 @@ def test_hostile_lines_cost_linear_time_and_never_raise(kind):
             reader('{"type": "Delivery", "recipient": "' + piece.replace('"', "'") * (size // len(piece)) + '"}')
         timings.append(time.perf_counter() - started)
     assert timings[1] < max(timings[0], 0.005) * 4 + 0.05  # doubling the size does not square the time
+
+
+def test_a_long_lived_postfix_reader_places_stamps_against_the_clock_of_each_line():
+    reader = PostfixReader()  # no fixed `now`: a daemon's reader lives for months
+    today = datetime.now(UTC)
+    stamp = today.strftime("%b %d %H:%M:%S")
+    record = reader.feed(f"{stamp} mx1 postfix/smtp[1]: 3F1A2B3C4D: to=<a@b.example>, relay=x.example[192.0.2.1]:25, "
+                         "delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)")
+    assert isinstance(record, DeliveryRecord) and abs((record.timestamp - today).total_seconds()) < 2

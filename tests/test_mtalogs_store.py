@@ -16,10 +16,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pydantic import ValidationError
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DataError
 from sqlmodel import SQLModel
 
 import monitor.mtalogs as mtalogs_package
 import monitor.storage as storage_package
+from monitor.cli import main
 from monitor.core import db
 from monitor.core.runtime import Runtime
 from monitor.mtalogs import ingest as ingest_module
@@ -71,7 +73,7 @@ def qmgr_line(n: int, sender: str = "bounces@news.example.org") -> str:
 
 def config(path: Path, **extra) -> DeliveryLogConfig:
     return DeliveryLogConfig(name="mx1", kind=extra.pop("kind", "postfix"), path=path, source_ip="192.0.2.10",
-                             **extra)
+                             timezone="UTC", **extra)
 
 
 def test_migration_matches_models(mt_engine):
@@ -80,7 +82,7 @@ def test_migration_matches_models(mt_engine):
     ours = [d for d in diff if any(t in str(d) for t in OUR_TABLES)]
     assert ours == [], "\n".join(map(str, ours))
     with mt_engine.connect() as connection:
-        assert "0005_mtalogs" in set(MigrationContext.configure(connection).get_current_heads())
+        assert "0007_mtalogs" in set(MigrationContext.configure(connection).get_current_heads())
 
 
 def test_a_log_is_read_exactly_once_across_rotation(mt_engine, tmp_path):
@@ -158,6 +160,39 @@ def test_a_crash_mid_pass_counts_nothing_twice(mt_engine, tmp_path, monkeypatch)
     monkeypatch.setattr(ingest_module, "store_records", real)
     assert SourceReader(mt_engine, config(log, batch_lines=10)).run_pass().stored.deliveries == 20
     assert count(mt_engine, MtaDelivery) == 30
+
+
+def test_a_record_the_database_refuses_becomes_a_reject(mt_engine, tmp_path, monkeypatch):
+    log = tmp_path / "mail.log"
+    log.write_text(postfix_line(1) + postfix_line(2, rcpt="poison@example.com") + postfix_line(3)
+                   + postfix_line(4, rcpt="nul\x00byte@example.com"))
+    real = ingest_module.store_records
+
+    def refusing(conn, attribution, located):
+        if any(getattr(item.record, "recipient", None) == "poison@example.com" for item in located):
+            raise DataError("INSERT ...", {}, ValueError("value refused by the database"))
+        return real(conn, attribution, located)
+
+    monkeypatch.setattr(ingest_module, "store_records", refusing)
+    result = SourceReader(mt_engine, config(log)).run_pass()
+    assert (result.lines, result.stored.deliveries, result.stored.rejected) == (4, 3, 1)
+    with mt_engine.connect() as conn:
+        reject = conn.execute(select(MtaLogReject.__table__)).mappings().one()
+    assert "value refused by the database" in reject["reason"] and "poison@example.com" in reject["raw"]
+    assert SourceReader(mt_engine, config(log)).run_pass().lines == 0
+
+
+def test_a_file_rotated_between_looking_and_reading_is_left_for_the_next_pass(mt_engine, tmp_path):
+    log = tmp_path / "mail.log"
+    log.write_text(postfix_line(1))
+    reader = SourceReader(mt_engine, config(log))
+    (file,) = discover(log, False, set())
+    log.rename(tmp_path / "mail.log.1")
+    log.write_text(postfix_line(2) + postfix_line(3))  # a new file under the same path
+    fresh = ingest_module._Checkpoint(None, 0, 0, "")
+    assert reader._one_batch(file, fresh, ingest_module.PassResult("mx1")) is True
+    assert count(mt_engine, MtaDelivery) == 0
+    assert reader.run_pass().stored.deliveries == 2  # the live file; the rotated one has no checkpoint
 
 
 def test_a_second_reader_with_a_stale_checkpoint_stores_nothing(mt_engine, tmp_path):
@@ -324,3 +359,39 @@ def test_checkpoint_rows_exist_per_file(mt_engine, tmp_path):
     st = log.stat()
     assert (row["device"], row["inode"], row["offset"], row["lines"], row["records"]) == (
         st.st_dev, st.st_ino, st.st_size, 1, 1)
+
+
+def test_delivery_logs_command(mt_engine, tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    import monitor.commands.deliverylogs as command
+    import monitor.parts
+
+    log = tmp_path / "mail.log"
+    log.write_text(postfix_line(1) + postfix_line(2, "bounced", rcpt="gone@example.com") + "Dec  2 16:00:00 mx1 "
+                   "postfix/smtp[1]: Q00000009: to=<a@b.example>, relay=none, status=odd (x)\n")
+    fake = SimpleNamespace(delivery_logs=[config(log)], database_url=str(mt_engine.url))
+    monkeypatch.setattr(command, "load_config", lambda _path: fake)
+    monkeypatch.setattr(monitor.parts, "upgrade_schema", lambda _engine: None)  # the test database is migrated
+    assert main(["delivery-logs", "read", "--config", "x.toml"]) == 0
+    assert "mx1: 3 lines from 1 files, 2 outcomes, 0 complaints, 1 events, 1 suppressions, 1 rejected" in (
+        capsys.readouterr().out)
+    assert main(["delivery-logs", "status", "--config", "x.toml"]) == 0
+    out = capsys.readouterr().out
+    assert "mx1 (postfix, " in out and "1 lines rejected" in out and "lines 3" in out
+    assert main(["delivery-logs", "read", "--config", "x.toml", "--source", "nope"]) == 2
+
+
+def test_read_lines_bounds_memory_on_a_runaway_line(tmp_path):
+    from monitor.mtalogs.tail import read_lines
+
+    path = tmp_path / "log"
+    path.write_bytes(b"first\n" + b"x" * 300 + b"\nlast\npartial")
+    lines, offset = read_lines(str(path), 0, final=False, max_lines=100, max_bytes=64)
+    assert [(line.text[:5], line.too_long) for line in lines] == [("first", False), ("xxxxx", True), ("last", False)]
+    assert offset == path.stat().st_size - len(b"partial")  # the partial line waits
+    assert len(lines[1].text) <= 64
+    lines, offset = read_lines(str(path), offset, final=True, max_lines=100, max_bytes=64)
+    assert [line.text for line in lines] == ["partial"] and offset == path.stat().st_size
+    lines, _ = read_lines(str(path), 0, final=False, max_lines=1, max_bytes=64)
+    assert [line.text for line in lines] == ["first"]

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.alerts.notify import AlertCenter
+from monitor.commands import actions_export
 from monitor.config import load_config
 from monitor.core.config import ConfigError
 from monitor.core.db import make_engine
@@ -65,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     suppress.add_argument("--for", dest="duration", help="how long (e.g. 30d); default: until cancelled")
     suppress.add_argument("--reason", default="")
     _sub_common(suppress)
+    actions_export.add_verb(verbs)
     parser.set_defaults(handler=run)
 
 

@@ -8,8 +8,7 @@ the `pmta pause queue` commands; json: one object per action. Names of the
 sending IPs on the MTA (KumoMTA egress sources, PowerMTA virtual MTAs) come
 from `source_ips` of the matching [[delivery_logs]] entries, and --source.
 
-Until `export` is hooked under `repmon actions` (call `add_verb(verbs)` from
-monitor/commands/actions.py), `register` offers it as `repmon actions-export`.
+Hooked under `repmon actions` by monitor/commands/actions.py (`add_verb`).
 """
 
 from __future__ import annotations
@@ -29,11 +28,6 @@ from monitor.core.db import make_engine
 from monitor.mtalogs.actions_export import FORMATS, ExportAction, render
 
 DOMAIN_LOOKBACK_S = 7 * 86400
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("actions-export", help="policy pauses and slows as KumoMTA / PowerMTA configuration")
-    _arguments(parser)
 
 
 def add_verb(verbs: argparse._SubParsersAction) -> None:

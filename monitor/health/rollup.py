@@ -30,6 +30,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Table, inspect, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -39,13 +40,14 @@ from sqlalchemy.engine import Connection, Engine
 from monitor.health.counts import GRAIN_RETENTION_S, GRAIN_SECONDS
 from monitor.health.models import COUNTERS, HealthCursor, HealthRoute
 from monitor.health.subjects import DomainMapper, domain_of, is_ip, provider_guess
+from monitor.mtalogs.reading import DeliveryCount, delivery_counts
 from sender.lanes import LaneKey
 
 log = logging.getLogger("repmon.health")
 
-SOURCES = ("delivery_log", "events", "dmarc_records", "signal_events")
-TABLES = {"delivery_log": "sender_delivery_log", "events": "events", "dmarc_records": "dmarc_records",
-          "signal_events": "signal_events"}
+SOURCES = ("delivery_log", "mta_log", "events", "dmarc_records", "signal_events")
+TABLES = {"delivery_log": "sender_delivery_log", "mta_log": "mtalog_deliveries", "events": "events",
+          "dmarc_records": "dmarc_records", "signal_events": "signal_events"}
 GAP_TIMEOUT_S = 600.0
 MAX_GAPS = 10_000
 # Bounce reasons that refuse the sender, not the recipient.
@@ -276,8 +278,42 @@ class Rollup:
 
     def _aggregate(self, conn: Connection, source: str, acc: _Accumulator, ids: tuple[int, int] | list[int]) -> int:
         """Count the rows of an id range (lo, hi] or of a list of ids."""
-        return {"delivery_log": self._delivery_log, "events": self._events, "dmarc_records": self._dmarc,
-                "signal_events": self._signals}[source](conn, acc, ids)
+        return {"delivery_log": self._delivery_log, "mta_log": self._mta_log, "events": self._events,
+                "dmarc_records": self._dmarc, "signal_events": self._signals}[source](conn, acc, ids)
+
+    def _mta_log(self, conn: Connection, acc: _Accumulator, ids: tuple[int, int] | list[int]) -> int:
+        """Outcomes read from the logs of an MTA repmon does not run (monitor/mtalogs/):
+        the same counters as the sender's own attempts."""
+        def counts(**kwargs: Any) -> list[DeliveryCount]:
+            if isinstance(ids, list):
+                return delivery_counts(conn, 0, ids=ids, **kwargs)
+            return delivery_counts(conn, ids[0], ids[1], **kwargs)
+
+        for grain, seconds in GRAIN_SECONDS.items():
+            for row in counts(grain_s=seconds, not_before=acc.oldest[grain] - seconds):
+                deltas = _DELIVERY_DELTAS.get(row.outcome)
+                if deltas is None:
+                    continue
+                if row.ip:
+                    acc.add_one(grain, row.bucket, "ip", row.ip, row.provider, deltas, row.count)
+                domain = self.mapper(row.domain)
+                if domain:
+                    acc.add_one(grain, row.bucket, "domain", domain, row.provider, deltas, row.count)
+        total = 0
+        new_routes: dict[str, tuple[str, int]] = {}
+        for row in counts(grain_s=86400, by_recipient_domain=True):
+            total += row.count
+            deltas = _DELIVERY_DELTAS.get(row.outcome)
+            rdomain = (row.recipient_domain or "").lower()
+            if deltas is None or not rdomain:
+                continue
+            if row.bucket + 86400 > acc.oldest["1d"]:
+                acc.add_one("1d", row.bucket, "rdomain", rdomain, "", deltas, row.count)
+            previous = new_routes.get(rdomain)
+            if previous is None or row.bucket >= previous[1]:
+                new_routes[rdomain] = (row.provider, row.bucket)
+        self._save_routes(conn, new_routes)
+        return total
 
     def _delivery_log(self, conn: Connection, acc: _Accumulator, ids) -> int:
         where = _where("l.id", ids)
@@ -333,7 +369,8 @@ class Rollup:
             bucket = self._bucket_time("occurred_at", seconds)
             rows = conn.execute(text(
                 f"SELECT {bucket}, sending_ip, sending_domain, recipient_domain, "
-                f"CASE WHEN smtp_agent = 'repmon-sender' THEN remote_mta END, {what}, COUNT(*) FROM events "
+                f"CASE WHEN smtp_agent = 'repmon-sender' OR smtp_agent LIKE 'mtalog:%' THEN remote_mta END, "
+                f"{what}, COUNT(*) FROM events "
                 f"WHERE {where} AND {after} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"), {"yes": True, **params})
             for b, ip, sdomain, rdomain, dest, kind, hard_or_soft, klass, _complaint, n in rows:
                 if grain == "1d":

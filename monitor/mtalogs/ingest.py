@@ -24,7 +24,8 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from monitor.core.dbtypes import utcnow
 from monitor.mtalogs.destinations import Destinations
@@ -126,7 +127,8 @@ class SourceReader:
         """Where to read this file from; None when there is nothing to read."""
         try:
             if checkpoint is not None and checkpoint.head_len and (
-                    file.size < checkpoint.head_len or head_digest(file.path, checkpoint.head_len) != checkpoint.head_sha256):
+                    file.size < checkpoint.head_len
+                    or head_digest(file.path, checkpoint.head_len, file.identity) != checkpoint.head_sha256):
                 log.info("file changed under its identity (copytruncate or inode reused): reading it from the start",
                          extra={"source": self.name, "path": file.path})
                 checkpoint = checkpoint.restart()
@@ -134,8 +136,8 @@ class SourceReader:
                 log.info("file shrank below its checkpoint: reading it from the start",
                          extra={"source": self.name, "path": file.path})
                 checkpoint = checkpoint.restart()
-        except OSError as exc:
-            log.warning("cannot read %s: %s", file.path, exc.strerror, extra={"source": self.name})
+        except OSError as exc:  # gone or rotated since we looked: the next pass sees where it went
+            log.warning("cannot read %s: %s", file.path, exc.strerror or exc, extra={"source": self.name})
             return None
         if checkpoint is None:
             start = file.size if (first_time and self.config.start_at == "end") else 0
@@ -144,12 +146,16 @@ class SourceReader:
             return None
         return checkpoint
 
-    def _save(self, conn: Connection, file: LogFile, checkpoint: _Checkpoint, new_offset: int, lines: int,
-              stored: StoreResult) -> None:
+    def _head(self, file: LogFile, checkpoint: _Checkpoint, new_offset: int) -> tuple[int, str]:
+        """The fingerprint to store: the first HEAD_BYTES bytes (fewer while the file is shorter)."""
         head_len = min(HEAD_BYTES, max(file.size, new_offset))
-        head_sha = checkpoint.head_sha256
-        if head_len != checkpoint.head_len:
-            head_sha = head_digest(file.path, head_len)
+        if head_len == checkpoint.head_len:
+            return head_len, checkpoint.head_sha256
+        return head_len, head_digest(file.path, head_len, file.identity)
+
+    def _save(self, conn: Connection, file: LogFile, checkpoint: _Checkpoint, new_offset: int, lines: int,
+              stored: StoreResult, head: tuple[int, str]) -> None:
+        head_len, head_sha = head
         values = {"path": file.path[:1024], "offset": new_offset, "head_len": head_len, "head_sha256": head_sha,
                   "updated_at": utcnow()}
         if checkpoint.id is None:
@@ -179,8 +185,13 @@ class SourceReader:
 
     def _one_batch(self, file: LogFile, checkpoint: _Checkpoint, result: PassResult) -> bool:
         """Read, parse and store up to batch_lines lines; True when the file is read to its end."""
-        lines, new_offset = read_lines(file.path, checkpoint.offset, final=file.finished(now()),
-                                       max_lines=self.config.batch_lines)
+        try:
+            lines, new_offset = read_lines(file.path, checkpoint.offset, final=file.finished(now()),
+                                           max_lines=self.config.batch_lines, identity=file.identity)
+            head = self._head(file, checkpoint, new_offset)
+        except OSError as exc:  # rotated or removed between looking and reading: the next pass sees where it went
+            log.info("file moved while reading it; again at the next pass: %s", exc, extra={"source": self.name})
+            return True
         if new_offset == checkpoint.offset and checkpoint.id is not None:
             return True
         located: list[Located] = []
@@ -192,14 +203,28 @@ class SourceReader:
             for record in self._parse(line.text):
                 located.append(Located(record, file.path, line.offset))
         try:
-            with self.engine.begin() as conn:
-                stored = store_records(conn, self.attribution, located)
-                self._save(conn, file, checkpoint, new_offset, len(lines), stored)
+            stored = self._commit(file, checkpoint, new_offset, len(lines), located, head, one_by_one=False)
         except IntegrityError:
             raise CheckpointMoved(f"{self.name}: {file.path} was first read by another process meanwhile") from None
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            log.warning("a batch could not be stored (%s); storing it record by record", type(exc).__name__,
+                        extra={"source": self.name, "path": file.path})
+            stored = self._commit(file, checkpoint, new_offset, len(lines), located, head, one_by_one=True)
         result.lines += len(lines)
         result.stored.add(stored)
         return len(lines) < self.config.batch_lines
+
+    def _commit(self, file: LogFile, checkpoint: _Checkpoint, new_offset: int, lines: int, located: list[Located],
+                head: tuple[int, str], *, one_by_one: bool) -> StoreResult:
+        with self.engine.begin() as conn:
+            if one_by_one:
+                stored = store_each(conn, self.attribution, located)
+            else:
+                stored = store_records(conn, self.attribution, located)
+            self._save(conn, file, checkpoint, new_offset, lines, stored, head)
+        return stored
 
     def _parse(self, text: str) -> list[MtaRecord]:
         try:
@@ -207,6 +232,31 @@ class SourceReader:
         except Exception as exc:  # a parser bug must not stop the source: the line is kept with the reason
             log.exception("delivery-log parser failed on a line", extra={"source": self.name})
             return [BadRecord(self.config.kind, f"parser error: {type(exc).__name__}: {exc}"[:500], text[:2000])]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database that is down or busy, as opposed to a problem with these rows."""
+    if isinstance(exc, (OperationalError, InterfaceError, PoolTimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def store_each(conn: Connection, attribution: Attribution, located: list[Located]) -> StoreResult:
+    """The slow path after a batch failed: each record in its own savepoint; one
+    the database refuses becomes a reject with the database's reason instead of
+    stopping the source for ever."""
+    total = StoreResult()
+    for item in located:
+        try:
+            with conn.begin_nested():
+                total.add(store_records(conn, attribution, [item]))
+        except DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            reason = f"could not be stored: {type(exc).__name__}: {exc.orig}"[:500]
+            total.add(store_records(conn, attribution, [Located(BadRecord(attribution.source, reason, repr(item.record)[:2000]),
+                                                                item.path, item.offset)]))
+    return total
 
 
 def _still_on_disk(config: DeliveryLogConfig, known: set[tuple[int, int]]) -> set[tuple[int, int]]:

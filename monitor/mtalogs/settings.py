@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Literal
@@ -41,7 +42,9 @@ class DeliveryLogConfig(Section):
     path: Path
     source_ip: str | None = None
     source_ips: dict[str, str] = Field(default_factory=dict)
-    timezone: str = "UTC"  # "local" for the machine's zone; IANA names ("Europe/Paris")
+    # Zone of year-less syslog stamps (Postfix writes local time): "local" (the
+    # machine's zone, with its summer time), "UTC" or an IANA name ("Europe/Paris").
+    timezone: str = "local"
     start_at: Literal["beginning", "end"] = "beginning"  # a file seen for the first time
     interval_s: float = Field(default=5.0, gt=0)
     batch_lines: int = Field(default=5000, gt=0, le=100_000)  # lines per transaction
@@ -87,14 +90,26 @@ def zone_of(name: str) -> tzinfo:
     if name.upper() == "UTC":
         return UTC
     if name == "local":
-        from datetime import datetime
-
-        local = datetime.now().astimezone().tzinfo
-        return local or UTC
+        return _local_zone()
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {name!r} (write UTC, local or an IANA name)") from None
+
+
+def _local_zone() -> tzinfo:
+    """The machine's zone as the C library sees it: $TZ, else /etc/localtime, else UTC."""
+    configured = os.environ.get("TZ", "").lstrip(":")
+    if configured:
+        try:
+            return ZoneInfo(configured)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    try:
+        with open("/etc/localtime", "rb") as handle:
+            return ZoneInfo.from_file(handle, key="localtime")
+    except (OSError, ValueError):
+        return UTC
 
 
 def check_unique_names(logs: list[DeliveryLogConfig]) -> list[DeliveryLogConfig]:

@@ -158,6 +158,10 @@ def _store_deliveries(conn: Connection, attribution: Attribution, deliveries: li
             if event.action == "failed" and event.hard_or_soft == "hard" and record.recipient and "@" in record.recipient:
                 entries.append(SuppressionEntry(record.recipient, HARD_BOUNCE, f"mtalog:{record.mta}",
                                                 detail=event.reason, seen_at=record.timestamp))
+    for row in rows:  # NUL characters and lone surrogates would fail the whole batch on PostgreSQL
+        for key, value in row.items():
+            if isinstance(value, str) and ("\x00" in value or not value.isascii()):
+                row[key] = clean_text(value)
     if event_rows:
         table = StoredEvent.__table__  # type: ignore[attr-defined]
         ids = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),

@@ -23,15 +23,14 @@ import glob
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 from parsers.mtalogs.events import MAX_LINE
 
 HEAD_BYTES = 256
-READ_BYTES = 8 * 1024 * 1024  # read from a file at a time
+READ_BYTES = 1024 * 1024  # read from a file at a time (a few thousand lines; more than MAX_LINE)
 SETTLE_S = 10.0  # a non-live file untouched this long is finished
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 
@@ -87,8 +86,24 @@ def discover(path: Path, is_glob: bool, known: set[tuple[int, int]]) -> list[Log
     return rotated + ([live] if live is not None else [])
 
 
-def head_digest(path: str, length: int) -> str:
-    with open(path, "rb") as handle:
+class FileMoved(OSError):
+    """The path no longer names the file of that identity (rotated meanwhile)."""
+
+
+def _open(path: str, identity: tuple[int, int] | None) -> BinaryIO:
+    """Open for reading, checking the opened file is the one we mean: between
+    looking and opening, the path may have been rotated to a new file."""
+    handle = open(path, "rb")  # noqa: SIM115 - closed by the caller's with
+    if identity is not None:
+        st = os.fstat(handle.fileno())
+        if (st.st_dev, st.st_ino) != identity:
+            handle.close()
+            raise FileMoved(f"{path} is another file now")
+    return handle
+
+
+def head_digest(path: str, length: int, identity: tuple[int, int] | None = None) -> str:
+    with _open(path, identity) as handle:
         return hashlib.sha256(handle.read(length)).hexdigest()
 
 
@@ -98,15 +113,16 @@ class Line(NamedTuple):
     too_long: bool = False
 
 
-def read_lines(path: str, offset: int, *, final: bool, max_lines: int,
+def read_lines(path: str, offset: int, *, final: bool, max_lines: int, identity: tuple[int, int] | None = None,
                max_bytes: int = READ_BYTES) -> tuple[list[Line], int]:
     """Whole lines from `offset` (at most max_lines), and the offset after them.
 
     A line longer than MAX_LINE comes back clipped with too_long set (its
-    bytes are still consumed, up to its newline), so memory stays bounded."""
+    bytes are still consumed, up to its newline), so memory stays bounded.
+    FileMoved when `path` is no longer the file of `identity`."""
     lines: list[Line] = []
     skipping = False  # inside a runaway line: drop bytes up to its newline
-    with open(path, "rb") as handle:
+    with _open(path, identity) as handle:
         while len(lines) < max_lines:
             handle.seek(offset)
             data = handle.read(max_bytes)
@@ -131,22 +147,12 @@ def read_lines(path: str, offset: int, *, final: bool, max_lines: int,
                     lines.append(_line(offset, data))
                     offset += len(data)
                 break
-            for raw in _split(data[:end + 1], max_lines - len(lines)):
+            raws = data[:end].split(b"\n")
+            del raws[max_lines - len(lines):]
+            for raw in raws:
                 lines.append(_line(offset, raw))
                 offset += len(raw) + 1
     return lines, offset
-
-
-def _split(chunk: bytes, limit: int) -> Iterator[bytes]:
-    start = 0
-    count = 0
-    while count < limit:
-        end = chunk.find(b"\n", start)
-        if end < 0:
-            return
-        yield chunk[start:end]
-        start = end + 1
-        count += 1
 
 
 def _line(offset: int, raw: bytes) -> Line:

@@ -50,13 +50,14 @@ class PostfixReader:
     """Reads Postfix log lines one at a time, remembering queue ids' senders.
 
     now: the time year-less syslog stamps are placed against (they are never
-    more than a day in the future); tz: the zone those stamps are in. Times
+    more than a day in the future); None: the clock at each new stamp (a
+    reader that lives for months); tz: the zone those stamps are in. Times
     are worked out only for delivery lines, and the last one is remembered
     (a busy log has many lines per second).
     """
 
     def __init__(self, *, now: datetime | None = None, tz: tzinfo = UTC) -> None:
-        self.now = now or datetime.now(UTC)
+        self.now = now
         self.tz = tz
         self.senders: OrderedDict[str, str] = OrderedDict()
         self._last_stamp: Stamp = ()
@@ -119,7 +120,7 @@ class PostfixReader:
             if len(stamp) == 1:
                 self._last_when = from_iso(stamp[0], self.tz)
             else:
-                self._last_when = from_bsd(stamp[0], stamp[1], stamp[2], self.now, self.tz)
+                self._last_when = from_bsd(stamp[0], stamp[1], stamp[2], self.now or datetime.now(UTC), self.tz)
             self._last_stamp = stamp
         return self._last_when
 

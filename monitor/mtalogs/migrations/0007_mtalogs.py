@@ -1,6 +1,6 @@
 """delivery-log tables: file checkpoints, delivery outcomes, rejected lines, log-hook ledger
 
-Revision ID: 0005_mtalogs
+Revision ID: 0007_mtalogs
 Revises: 0001_core
 Written by hand from monitor/mtalogs/models.py; tests/test_mtalogs_store.py
 compares the migrated schema with the models.
@@ -12,7 +12,7 @@ from alembic import op
 
 from monitor.core.dbtypes import BigId, UTCDateTime
 
-revision = "0005_mtalogs"
+revision = "0007_mtalogs"
 down_revision = "0001_core"
 branch_labels = ("mtalogs",)
 depends_on = None
