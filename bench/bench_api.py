@@ -79,6 +79,12 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (less sensitive to a busy machine than wall time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -158,8 +164,10 @@ def main() -> int:
         try:
             asyncio.run(load(f"http://127.0.0.1:{port}", queries[:500], args.concurrency,
                              {"Authorization": f"Bearer {TOKEN}"}, True))  # warm-up
+            cpu_before = cpu_seconds(server.pid)
             took, latencies = asyncio.run(load(f"http://127.0.0.1:{port}", queries, args.concurrency,
                                                {"Authorization": f"Bearer {TOKEN}"}, True))
+            server_cpu = cpu_seconds(server.pid) - cpu_before
         finally:
             server.terminate()
             server.wait(10)
@@ -167,7 +175,9 @@ def main() -> int:
         bare = start(BARE, str(bare_port))
         try:
             asyncio.run(load(f"http://127.0.0.1:{bare_port}", queries[:500], args.concurrency, {}, False))
+            cpu_before = cpu_seconds(bare.pid)
             bare_took, _ = asyncio.run(load(f"http://127.0.0.1:{bare_port}", queries, args.concurrency, {}, False))
+            bare_cpu = cpu_seconds(bare.pid) - cpu_before
         finally:
             bare.terminate()
             bare.wait(10)
@@ -179,10 +189,15 @@ def main() -> int:
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     print(f"repmon /check: {rate:,.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms "
           f"({args.requests} requests, {args.concurrency} connections, {args.suppressed} suppressed)", file=sys.stderr)
+    per_request = server_cpu / args.requests * 1e6
+    bare_per_request = bare_cpu / args.requests * 1e6
+    print(f"server CPU per request: repmon {per_request:.0f} us, bare aiohttp {bare_per_request:.0f} us "
+          f"(one core's worth: {1e6 / per_request:,.0f} req/s)", file=sys.stderr)
     print(f"bare aiohttp: {bare_rate:,.0f} req/s; storage check alone: {db_rate:,.0f}/s", file=sys.stderr)
     print(f"| suppression check over HTTP, {args.requests:,} requests x {args.concurrency} connections, "
           f"{args.suppressed:,} suppressed, SQLite (`bench_api.py`) | {rate:,.0f} req/s, p50 {p50:.1f} ms, "
-          f"p99 {p99:.1f} ms | bare aiohttp handler: {bare_rate:,.0f} req/s; storage check alone: {db_rate:,.0f}/s "
+          f"p99 {p99:.1f} ms, server CPU {per_request:.0f} us/request | bare aiohttp handler: {bare_rate:,.0f} req/s, "
+          f"{bare_per_request:.0f} us/request; storage check alone: {db_rate:,.0f}/s "
           f"| {rate / bare_rate:.2f}x bare | >= 1,000 req/s |")
     return 0
 

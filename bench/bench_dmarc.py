@@ -38,7 +38,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from dataclasses import dataclass
 from email.mime.application import MIMEApplication
@@ -70,21 +69,34 @@ class Run:
     records: int
 
 
+# Measures one command from a fresh, small process: Linux carries the peak RSS of the
+# process that forks over exec into the child's ru_maxrss, so a child spawned by this
+# script after it held a 67 MB report would report this script's peak, not its own.
+# argv[1] is the output file, the rest the command; prints {"seconds", "peak_rss_kib", "status"}.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+with open(sys.argv[1], "wb") as out:
+    started = time.perf_counter()
+    proc = subprocess.Popen(sys.argv[2:], stdout=out, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+sys.stderr.write(stderr.decode("utf-8", "replace")[-3000:])
+print(json.dumps({"seconds": seconds, "peak_rss_kib": usage.ru_maxrss, "status": proc.returncode}))
+"""
+
+
 def run_measured(command: list[str], output: Path) -> Run:
-    """Run a command with stdout to `output`; wall time from spawn to exit and
-    the child's own peak RSS (wait4 rusage)."""
+    """Run a command with stdout to `output`: wall time from its spawn to its exit
+    and its own peak RSS (wait4 rusage), taken by a fresh launcher process."""
     env = dict(os.environ, TZ="UTC", PYTHONPATH=str(REPO))
-    with output.open("wb") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.PIPE)
-        assert proc.stderr is not None
-        stderr = proc.stderr.read()  # both children write little to stderr; read it while waiting
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{command[:4]} failed ({proc.returncode}):\n{stderr.decode('utf-8', 'replace')[-3000:]}")
-    return Run(seconds, usage.ru_maxrss, 0)
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, str(output), *command], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=3600, check=False)
+    result = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {"status": done.returncode}
+    if result["status"] != 0:
+        raise SystemExit(f"{command[:4]} failed ({result['status']}):\n{done.stderr[-3000:]}")
+    return Run(result["seconds"], result["peak_rss_kib"], 0)
 
 
 def repmon_records(output: Path) -> int:

@@ -71,9 +71,13 @@ def parse_file(handle: BinaryIO) -> list[AnyEvent]:
 
             return parse_report_chunks(_capped_chunks(head, handle))
         if start is None:
-            return parse_bytes(head + handle.read(MAX_INPUT_BYTES + 1 - len(head)))
-        handle.seek(start)  # one read of the whole input: no copy of it joined to its head
-        return parse_bytes(handle.read(MAX_INPUT_BYTES + 1))
+            data = head + handle.read(MAX_INPUT_BYTES + 1 - len(head))
+        else:
+            handle.seek(start)  # one read of the whole input: no copy of it joined to its head
+            data = handle.read(MAX_INPUT_BYTES + 1)
+        if len(data) > MAX_INPUT_BYTES:
+            return [UnparseableEvent(error=f"input is larger than the {MAX_INPUT_BYTES}-byte limit")]
+        return parse_bytes(data)
     except OSError as exc:
         return [UnparseableEvent(error=f"input cannot be read: {exc.strerror or exc}")]
 
@@ -88,10 +92,11 @@ def _is_bare_document(head: bytes) -> bool:
 def _capped_chunks(head: bytes, handle: BinaryIO) -> Iterator[bytes]:
     from parsers.reports.containers import ReportError
 
-    total = len(head)
-    yield head
-    while chunk := handle.read(_READ_CHUNK):
+    total = 0
+    chunk = head
+    while chunk:
         total += len(chunk)
         if total > MAX_INPUT_BYTES:
             raise ReportError(f"input is above the {MAX_INPUT_BYTES}-byte limit")
         yield chunk
+        chunk = handle.read(_READ_CHUNK)

@@ -78,10 +78,14 @@ def _parse(candidate: str) -> str | None:
 def is_host_name(domain: str) -> bool:
     """A domain a message can be sent to: dot-separated labels of letters
     (any script), digits and inner hyphens, 1 to 63 characters each. Not a
-    domain literal, no empty label, no label starting or ending with '-'."""
+    domain literal, no empty label, no label starting or ending with '-', and
+    not an IP address written bare (RFC 3696: a top-level domain is never all digits)."""
     if not domain or len(domain) > 253:
         return False
-    for label in domain.split("."):
+    labels = domain.split(".")
+    if labels[-1].isdigit():
+        return False
+    for label in labels:
         if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
             return False
         for ch in label:

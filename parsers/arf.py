@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 from parsers.addresses import normalize
 from parsers.events import FeedbackEvent, Tracking, UnparseableEvent
@@ -97,7 +98,7 @@ def _from_arf(msg: MailPart, report: MailPart | None, data: bytes) -> list[Feedb
         # it; those are spam-complaint loops, so the report counts as abuse.
         feedback_type = "abuse"
     recipients = _recipients(fields, embedded)
-    common = dict(
+    common: dict[str, Any] = dict(
         feedback_type=feedback_type,
         source_ip=_ip(_first(fields, "source-ip")),
         reported_domain=_domain(_first(fields, "reported-domain")),
@@ -160,7 +161,7 @@ def _recipients(fields: Fields, embedded: list[tuple[str, str]]) -> list[str | N
     To only when it names exactly one address (with several, the report does
     not say which of them complained)."""
     for name in ("original-rcpt-to", "removal-recipient"):
-        found = _unique(normalize(v) for v in fields.get(name, ()))
+        found: list[str | None] = [*_unique(normalize(v) for v in fields.get(name, ()))]
         if found:
             return found
     marked = normalize(_header(embedded, "x-hmxmroriginalrecipient"))
@@ -168,9 +169,9 @@ def _recipients(fields: Fields, embedded: list[tuple[str, str]]) -> list[str | N
         return [marked]
     to = _header(embedded, "to")
     if to:
-        found = _unique(normalize(addr) for _, addr in email.utils.getaddresses([to]) if addr)
-        if len(found) == 1:
-            return found
+        named: list[str | None] = [*_unique(normalize(addr) for _, addr in email.utils.getaddresses([to]) if addr)]
+        if len(named) == 1:
+            return named
     return [None]
 
 
@@ -181,7 +182,7 @@ def _is_jmrp_attachment(part: MailPart) -> bool:
             and part.children[0].header("x-hmxmroriginalrecipient") is not None)
 
 
-def _from_jmrp(msg: MailPart, attachment: MailPart, data: bytes) -> list[FeedbackEvent]:
+def _from_jmrp(msg: MailPart, attachment: MailPart, data: bytes) -> list[FeedbackEvent | UnparseableEvent]:
     embedded = attachment.children[0].headers
     source_ip = None
     match = _JMRP_SUBJECT_RE.search(msg.header("subject") or "")
@@ -208,7 +209,7 @@ def _from_jmrp(msg: MailPart, attachment: MailPart, data: bytes) -> list[Feedbac
 
 # --- Amazon SES ------------------------------------------------------------------------
 
-def _from_ses(msg: MailPart, data: bytes) -> list[FeedbackEvent] | None:
+def _from_ses(msg: MailPart, data: bytes) -> list[FeedbackEvent | UnparseableEvent] | None:
     part = msg if not msg.children else _first_outer(msg, lambda p: p.content_type == "text/plain")
     if part is None or part.content_type != "text/plain":
         return None
@@ -218,8 +219,8 @@ def _from_ses(msg: MailPart, data: bytes) -> list[FeedbackEvent] | None:
     document = _ses_document(part.text())
     if document is None:
         return None
-    complaint = document.get("complaint")
-    mail = document.get("mail")
+    complaint: Any = document.get("complaint")
+    mail: Any = document.get("mail")
     if not isinstance(complaint, dict):
         return None
     mail = mail if isinstance(mail, dict) else {}
@@ -228,9 +229,9 @@ def _from_ses(msg: MailPart, data: bytes) -> list[FeedbackEvent] | None:
     # SES omits complaintFeedbackType when the mailbox provider sent no ARF
     # type; the notification is still a spam complaint.
     feedback_type = _str(complaint.get("complaintFeedbackType")) or "abuse"
-    recipients = _unique(
+    recipients: list[str | None] = [*_unique(
         normalize(_str(r.get("emailAddress"))) for r in complaint.get("complainedRecipients") or [] if isinstance(r, dict)
-    ) or [None]
+    )] or [None]
     message_id = _str(common_headers.get("messageId")) or _header(headers, "message-id") or _str(mail.get("messageId"))
     return [
         FeedbackEvent(

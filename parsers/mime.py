@@ -32,8 +32,8 @@ import quopri
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from email.feedparser import NLCRE as _NLCRE
-from email.feedparser import headerRE as _HEADER_RE
+from email.feedparser import NLCRE as _NLCRE  # type: ignore[attr-defined]  # FeedParser's own patterns, reused
+from email.feedparser import headerRE as _HEADER_RE  # type: ignore[attr-defined]
 from itertools import islice
 
 MAX_DEPTH = 32
@@ -265,7 +265,7 @@ def _content_type(message: email.message.Message) -> tuple[str, str | None]:
     """(message.get_content_type(), the Content-Type value) without the
     Message API's per-call header lookups; non-ASCII values (which compat32
     turns into Header objects) take the API's own way."""
-    value = next((v for name, v in message._headers if name.lower() == "content-type"), None)
+    value = next((v for name, v in message._headers if name.lower() == "content-type"), None)  # type: ignore[attr-defined]
     if value is None:
         return message.get_default_type(), None
     if not isinstance(value, str) or not value.isascii():
@@ -398,7 +398,8 @@ class _FastReader:
         if depth > _MAX_FAST_DEPTH:
             raise _Unusual
         text = self.text
-        block_end = _HEADER_BLOCK_RE.match(text, at).end()
+        header_match = _HEADER_BLOCK_RE.match(text, at)  # never None: the pattern matches the empty string
+        block_end = header_match.end() if header_match else at
         block = text[at:block_end]
         if not stack or not (block.startswith("--") or "\n--" in block):
             # no header line can be a boundary line: the block is the header
@@ -430,19 +431,19 @@ class _FastReader:
         message = email.message.Message()
         if in_digest:
             message.set_default_type("message/rfc822")
-        message._headers = headers
+        message._headers = headers  # type: ignore[attr-defined]
         content_type = _content_type(message)[0]
         if content_type == "message/delivery-status":
             return self._delivery_status(message, body, stack)
         maintype = content_type.partition("/")[0]
         if maintype == "message":
             inner, end, last = self.part(body, stack, False, depth + 1)
-            message._payload = [inner]
+            message._payload = [inner]  # type: ignore[attr-defined]
             return message, end, last
         if maintype == "multipart":
             return self._multipart(message, content_type, body, stack, depth)
         end = self._end_of_body(body, stack)
-        message._payload = text[body:end]
+        message._payload = text[body:end]  # type: ignore[attr-defined]
         return message, end, message
 
     def _fields(self, block: str) -> list[tuple[str, str]]:
@@ -498,10 +499,10 @@ class _FastReader:
             while position < end and text[position] not in "\r\n":
                 position = self._line_end(position)
             block = email.message.Message()
-            block._headers = self._headers(lines)
+            block._headers = self._headers(lines)  # type: ignore[attr-defined]
             if "content-type" in block:
                 raise _Unusual
-            block._payload = text[start:position]
+            block._payload = text[start:position]  # type: ignore[attr-defined]
             blocks.append(block)
             if position < end:
                 position = self._line_end(position)  # the blank line
@@ -546,11 +547,11 @@ class _FastReader:
                         last._payload = payload[:-2]
                     elif payload.endswith(("\n", "\r")):
                         last._payload = payload[:-1]
-            found = self._boundary_at(end, inner) if end < self.size else None
-            if found is None or found[0] != level:
+            boundary = self._boundary_at(end, inner) if end < self.size else None
+            if boundary is None or boundary[0] != level:
                 break  # no close boundary: the input (or the enclosing part) ends here
             position = self._line_end(end)
-            if found[1]:
+            if boundary[1]:
                 end = self._end_of_body(position, stack)  # after the epilogue
                 break
         message._payload = children

@@ -66,8 +66,8 @@ def find_in_bytes(data: bytes) -> Tracking | None:
         if found:
             return found
     text = data.decode("latin-1")
-    for match in _VERP_RE.finditer(text):
-        found = decode(match.group(1))
+    for verp in _VERP_RE.finditer(text):
+        found = decode(verp.group(1))
         if found:
             return found
     return None

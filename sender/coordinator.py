@@ -88,6 +88,11 @@ class Sender:
         self._known_lanes: set[str] = set()
         self._route_targets: set[Lane] = set()
         self._last_route_at = 0.0
+        # The directives and rule actions in force as last read: a lane made
+        # after that read (the first mail through an IP or to a destination)
+        # starts under them, not open until the next directive change.
+        self._directives: list[dict[str, Any]] = []
+        self._actions: list[dict[str, Any]] = []
 
     @property
     def stats(self) -> SendStats:
@@ -104,6 +109,8 @@ class Sender:
             src = self.sources.source(source_ip)
             lane = Lane(key, source_ip, src.bind, src.ehlo_name, destination,
                         lane_settings(self.config, destination), self.resume_step)
+            now = time.time()
+            lane.set_overlay(build_overlay(lane, self._directives, self._actions, now), now)
             if self.shared is not None:
                 self.shared.attach(lane)
             self.lanes[key] = lane
@@ -371,6 +378,7 @@ class Sender:
             return
         self._control_version = version
         directives, actions, resumes = await self._run_db(self._read_control, now)
+        self._directives, self._actions = directives, actions
         for lane in self.lanes.values():
             overlay = build_overlay(lane, directives, actions, now)
             for r in resumes:

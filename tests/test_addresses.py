@@ -35,6 +35,7 @@ def test_internationalized_addresses_round_trip(text: str, address: str) -> None
     "rfc822; <a@example.com\x00>",
     "rfc822; victim@example.com\x00@attacker.example",
     "a@[127.0.0.1]",
+    "a@127.0.0.1",
     "rfc822; <a@[IPv6:::1]>",
     "a@-example.com",
     "a@example-.com",

@@ -171,3 +171,14 @@ async def test_openapi_describes_every_route(tmp_path):
     for ops in spec["paths"].values():
         for op in ops.values():
             assert "401" in op["responses"]
+
+
+async def test_login_form_throttles_wrong_tokens(tmp_path):
+    async with api_server(tmp_path) as api, aiohttp.ClientSession(api.url) as http:
+        for _ in range(10):
+            async with http.post("/login", data={"name": "mallory", "token": "guess-guess-guess"}) as r:
+                assert r.status == 401
+        async with http.post("/login", data={"name": "mallory", "token": TOKEN}) as r:
+            assert r.status == 429  # even the right token, for the rest of the window
+        async with http.get("/api/v1/health", headers=AUTH) as r:
+            assert r.status == 200  # the API's bearer token is not throttled

@@ -33,10 +33,10 @@ class Running:
 
 
 @asynccontextmanager
-async def api_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Running]:
+async def api_server(tmp_path: Path, *, url: str | None = None, **settings: Any) -> AsyncIterator[Running]:
     from monitor.parts import upgrade_schema
 
-    url = f"sqlite:///{tmp_path / 'repmon.db'}"
+    url = url or f"sqlite:///{tmp_path / 'repmon.db'}"
     upgrade_schema(url)
     config = parse_config({}, base_dir=tmp_path)
     engine = make_engine(url)
@@ -61,7 +61,9 @@ def add_events(engine: Engine, count: int, *, kind: str = "bounce", start: int =
 
 
 def add_health_state(engine: Engine, subject: str, state: str, score: int, reasons: list[str]) -> None:
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = datetime.now(UTC)
+    if engine.dialect.name == "sqlite":
+        now = now.replace(tzinfo=None)
     with engine.begin() as conn:
         conn.execute(text(
             "INSERT INTO health_states (subject, kind, state, score, reasons, findings, figures, evaluated_at, changed_at)"

@@ -36,3 +36,27 @@ def test_notice_phrases_with_an_empty_return_path(phrase: str) -> None:
                  f"{phrase}\n\n<joe@example.net>:\nSorry, no mailbox here by that name.\n")
     [event] = parse_bytes(data)
     assert isinstance(event, BounceEvent) and event.hard_or_soft == "hard"
+
+
+def test_a_bounce_with_bare_cr_line_ends_reads_like_its_lf_form() -> None:
+    data = _mail("From: Postmaster <postmaster@mx.example.net>\nSubject: Undelivered Mail Returned to Sender\n",
+                 "<joe@example.net>: host mx.example.net said: 550 5.1.1 <joe@example.net>: User unknown\n")
+    [lf] = parse_bytes(data)
+    [cr] = parse_bytes(data.replace(b"\n", b"\r"))
+    assert isinstance(lf, BounceEvent) and isinstance(cr, BounceEvent)
+    assert (cr.recipient, cr.reason, cr.status) == (lf.recipient, lf.reason, lf.status)
+    assert (lf.recipient, lf.reason, lf.status) == ("joe@example.net", "userunknown", "5.1.1")
+
+
+@pytest.mark.parametrize("phrase", [
+    "Ihre Nachricht konnte nicht zugestellt werden.",
+    "Votre message n'a pas pu être remis aux destinataires suivants.",
+    "Su mensaje no se pudo entregar a los siguientes destinatarios.",
+    "Non è stato possibile recapitare il messaggio.",
+    "Uw bericht kon niet worden afgeleverd.",
+])
+def test_notice_phrases_in_other_languages(phrase: str) -> None:
+    data = _mail("Return-Path: <>\nFrom: Mail System <system@mx.example.net>\nSubject: Notice\n",
+                 f"{phrase}\n\n<joe@example.net>:\nmailbox unavailable\n")  # no SMTP reply: the phrase is the sign
+    [event] = parse_bytes(data)
+    assert isinstance(event, BounceEvent) and event.hard_or_soft == "hard"

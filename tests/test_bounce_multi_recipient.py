@@ -118,3 +118,60 @@ def test_a_disclaimer_in_the_notice_does_not_outrank_the_dsn_status() -> None:
 def test_bounce_events_carry_a_confidence_in_their_json() -> None:
     [event] = parse_bytes(DISCLAIMER_DSN.encode())
     assert event.to_dict()["confidence"] in ("high", "medium", "low")
+
+
+OLD_SENDMAIL_LINES = """Return-Path: <>
+From: Mail Delivery Subsystem <MAILER-DAEMON@relay.example.com>
+To: news@example.com
+Subject: Returned mail: User unknown
+
+   ----- Transcript of session follows -----
+550 <ann@one.example.org>... User unknown
+552 <bob@two.example.net>... Mailbox full
+
+   ----- Recipients of this delivery -----
+ann@one.example.org
+bob@two.example.net
+
+   ----- Unsent message follows -----
+Received: from localhost by relay.example.com
+Subject: June
+"""
+
+OLD_SENDMAIL_SESSIONS = """Return-Path: <>
+From: Mail Delivery Subsystem <MAILER-DAEMON@relay.example.com>
+To: news@example.com
+Subject: Returned mail: User unknown
+
+   ----- Transcript of session follows -----
+While talking to mx.one.example.org:
+>>> RCPT To:<ann@one.example.org>
+<<< 550 <ann@one.example.org>... User unknown
+550 <ann@one.example.org>... User unknown
+While talking to mx.two.example.net:
+>>> DATA
+<<< 552 Requested mail action aborted: mailbox full
+554 <bob@two.example.net>... Service unavailable
+
+   ----- Recipients of this delivery -----
+ann@one.example.org
+bob@two.example.net
+
+   ----- Unsent message follows -----
+Received: from localhost by relay.example.com
+Subject: June
+"""
+
+
+def test_old_sendmail_reply_lines_each_answer_for_their_recipient() -> None:
+    # no transcript says which command "User unknown" answered: a filter's verdict (soft),
+    # as for one recipient; the point is that bob's "Mailbox full" stays bob's
+    events = parse_bytes(OLD_SENDMAIL_LINES.encode())
+    got = {e.recipient: e.reason for e in events if isinstance(e, BounceEvent)}
+    assert got == {"ann@one.example.org": "filtered", "bob@two.example.net": "mailboxfull"}
+
+
+def test_old_sendmail_sessions_each_answer_for_their_recipient() -> None:
+    events = parse_bytes(OLD_SENDMAIL_SESSIONS.encode())
+    got = {e.recipient: (e.reason, e.hard_or_soft) for e in events if isinstance(e, BounceEvent)}
+    assert got == {"ann@one.example.org": ("userunknown", "hard"), "bob@two.example.net": ("mailboxfull", "soft")}

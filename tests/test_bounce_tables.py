@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from parsers import parse_bytes
 from parsers.bounce import reasons as R
+from parsers.bounce.assemble import bounce_host_of
 from parsers.bounce.classify import STEPS, classify, evidence_order, use_evidence_order
 from parsers.bounce.knowledge import TABLES, TIERS, ProviderReply, load
+from parsers.events import BounceEvent
+from parsers.mime import parse_message
 
 KNOWLEDGE = load()
 REFERENCE_ROWS = [(group.reason, phrase) for group in KNOWLEDGE.reference for phrase in group.phrases]
@@ -39,11 +43,11 @@ def _provider_rows() -> list[ProviderReply]:
     return list(KNOWLEDGE.providers)
 
 
-@pytest.mark.parametrize("row", _provider_rows(), ids=lambda r: f"{r.provider}:{r.reason}:{r.phrase.strip()[:40]}")
+@pytest.mark.parametrize("row", _provider_rows(), ids=lambda r: f"{r.provider}:{r.reason}:{' + '.join(r.phrase).strip()[:40]}")
 def test_every_provider_reply_states_its_reason_from_that_provider(only, row: ProviderReply) -> None:
     only("provider")
     host = "mx1." + KNOWLEDGE.provider_hosts[row.provider][0]
-    reply = " ".join(str(part) for part in (row.code, row.status) if part) + f" {row.phrase} (mx1)"
+    reply = " ".join(str(part) for part in (row.code, row.status) if part) + f" {' '.join(row.phrase)} (mx1)"
     assert classify(row.code, row.status, reply, remote_host=host).reason == row.reason
 
 
@@ -207,3 +211,67 @@ def test_notice_naming_the_actual_problem_outranks_an_expiry_status() -> None:
 ])
 def test_confidence(reply: str, confidence: str) -> None:
     assert classify(None, None, reply).confidence == confidence
+
+
+@pytest.mark.parametrize(("code", "status", "reply", "command", "reason"), [
+    # a timeout is the session running out of time, not a refusal of the client
+    (421, "4.4.2", "421 4.4.2 mx.example.org Error: timeout exceeded", "CONN", R.NETWORKERROR),
+    (421, "4.7.0", "421 4.7.0 Timeout - closing connection", "CONN", R.NETWORKERROR),
+    (421, None, "421 Time-out waiting for data from client", None, R.NETWORKERROR),
+    # RFC 3463 4.4.1 / 4.4.2 as transient failures: the sending MTA's own record
+    (None, "4.4.1", "No answer from host", "CONN", R.EXPIRED),
+    (None, "4.4.2", "Bad connection", None, R.NETWORKERROR),
+    # under class 5 the same detail is a server's answer, read by its text
+    (550, "5.4.1", "550 5.4.1 Recipient address rejected: Access denied", "RCPT", R.USERUNKNOWN),
+])
+def test_timeouts_and_connection_codes(code: int | None, status: str | None, reply: str, command: str | None,
+                                       reason: str) -> None:
+    assert classify(code, status, reply, command=command).reason == reason
+
+
+AOL_OWN_BOUNCE = b"""Received: from omr-a01.mx.aol.example (omr-a01.mx.aol.example [192.0.2.1])
+\tby imb-a01.mx.aol.com (Mail Bouncer) with ESMTPS id 9E99; Tue, 2 May 2026 01:16:59 -0400 (EDT)
+Return-Path: <>
+From: Mail Delivery System <MAILER-DAEMON@aol.com>
+To: news@example.com
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="A"
+
+--A
+Content-Type: text/plain
+
+I'm sorry to have to inform you that your message could not be delivered.
+
+--A
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; imb-a01.mx.aol.com
+
+Final-Recipient: rfc822; joe@example.org
+Action: failed
+Status: 5.4.4
+Diagnostic-Code: X-Postfix; Name service error for name=example.org type=MX: Malformed or unexpected name server reply
+
+--A--
+"""
+
+
+def test_a_providers_own_bounce_reads_its_documented_replies() -> None:
+    # no Remote-MTA: the server that wrote the bounce (its first Received) is AOL's
+    [event] = parse_bytes(AOL_OWN_BOUNCE)
+    assert isinstance(event, BounceEvent)
+    # AOL's documented meaning; the status (5.4.4, unable to route) names another reason: medium
+    assert (event.reason, event.confidence) == (R.NOTACCEPT, "medium")
+    assert bounce_host_of(parse_message(AOL_OWN_BOUNCE)) == "imb-a01.mx.aol.com"
+
+
+def test_gmail_named_by_its_gsmtp_tag() -> None:
+    reply = "421-4.7.28 [192.0.2.1] Our system has detected an unusual rate of mail originating from your IP. x11si1 - gsmtp"
+    assert classify(421, "4.7.28", reply).reason == R.BLOCKED
+
+
+def test_unusual_rate_of_unsolicited_mail_is_a_verdict_on_the_ip_not_a_rate_limit() -> None:
+    reply = "421 4.7.28 Our system has detected an unusual rate of unsolicited mail originating from your IP address"
+    assert classify(421, "4.7.28", reply).reason == R.BLOCKED
+    assert classify(421, None, "421 unusual rate of messages from your account, slow down").reason == R.SPEEDING

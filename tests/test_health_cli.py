@@ -9,15 +9,14 @@ import pytest
 
 from monitor.cli import main
 from monitor.loop import HealthLoop
-from tests.health_helpers import add_deliveries, add_events, config, directives, set_listing
+from tests.fixtures._configs import write_config
+from tests.fixtures._health_rows import add_deliveries, add_events, config, directives, set_listing
 
 
 @pytest.fixture
 def config_file(engine, tmp_path):
-    path = tmp_path / "repmon.toml"
-    path.write_text(f'[database]\nurl = "{engine.url.render_as_string(hide_password=False)}"\n'
-                    '[dnsbl]\ndomains = ["example.com"]\n')
-    return str(path)
+    return str(write_config(tmp_path, {"database": {"url": engine.url.render_as_string(hide_password=False)},
+                                       "dnsbl": {"domains": ["example.com"]}}))
 
 
 def _json_lines(out: str) -> list[dict]:

@@ -13,7 +13,7 @@ from monitor.health.counts import WINDOW_GRAINS, window_start
 from monitor.health.rollup import Rollup
 from monitor.health.subjects import DomainMapper
 from monitor.health.windows import read_windows, total_of
-from tests.health_helpers import T0, add_deliveries, add_dmarc, add_events, dt
+from tests.fixtures._health_rows import T0, add_deliveries, add_dmarc, add_events, dt
 
 
 def rollup(engine, **kw):

@@ -12,7 +12,7 @@ from monitor.health.clock import FakeClock
 from monitor.loop import HealthLoop
 from monitor.policy import manual
 from sender import control
-from tests.health_helpers import T0, add_deliveries, add_events, config, control_version, directives, set_listing
+from tests.fixtures._health_rows import T0, add_deliveries, add_events, config, control_version, directives, set_listing
 
 
 def loop_for(engine, clock, **sections):

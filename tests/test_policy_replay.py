@@ -13,7 +13,8 @@ from monitor.health.rollup import Rollup
 from monitor.health.subjects import DomainMapper
 from monitor.loop import health_service
 from monitor.policy.replay import Replay
-from tests.health_helpers import T0, add_deliveries, add_events, config, set_listing
+from tests.fixtures._configs import write_config
+from tests.fixtures._health_rows import T0, add_deliveries, add_events, config, set_listing
 
 HOUR = 3600.0
 
@@ -53,12 +54,11 @@ def test_replay_command_json(engine, tmp_path, capsys):
     import time
 
     _history(engine, time.time())  # the command replays up to the real now
-    path = tmp_path / "repmon.toml"
-    path.write_text(f'[database]\nurl = "{engine.url.render_as_string(hide_password=False)}"\n'
-                    '[dnsbl]\ndomains = ["example.com"]\n')
+    path = write_config(tmp_path, {"database": {"url": engine.url.render_as_string(hide_password=False)},
+                                   "dnsbl": {"domains": ["example.com"]}})
     assert main(["policy", "replay", "--config", str(path), "--since", "7d", "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(l["subject"], l["action"]) for l in lines] == [("lane:127.0.0.2/yahoo", "pause"), ("ip:127.0.0.3", "pause")]
+    assert [(x["subject"], x["action"]) for x in lines] == [("lane:127.0.0.2/yahoo", "pause"), ("ip:127.0.0.3", "pause")]
     assert set(lines[0]) >= {"subject", "action", "rule", "evidence", "started", "expires", "ended"}
     with engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM policy_actions")).scalar() == 0

@@ -40,8 +40,10 @@ def test_rate_condition_uses_the_worst_provider_with_enough_volume():
 def test_providers_filter_and_explicit_min_volume():
     [rule], t = rules({"name": "yahoo-only", "subjects": ["lane"], "providers": ["yahoo"], "metric": "deferral_rate",
                        "window": "24h", "above": 0.2, "min_volume": 10, "action": "pause", "duration": "10m"})
-    lane = lambda dest: assess(SubjectInputs(Subject("lane", "192.0.2.1", dest), {"24h": {dest: Counts(
-        attempts=20, deferred=10, delivered=10, sent=10)}}), t)
+    def lane(dest):
+        return assess(SubjectInputs(Subject("lane", "192.0.2.1", dest), {"24h": {dest: Counts(
+            attempts=20, deferred=10, delivered=10, sent=10)}}), t)
+
     assert match(rule, lane("yahoo"), t) is not None
     assert match(rule, lane("microsoft"), t) is None
 

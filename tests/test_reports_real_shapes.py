@@ -146,3 +146,9 @@ def test_arf_abuse_report_is_a_complaint_not_a_dmarc_failure() -> None:
     assert isinstance(complaint, FeedbackEvent), events
     assert complaint.feedback_type == "abuse"
     assert not any(isinstance(e, UnparseableEvent) for e in events)
+
+
+def test_tls_report_with_a_5000_digit_count_is_unparseable_with_the_reason() -> None:
+    data = b'{"organization-name": "x", "policies": [{"summary": {"total-successful-session-count": ' + b"9" * 5000 + b"}}]}"
+    [event] = parse_bytes(data)
+    assert isinstance(event, UnparseableEvent) and event.error.startswith("JSON cannot be read: Exceeds the limit")

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures._cli import repmon
+from tests.fixtures._configs import relay_sender, write_config
 from tests.fixtures.smtp_receivers import Script
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def repmon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 @pytest.fixture
@@ -29,17 +22,9 @@ def campaign_files(tmp_path: Path):
     return template, recipients
 
 
-def write_config(tmp_path: Path, db_url: str, port: int, extra: str = "") -> Path:
-    config = tmp_path / "repmon.toml"
-    config.write_text(f'[database]\nurl = "{db_url}"\n\n[sender]\nmail_from = "bounces@bounce.example.com"\n'
-                      f'retry_initial = "1m"\n{extra}\n[sender.relay]\nhost = "127.0.0.1"\nport = {port}\n\n'
-                      '[[sender.ips]]\naddress = "127.0.0.2"\nehlo_name = "mta2.example.com"\n')
-    return config
-
-
 def test_send_wait_json(db_url, smtp_sink, campaign_files, tmp_path):
     template, recipients = campaign_files
-    config = write_config(tmp_path, db_url, smtp_sink.port)
+    config = write_config(tmp_path, relay_sender(db_url, smtp_sink.port))
     done = repmon("send", "--config", str(config), "--template", str(template), "--recipients", str(recipients),
                   "--campaign", "spring", "--wait", "--json")
     assert done.returncode == 0, done.stderr
@@ -53,7 +38,7 @@ def test_send_wait_json(db_url, smtp_sink, campaign_files, tmp_path):
 
 def test_send_without_wait_only_queues_and_explains_bad_input(db_url, campaign_files, tmp_path):
     template, recipients = campaign_files
-    config = write_config(tmp_path, db_url, 2525)
+    config = write_config(tmp_path, relay_sender(db_url, 2525))
     done = repmon("send", "--config", str(config), "--template", str(template), "--recipients", str(recipients),
                   "--json")
     result = json.loads(done.stdout)
@@ -75,7 +60,7 @@ def test_lanes_list_pause_slow_resume(db_url, scripted_smtp, campaign_files, tmp
     server = scripted_smtp(Script(rcpt_replies={
         "user3@example.org": "421 4.7.0 [TSS04] Messages from 127.0.0.2 temporarily deferred due to user complaints"}))
     template, recipients = campaign_files
-    config = write_config(tmp_path, db_url, server.port)
+    config = write_config(tmp_path, relay_sender(db_url, server.port))
     done = repmon("send", "--config", str(config), "--template", str(template), "--recipients", str(recipients),
                   "--wait", "--json")
     result = json.loads(done.stdout.strip().splitlines()[-1])

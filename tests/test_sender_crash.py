@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from monitor.core.db import make_engine
 from monitor.parts import upgrade_schema
 from parsers import tracking
 from sender.campaign import inject
+from tests.fixtures._waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 MESSAGES = 20_000
@@ -61,13 +61,13 @@ def test_sigkill_during_delivery_loses_nothing(smtp_sink, tmp_path):
         before = smtp_sink.dump_file.stat().st_size if smtp_sink.dump_file.exists() else 0
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(config_path)], cwd=ROOT, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        # Kill once this run has delivered something (about 1,500 messages' worth of dump).
-        while time.monotonic() < deadline and child.poll() is None:
+
+        def delivered_some_or_ended(before: int = before, child: subprocess.Popen = child) -> bool:
+            # Kill once this run has delivered something (about 1,500 messages' worth of dump).
             size = smtp_sink.dump_file.stat().st_size if smtp_sink.dump_file.exists() else 0
-            if size - before > 1500 * 2200:
-                break
-            time.sleep(0.02)
+            return size - before > 1500 * 2200 or child.poll() is not None
+
+        wait_until(delivered_some_or_ended, timeout=60, what="the sender to deliver 1,500 messages")
         if child.poll() is not None:
             break  # it finished everything before we could kill it
         child.send_signal(signal.SIGKILL)
@@ -79,15 +79,27 @@ def test_sigkill_during_delivery_loses_nothing(smtp_sink, tmp_path):
     final = subprocess.run([sys.executable, "-c", CHILD, str(config_path)], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
     assert final.returncode == 0, final.stderr
-    time.sleep(0.5)  # smtp-sink finishes writing the last transactions
 
     with engine.connect() as conn:
         states = dict(conn.execute(text("SELECT state, COUNT(*) FROM sender_message GROUP BY state")).all())
         all_ids = {r[0] for r in conn.execute(text("SELECT message_id FROM sender_message"))}
     engine.dispose()
-    arrived = Counter()
-    for token, count in smtp_sink.tokens().items():
-        arrived[tracking.decode(token).message_id] += count
+
+    def arrivals() -> Counter:
+        arrived: Counter = Counter()
+        for token, count in smtp_sink.tokens().items():
+            found = tracking.decode(token)
+            assert found is not None, f"undecodable tracking token {token}"
+            arrived[found.message_id] += count
+        return arrived
+
+    # The sender is done; the dump holds every message it was told arrived
+    # (checked below) once it holds as many distinct ones as there are.
+    def all_arrived() -> Counter | None:
+        arrived = arrivals()
+        return arrived if len(arrived) >= len(all_ids) else None
+
+    arrived = wait_until(all_arrived, timeout=30, interval=0.2, what="every message in the smtp-sink dump")
     duplicates = {mid: n - 1 for mid, n in arrived.items() if n > 1}
     print(f"\ncrash test: {kills} SIGKILLs, {MESSAGES} messages, {len(arrived)} distinct arrived, "
           f"{sum(duplicates.values())} duplicate deliveries of {len(duplicates)} messages, "

@@ -9,10 +9,6 @@ from __future__ import annotations
 import base64
 import email
 import json
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,25 +17,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from tests.fixtures._cli import repmon
+from tests.fixtures._configs import relay_sender, write_config
 from tests.fixtures.smtp_receivers import Received, Script, ScriptedSmtp
 
-ROOT = Path(__file__).resolve().parents[1]
 DOMAIN = "example.com"
 RECIPIENTS = ["ann@example.org", "bob@example.org", "cy@example.net"]
-
-
-def repmon_command() -> list[str]:
-    """The `repmon` console script of this interpreter's environment (the CLI a user runs)."""
-    script = Path(sys.executable).parent / "repmon"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("repmon")
-    return [found] if found else [sys.executable, "-m", "monitor.cli"]
-
-
-def repmon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*repmon_command(), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ))
 
 
 class Key:
@@ -74,21 +57,14 @@ def dns_publishing(records: dict[str, bytes], lookups: list[str] | None = None) 
     return dnsfunc
 
 
-def write_config(folder: Path, db_url: str, port: int, selector: str, key: Key) -> Path:
-    config = folder / "repmon.toml"
-    config.write_text(
-        f'[database]\nurl = "{db_url}"\n\n'
-        f'[sender]\nmail_from = "bounces@bounce.example.com"\nretry_initial = "1m"\n\n'
-        f'[sender.relay]\nhost = "127.0.0.1"\nport = {port}\n\n'
-        '[[sender.ips]]\naddress = "127.0.0.2"\nehlo_name = "mta2.example.com"\n\n'
-        f'[[sender.dkim]]\ndomain = "{DOMAIN}"\nselector = "{selector}"\nkey_file = "{key.path}"\n'
-        f'algorithm = "{key.algorithm}"\n')
-    return config
+def signing_config(folder: Path, db_url: str, port: int, selector: str, key: Key) -> Path:
+    return write_config(folder, relay_sender(db_url, port, dkim=[
+        {"domain": DOMAIN, "selector": selector, "key_file": str(key.path), "algorithm": key.algorithm}]))
 
 
 def send(config: Path, template: Path, recipients: Path, campaign: str) -> dict:
     done = repmon("send", "--config", str(config), "--template", str(template), "--recipients", str(recipients),
-                  "--campaign", campaign, "--wait", "--json")
+                  "--campaign", campaign, "--wait", "--json", console_script=True)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["queued"], result["delivered"]) == (len(RECIPIENTS), len(RECIPIENTS)), result
@@ -128,7 +104,7 @@ def test_sent_messages_verify_and_a_rotated_key_takes_over(algorithm, receiver, 
     db_url = f"sqlite:///{tmp_path / 'repmon.db'}"
     old_key, new_key = Key(algorithm, tmp_path, "old"), Key(algorithm, tmp_path, "new")
 
-    config = write_config(tmp_path, db_url, receiver.port, "s2025", old_key)
+    config = signing_config(tmp_path, db_url, receiver.port, "s2025", old_key)
     send(config, template, recipients, "spring")
     first = list(receiver.received)
     assert sorted(r for m in first for r in m.rcpt_tos) == sorted(RECIPIENTS)
@@ -144,7 +120,7 @@ def test_sent_messages_verify_and_a_rotated_key_takes_over(algorithm, receiver, 
     assert set(lookups) == {f"s2025._domainkey.{DOMAIN}."}
 
     # rotation: a new selector and key in the config; both selectors are published meanwhile
-    config = write_config(tmp_path, db_url, receiver.port, "s2026", new_key)
+    config = signing_config(tmp_path, db_url, receiver.port, "s2026", new_key)
     send(config, template, recipients, "summer")
     second = receiver.received[len(first):]
     assert len(second) == len(first)

@@ -19,6 +19,7 @@ from sender.coordinator import Sender
 from sender.lanes import Lane, LaneSettings, Overlay
 from sender.settings import WarmupConfig
 from sender.warmup import WarmupState
+from tests.fixtures._waiting import eventually
 from tests.fixtures.smtp_receivers import Script
 
 TEMPLATE = b"From: News <news@example.com>\nSubject: Hi {{name}}\n\nHello {{name}}\n"
@@ -55,6 +56,24 @@ def make_due(engine) -> None:
         conn.execute(text("UPDATE sender_message SET next_attempt_at = 0 WHERE state = 'queued'"))
 
 
+def make_older(engine, seconds: float) -> None:
+    """Move the queued messages' creation back, as if `seconds` had passed."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE sender_message SET created_at = created_at - :s WHERE state = 'queued'"),
+                     {"s": seconds})
+
+
+def count_where(engine, where: str, **params) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text(f"SELECT COUNT(*) FROM sender_message WHERE {where}"), params).scalar() or 0
+
+
+async def sink_holds(sink, n: int) -> None:
+    """Wait until the smtp-sink dump holds `n` messages (tracking tokens): the
+    known point after which a test may look for what should not be there."""
+    await eventually(lambda: sum(sink.tokens().values()) >= n, what=f"{n} messages in the smtp-sink dump")
+
+
 async def test_relay_delivery_tracking_verp_and_weighted_pool(engine, smtp_sink, tmp_path):
     config = make_config(smtp_sink.port, tmp_path, ips=[
         {"address": "127.0.0.2", "ehlo_name": "mta2.example.com", "weight": 3},
@@ -63,7 +82,7 @@ async def test_relay_delivery_tracking_verp_and_weighted_pool(engine, smtp_sink,
     queue(engine, config, tmp_path, recipients)
     _, stats = await deliver(config, engine)
     assert stats.delivered == 40 and states(engine) == {"delivered": 40}
-    await asyncio.sleep(0.2)
+    await sink_holds(smtp_sink, 40)
     assert smtp_sink.client_addresses() == {"127.0.0.2": 30, "127.0.0.3": 10}
     tokens = smtp_sink.tokens()
     assert len(tokens) == 40 and set(tokens.values()) == {1}
@@ -108,7 +127,7 @@ async def test_deferred_past_max_age_expires_into_a_bounce_event(engine, scripte
     config = make_config(server.port, tmp_path, max_age="1s")
     queue(engine, config, tmp_path, ["late@example.org"])
     await deliver(config, engine)  # first attempt: deferred
-    await asyncio.sleep(1.1)
+    make_older(engine, 2)  # past max_age without sleeping through it
     make_due(engine)
     _, stats = await deliver(config, engine)
     assert stats.expired == 1 and states(engine) == {"expired": 1}
@@ -182,8 +201,10 @@ async def test_suppression_is_checked_again_before_delivery(engine, smtp_sink, t
     _, stats = await deliver(config, engine)
     assert stats.delivered == 7 and stats.suppressed == 2
     assert states(engine) == {"delivered": 7, "suppressed": 3}
-    await asyncio.sleep(0.2)
-    assert b"u1@example.org" not in smtp_sink.dump() and b"u2@example.org" not in smtp_sink.dump()
+    await sink_holds(smtp_sink, 7)  # every delivery the sender made is in the dump: now look
+    dump = smtp_sink.dump()
+    assert sum(smtp_sink.tokens().values()) == 7
+    assert b"u1@example.org" not in dump and b"u2@example.org" not in dump and b"u0@example.org" not in dump
 
 
 async def test_pause_directive_from_the_database_stops_the_lane(engine, scripted_smtp, tmp_path):
@@ -195,27 +216,28 @@ async def test_pause_directive_from_the_database_stops_the_lane(engine, scripted
     sender = Sender(config.sender, engine)
     task = asyncio.create_task(sender.run(stop=stop))
     try:
-        while server.count() < 10:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: server.count() >= 10, what="10 deliveries")
         with engine.begin() as conn:
             control.add_directive(conn, "pause", "*", "relay", reason="complaint spike")
         lane = next(iter(sender.lanes.values()))
-        for _ in range(100):
-            if lane.blocked():
-                break
-            await asyncio.sleep(0.05)
-        assert "complaint spike" in lane.blocked()
+        await eventually(lane.blocked, what="the control poll to pause the lane")
+        assert "complaint spike" in (lane.blocked() or "")
         at_pause = server.count()
-        await asyncio.sleep(1.0)
-        assert server.count() <= at_pause + 2  # at most the transactions already in flight
+        # The known point: the lane closed its connections and handed every
+        # claimed message back; from here nothing can go out without a claim.
+        await eventually(lambda: lane.active == 0 and lane.buffered() == 0
+                         and count_where(engine, "state = 'inflight'") == 0,
+                         what="the paused lane to close its connections and hand its mail back")
+        stopped_at = server.count()
+        assert stopped_at <= at_pause + 2  # at most the transactions already in flight
+        await eventually(lambda: count_where(engine, "state = 'delivered'") == stopped_at,
+                         what="every delivery recorded")
+        assert server.count() == stopped_at  # still nothing new while paused
         with engine.begin() as conn:
             control.add_directive(conn, "slow", "*", "relay", rate=5.0, reason="test")
             control.add_directive(conn, "resume", "*", "relay")
-        for _ in range(100):
-            if lane.blocked() is None and server.count() > at_pause + 2:
-                break
-            await asyncio.sleep(0.05)
-        assert lane.blocked() is None and server.count() > at_pause + 2
+        await eventually(lambda: lane.blocked() is None and server.count() > stopped_at,
+                         what="the resumed lane to deliver again")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -237,21 +259,18 @@ async def test_in_process_rule_suspension_then_one_connection_at_a_time(engine, 
     sender = Sender(config.sender, engine)
     task = asyncio.create_task(sender.run(stop=stop))
     try:
-        lane = None
-        for _ in range(100):
-            lane = next(iter(sender.lanes.values()), None)
-            if lane is not None and lane.blocked():
-                break
-            await asyncio.sleep(0.02)
-        assert lane is not None and "test-deferral" in lane.blocked()
+        lane = await eventually(lambda: next((x for x in sender.lanes.values() if x.blocked()), None),
+                                what="the rule to suspend the lane")
+        assert "test-deferral" in (lane.blocked() or "")
         server.script.rcpt_replies = {}  # the provider is happy again
         ramps = set()
-        for _ in range(300):
+
+        def all_delivered() -> bool:
             if lane.blocked() is None and lane.ramp is not None:
                 ramps.add(lane.ramp)
-            if server.count() >= 31:
-                break
-            await asyncio.sleep(0.01)
+            return server.count() >= 31
+
+        await eventually(all_delivered, interval=0.005, what="all 31 messages")
         assert server.count() == 31
         # resumed with one connection (the stepping itself: test_lane_ramp_adds_one_connection_per_step)
         assert 1 in ramps
@@ -269,7 +288,7 @@ async def test_warmup_caps_route_overflow_to_the_warm_pool(engine, smtp_sink, tm
         {"address": "127.0.0.3", "ehlo_name": "warm.example.com", "pool": "warm"}])
     queue(engine, config, tmp_path, [f"u{i}@example.org" for i in range(12)], pool="new")
     await deliver(config, engine)
-    await asyncio.sleep(0.2)
+    await sink_holds(smtp_sink, 12)
     assert smtp_sink.client_addresses() == {"127.0.0.2": 5, "127.0.0.3": 7}
     with engine.connect() as conn:
         row = conn.execute(text("SELECT day_index, routed_today, delivered_today FROM sender_warmup")).one()
@@ -354,19 +373,25 @@ async def test_in_process_pause_blocks_before_the_next_transaction(engine, scrip
     stop = asyncio.Event()
     sender = Sender(config.sender, engine)
     task = asyncio.create_task(sender.run(stop=stop))
+    def mail_after(peer: str, at: float) -> int:
+        with server.lock:
+            return sum(1 for p, t in server.mail_times if p == peer and t > at)
+
     try:
-        while len(server.mail_times) < 20:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(server.mail_times) >= 20, what="20 transactions")
         paused_at = time.time()
         await sender.set_directive("pause", "127.0.0.2", "relay", reason="policy: complaint rate")
-        assert "complaint rate" in sender.lanes["127.0.0.2|relay"].blocked()
+        paused = sender.lanes["127.0.0.2|relay"]
+        assert "complaint rate" in (paused.blocked() or "")
         assert sender.lanes["127.0.0.3|relay"].blocked() is None  # the other IP's lane goes on
-        await asyncio.sleep(0.5)
-        with server.lock:
-            late = [t for peer, t in server.mail_times if peer == "127.0.0.2" and t > paused_at]
-            other_late = [t for peer, t in server.mail_times if peer == "127.0.0.3" and t > paused_at + 0.1]
-        assert len(late) <= 2  # only envelopes already on the wire (one per connection)
-        assert other_late
+        # The known point: the paused lane has no connection left, and the other
+        # lane has gone on sending well after the pause (its mail is the marker
+        # that the sender kept working while .2 stayed quiet).
+        await eventually(lambda: paused.active == 0 and paused.buffered() == 0, what="the paused lane to close")
+        closed_at = time.time()
+        await eventually(lambda: mail_after("127.0.0.3", closed_at) >= 10, what="the other lane to go on")
+        assert mail_after("127.0.0.2", paused_at) <= 2  # only envelopes already on the wire (one per connection)
+        assert mail_after("127.0.0.2", closed_at) == 0
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -394,18 +419,14 @@ async def test_a_paused_lane_does_not_hold_up_routing_for_other_pools(engine, sm
     sender = Sender(config.sender, engine)
     task = asyncio.create_task(sender.run(stop=stop))
     try:
-        for _ in range(200):
-            if states(engine).get("delivered") == 5:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: states(engine).get("delivered") == 5, what="the first campaign")
         await sender.set_directive("pause", "127.0.0.2", "relay", reason="test")
         queue(engine, config, tmp_path, [f"a{i}@example.org" for i in range(5, 10)], campaign="second", pool="a")
-        await asyncio.sleep(1.5)  # routed onto the paused lane, handed back with its lane
+        # Routed onto the paused lane (the only lane routing took mail to) and handed back with its lane.
+        await eventually(lambda: count_where(engine, "state = 'queued' AND lane = :l", l="127.0.0.2|relay") == 5,
+                         what="the second campaign routed onto the paused lane")
         queue(engine, config, tmp_path, [f"b{i}@example.org" for i in range(5)], campaign="third", pool="b")
-        for _ in range(200):
-            if states(engine).get("delivered") == 10:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: states(engine).get("delivered") == 10, what="pool b's mail past the paused lane")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -413,3 +434,31 @@ async def test_a_paused_lane_does_not_hold_up_routing_for_other_pools(engine, sm
     with engine.connect() as conn:
         waiting = {r[0] for r in conn.execute(text("SELECT lane FROM sender_message WHERE state = 'queued'"))}
     assert waiting == {"127.0.0.2|relay"}
+
+
+async def test_a_pause_stored_before_its_lane_exists_holds_the_new_lane(engine, smtp_sink, tmp_path):
+    # A lane is made when mail first goes through its IP to its destination;
+    # it starts under the directives in force, not open until the next change.
+    config = make_config(smtp_sink.port, tmp_path, ips=[
+        {"address": "127.0.0.2", "ehlo_name": "a.example.com", "pool": "a"},
+        {"address": "127.0.0.3", "ehlo_name": "b.example.com", "pool": "b"}])
+    with engine.begin() as conn:
+        control.add_directive(conn, "pause", "127.0.0.2", "*", reason="listed")
+    queue(engine, config, tmp_path, [f"a{i}@example.org" for i in range(3)], campaign="first", pool="a")
+    stop = asyncio.Event()
+    sender = Sender(config.sender, engine)
+    task = asyncio.create_task(sender.run(stop=stop))
+    try:
+        # The known point: pool a's mail was routed onto its new lane and handed
+        # back, and pool b's mail, queued after it, went out (the marker).
+        await eventually(lambda: count_where(engine, "state = 'queued' AND lane = :l", l="127.0.0.2|relay") == 3,
+                         what="pool a's mail routed onto the paused IP's new lane")
+        queue(engine, config, tmp_path, [f"b{i}@example.org" for i in range(3)], campaign="second", pool="b")
+        await eventually(lambda: states(engine).get("delivered") == 3, what="pool b's mail")
+        assert "listed" in (sender.lanes["127.0.0.2|relay"].blocked() or "")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert states(engine) == {"delivered": 3, "queued": 3}
+    await sink_holds(smtp_sink, 3)
+    assert smtp_sink.client_addresses() == {"127.0.0.3": 3}

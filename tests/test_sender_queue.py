@@ -16,6 +16,7 @@ from monitor.core.runtime import Runtime
 from sender import control, queue
 from sender.jobs import provide
 from sender.queue import NewMessage, Outcome
+from tests.fixtures._waiting import eventually
 
 
 def new(i: int) -> NewMessage:
@@ -115,11 +116,12 @@ async def test_jobs_for_repmon_run(engine, smtp_sink, tmp_path):
     service = asyncio.create_task(jobs["sender:delivery"].service())
     with engine.begin() as conn:
         queue.enqueue(conn, [new(i) for i in range(10, 13)])
-    for _ in range(200):
+
+    def delivered() -> int:
         with engine.connect() as conn:
-            if conn.execute(text("SELECT COUNT(*) FROM sender_message WHERE state = 'delivered'")).scalar() == 7:
-                break
-        await asyncio.sleep(0.05)
+            return conn.execute(text("SELECT COUNT(*) FROM sender_message WHERE state = 'delivered'")).scalar() or 0
+
+    await eventually(lambda: delivered() >= 7, what="the service to deliver the new mail")
     runtime.stopping.set()
     await asyncio.wait_for(service, 30)
     with engine.connect() as conn:

@@ -8,7 +8,9 @@ import asyncio
 import pytest
 
 from sender.smtp import SmtpConnection, SmtpFailure, dot_stuff
-from tests.fixtures.smtp_receivers import Script, free_port
+from tests.fixtures._ports import free_port
+from tests.fixtures._waiting import eventually
+from tests.fixtures.smtp_receivers import Script
 
 MESSAGE = dot_stuff(b"From: a@example.com\r\nSubject: t\r\nX-Repmon-Track: v1.aaaaaaaaaaaa\r\n\r\n.dot\r\nbody\r\n")
 
@@ -21,7 +23,7 @@ async def test_pipelined_transactions_bound_to_a_source_address(smtp_sink):
     assert all(r.delivered for r in results)
     assert results[0].reply.status == "2.0.0"
     await conn.quit()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: sum(smtp_sink.tokens().values()) >= 5, what="5 messages in the sink dump")
     assert smtp_sink.client_addresses() == {"127.0.0.3": 5}
     assert smtp_sink.tokens() == {"v1.aaaaaaaaaaaa": 5}
     dump = smtp_sink.dump()
@@ -37,7 +39,7 @@ async def test_chained_content_and_next_envelope_in_one_write(smtp_sink):
     conn.write(MESSAGE + b".\r\n")
     assert [r.code for r in await conn.read(1)] == [250]
     await conn.quit()
-    await asyncio.sleep(0.2)
+    await eventually(lambda: sum(smtp_sink.tokens().values()) >= 2, what="2 messages in the sink dump")
     assert sum(smtp_sink.tokens().values()) == 2
 
 

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from monitor.core.units import format_rate, parse_duration, parse_rate
+from monitor.health.clock import FakeClock
 from sender.outcomes import retry_delay
 from sender.rules import RuleBook, RulesError, load_rules, parse_rules
 from sender.throttle import Gcra
@@ -40,24 +41,16 @@ def test_durations_and_formats():
     assert format_rate(None) == "unlimited"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_gcra_never_exceeds_rate_plus_burst_in_any_window():
-    clock = FakeClock()
-    gcra = Gcra(10.0, burst=5, clock=clock)
+    clock = FakeClock(1000.0)
+    gcra = Gcra(10.0, burst=5, clock=clock.now)
     sent: list[float] = []
     rng = random.Random(7)
-    while clock.now < 1060.0:
+    while clock.now() < 1060.0:
         if gcra.try_acquire() == 0:
-            sent.append(clock.now)
+            sent.append(clock.now())
         else:
-            clock.now += rng.uniform(0.0005, 0.02)
+            clock.advance(rng.uniform(0.0005, 0.02))
     # Over 60 s it sends rate x 60 plus at most the burst.
     assert 600 <= len(sent) <= 605
     # In every window of length T at most rate*T + burst messages.
@@ -68,15 +61,15 @@ def test_gcra_never_exceeds_rate_plus_burst_in_any_window():
 
 
 def test_gcra_wait_time_and_slowing_keeps_no_credit():
-    clock = FakeClock()
-    gcra = Gcra(100.0, clock=clock)
+    clock = FakeClock(1000.0)
+    gcra = Gcra(100.0, clock=clock.now)
     for _ in range(100):  # the whole burst
         assert gcra.try_acquire() == 0
     assert gcra.try_acquire() > 0
     gcra.configure(1.0, burst=1)  # slowed: the earlier credit must not be spent at the new rate
-    clock.now += 0.5
+    clock.advance(0.5)
     assert gcra.try_acquire() > 0
-    clock.now += 2.0
+    clock.advance(2.0)
     assert gcra.try_acquire() == 0
     assert gcra.try_acquire() == pytest.approx(1.0)
 
@@ -137,15 +130,15 @@ def test_blocklist_rule_scope_is_the_whole_ip(book):
 
 
 def test_threshold_rule_acts_on_the_nth_match_per_lane():
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     rules = parse_rules({"rule": [{"name": "busy", "match": "busy", "action": "suspend", "duration": "5m",
                                    "threshold": "3/1h"}]}, "test")
-    book = RuleBook(rules, clock=clock)
+    book = RuleBook(rules, clock=clock.now)
     assert book.check("a", "x", 451, None, "server busy") is None
     assert book.check("b", "x", 451, None, "server busy") is None  # another lane counts apart
     assert book.check("a", "x", 451, None, "server busy") is None
     assert book.check("a", "x", 451, None, "server busy") is not None
-    clock.now += 7200  # old matches leave the window
+    clock.advance(7200)  # old matches leave the window
     assert book.check("a", "x", 451, None, "server busy") is None
 
 

@@ -11,7 +11,8 @@ from monitor.core.db import session_scope
 from monitor.storage.suppression import suppressed_addresses
 from sender.settings import UnsubscribeConfig
 from sender.unsubscribe import header_builder, serve, token_maker
-from tests.fixtures.smtp_receivers import free_port
+from tests.fixtures._ports import free_port
+from tests.fixtures._waiting import eventually
 
 
 async def test_one_click_post_suppresses_the_address(engine):
@@ -26,13 +27,15 @@ async def test_one_click_post_suppresses_the_address(engine):
     base = f"http://{config.listen}"
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(100):
+            async def scanner_get() -> tuple[int, str] | None:
                 try:
                     async with http.get(f"{base}/u/{token}") as page:  # link scanners GET: nothing happens
-                        assert page.status == 200 and "<form" in await page.text()
-                    break
+                        return page.status, await page.text()
                 except aiohttp.ClientConnectorError:
-                    await asyncio.sleep(0.05)
+                    return None  # not listening yet
+
+            status, page = await eventually(scanner_get, what="the endpoint to answer a GET")
+            assert status == 200 and "<form" in page
             with session_scope(engine) as session:
                 assert not suppressed_addresses(session, ["bob@example.org"])
             async with http.post(f"{base}/u/{token}x", data={"List-Unsubscribe": "One-Click"}) as bad:

@@ -5,6 +5,8 @@ by old evidence, export (Postfix access map checked with the real postmap)."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
 
 from monitor.core.db import session_scope
+from monitor.storage import suppression as storage_list
 from monitor.storage import suppression_admin as admin
 from monitor.storage.admin_models import SuppressedDomain, SuppressionAudit
 from monitor.storage.models import FolderFile, ProcessedMessage, StoredEvent
@@ -42,7 +45,7 @@ def store_event(session, recipient: str, *, kind: str = "bounce", reason: str = 
 
 
 def test_migration_creates_exactly_the_models(engine):
-    tables = [SuppressionAudit.__table__, SuppressedDomain.__table__]  # type: ignore[attr-defined]
+    tables = [SuppressionAudit.__table__, SuppressedDomain.__table__]
     mine = MetaData()
     for table in tables:
         table.to_metadata(mine)
@@ -172,6 +175,7 @@ def test_export_formats_and_incremental_cursor(engine, tmp_path: Path):
     with session_scope(engine) as session:
         suppress(session, "one@example.net", HARD_BOUNCE, "bounce", detail="userunknown")
         suppress(session, "two@example.net", COMPLAINT, "feedback", detail="abuse\nREJECT injected")
+        suppress(session, "sheet@example.net", COMPLAINT, "feedback", detail="=HYPERLINK(\"http://x\")")
         admin.add(session, "@bad.example", why="spam trap domain", actor="cli:alice")
     with session_scope(engine) as session:
         full = admin.export(session)
@@ -180,10 +184,11 @@ def test_export_formats_and_incremental_cursor(engine, tmp_path: Path):
         csv_text = "".join(admin.render(full, "csv"))
     lines = postfix.splitlines()
     assert lines[0] == "one@example.net REJECT 5.7.1 suppressed: hard_bounce (userunknown)"
-    assert lines[1].startswith("two@example.net REJECT") and len(lines) == 3 and "\n" not in lines[1]
-    assert lines[2].startswith("bad.example REJECT")
-    assert pmta.splitlines() == ["one@example.net", "two@example.net", "@bad.example"]
+    assert lines[1].startswith("two@example.net REJECT") and len(lines) == 4 and "\n" not in lines[1]
+    assert lines[3].startswith("bad.example REJECT")
+    assert pmta.splitlines() == ["one@example.net", "two@example.net", "sheet@example.net", "@bad.example"]
     assert csv_text.splitlines()[0].startswith("op,address,kind,reason")
+    assert "'=HYPERLINK" in csv_text and ",=HYPERLINK" not in csv_text  # not a formula in a spreadsheet
     if shutil.which("postmap"):
         table = tmp_path / "suppressed"
         table.write_text(postfix)
@@ -197,17 +202,43 @@ def test_export_formats_and_incremental_cursor(engine, tmp_path: Path):
         suppress(session, "three@example.net", HARD_BOUNCE, "bounce")
     with session_scope(engine) as session:
         delta = admin.export(session, admin.ExportCursor.parse(str(cursor)))
-    assert [a["address"] for a in delta.added] == ["three@example.net"]
-    assert [r["target"] for r in delta.removed] == ["one@example.net"]
-    csv_delta = "".join(admin.render(delta, "csv")).splitlines()
+        assert [a["address"] for a in delta.added] == ["three@example.net"]  # read while the session is open
+        assert [r["target"] for r in delta.removed] == ["one@example.net"]
+        csv_delta = "".join(admin.render(delta, "csv")).splitlines()
     assert csv_delta[1].startswith("add,three@example.net") and csv_delta[2].startswith("remove,one@example.net")
     with session_scope(engine) as session:  # the newest row removed, then a new one (SQLite reuses its id)
         admin.remove(session, "three@example.net", why="typo", actor="cli:alice")
         suppress(session, "four@example.net", HARD_BOUNCE, "bounce")
     with session_scope(engine) as session:
         again = admin.export(session, delta.cursor)
-    assert [a["address"] for a in again.added] == ["four@example.net"]
-    assert [r["target"] for r in again.removed] == ["three@example.net"]
+        assert [a["address"] for a in again.added] == ["four@example.net"]
+        assert [r["target"] for r in again.removed] == ["three@example.net"]
+        assert json.loads("".join(admin.render(again, "json")))["added"][0]["address"] == "four@example.net"
     with pytest.raises(admin.AdminError) as bad:
         admin.ExportCursor.parse("v2.1")
     assert bad.value.field == "since"
+
+
+WIRED = "skip_removed" in inspect.getsource(storage_list.suppress_many)
+
+
+@pytest.mark.skipif(not WIRED, reason="storage's suppress_many does not call skip_removed yet (patch handed to the lead)")
+def test_storage_itself_skips_old_evidence_and_sees_domains(engine):
+    with session_scope(engine) as session:
+        old_event = store_event(session, "again@example.net")
+        storage_list.suppress_many(session, [SuppressionEntry("again@example.net", HARD_BOUNCE, "bounce",
+                                                              event_id=old_event, seen_at=NOW)])
+        admin.remove(session, "again@example.net", why="fixed", actor="cli:bob")
+        storage_list.suppress_many(session, [SuppressionEntry("again@example.net", HARD_BOUNCE, "bounce",
+                                                              event_id=old_event, seen_at=NOW)])
+        assert not storage_list.is_suppressed(session, "again@example.net")
+        admin.add(session, "@closed.example", why="company closed", actor="cli:bob")
+        assert storage_list.suppressed_addresses(session, ["A@closed.example", "b@open.example"]) == {"A@closed.example"}
+
+
+def test_removed_at(engine):
+    with session_scope(engine) as session:
+        suppress(session, "r@example.net", HARD_BOUNCE, "bounce")
+        admin.remove(session, "R@example.net", why="fixed", actor="cli:bob")
+        got = admin.removed_at(session, ["r@example.net", "other@example.net"])
+    assert list(got) == ["r@example.net"]

@@ -128,7 +128,7 @@ def test_migration_creates_exactly_the_models(tmp_path):
     migrate(url)
     mine = MetaData()
     for model in (WebhookOutbox, WebhookCursor, WebhookState):
-        model.__table__.to_metadata(mine)  # type: ignore[attr-defined]
+        model.__table__.to_metadata(mine)
     engine = make_engine(url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), mine)

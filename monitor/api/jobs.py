@@ -12,7 +12,7 @@ from monitor.api.data import ApiData, reader_engine
 from monitor.api.server import ApiServer
 from monitor.api.settings import ApiConfig
 from monitor.config import RepmonConfig
-from monitor.core.config import resolve_secret
+from monitor.core.config import ConfigError, resolve_secret
 from monitor.core.logs import register_secret
 from monitor.core.runtime import JobSpec, Runtime
 
@@ -29,6 +29,8 @@ def provide(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
         value = resolve_secret("api.token", None, settings.token_env, token_file)
         assert value is not None  # the section requires one of the two
         register_secret(value)
+        if len(value) < 16:
+            raise ConfigError("api.token: use at least 16 characters")
         return value
 
     async def check() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from html import escape
 from typing import Any
@@ -22,6 +23,8 @@ from monitor.storage import suppression_admin as admin
 log = logging.getLogger("repmon.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+LOGIN_FAILURES = 10  # wrong tokens from one peer ...
+LOGIN_WINDOW_S = 300.0  # ... within this long: the login form refuses it for the rest of the window
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -59,6 +62,7 @@ class Page:
         self.api = api
         self.guard = guard
         self.secure_cookie = secure_cookie
+        self._failures: dict[str, list[float]] = {}  # peer -> times of wrong tokens (bounded below)
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -115,11 +119,28 @@ class Page:
             raise web.HTTPSeeOther("/")
         return login_page(status=401)
 
+    def _throttled(self, peer: str, now: float, failed: bool) -> bool:
+        """True when `peer` gave a wrong token LOGIN_FAILURES times within LOGIN_WINDOW_S."""
+        recent = [t for t in self._failures.get(peer, []) if now - t < LOGIN_WINDOW_S]
+        if failed:
+            recent.append(now)
+        if recent:
+            if len(self._failures) >= 10000 and peer not in self._failures:
+                self._failures.clear()
+            self._failures[peer] = recent[-LOGIN_FAILURES:]
+        else:
+            self._failures.pop(peer, None)
+        return len(recent) >= LOGIN_FAILURES
+
     async def login(self, request: web.Request) -> web.Response:
         fields = await self.form(request)
         name = fields.get("name", "").strip()
+        peer, now = request.remote or "?", time.monotonic()
+        if self._throttled(peer, now, failed=False):
+            return login_page("too many wrong tokens: wait a few minutes", status=429)
         if not self.guard.token_ok(fields.get("token", "")):
             log.warning("operator page: wrong token (name %r)", name[:64])
+            self._throttled(peer, now, failed=True)
             return login_page("wrong token")
         if not valid_name(name):
             return login_page("name: letters, digits and ._@+- only", status=400)
@@ -201,7 +222,9 @@ class Page:
         if found is None:
             return _doc("repmon", f"<p class=err>{h(address)} is not on the suppression list.</p><p><a href=/>back</a></p>",
                         404)
-        return _doc(f"repmon: {found['address']}", self._detail(request, found))
+        error = request.query.get("err", "")[:300]
+        note = f"<p class=err id=err>{h(error)}</p>" if error else ""
+        return _doc(f"repmon: {found['address']}", note + self._detail(request, found))
 
     def _detail(self, request: web.Request, found: dict[str, Any]) -> str:
         fields = ("address", "suppressed", "reason", "detail", "source", "first_seen", "last_seen", "count", "expires")

@@ -77,9 +77,9 @@ class ApiServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        sockets = self._server.sockets or []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        for sock in self._server.sockets:
+            self.port = sock.getsockname()[1]
+            break
 
     def _factory(self, runner: web.AppRunner) -> Any:
         server = runner.server

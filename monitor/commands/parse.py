@@ -8,12 +8,17 @@ came from (parsers/reports/sources.py, offline) unless --no-sources says not to.
 
 `--json` output is written event by event and, for an aggregate report, record
 by record, so a 100,000-record report is never held as one JSON string.
+
+Like every command module, this one imports only the standard library at its
+top (monitor/cli.py loads all of them for every command); the parsers are
+imported when the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import stat
@@ -22,22 +27,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
-from parsers import parse_file
-from parsers.events import AnyEvent, DmarcAggregateEvent, DmarcRecord, iso_utc
-from parsers.reports.sources import IpEnricher, default_enricher
+if TYPE_CHECKING:
+    from parsers.events import AnyEvent, DmarcAggregateEvent, DmarcRecord
+    from parsers.reports.sources import IpEnricher
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, default=str).encode
-# DmarcRecord's fields in output order: source_ip, count, the results (disposition to
-# policy_override_reasons), then the source of the IP (source_country to the end)
-_FIELDS = tuple(f.name for f in dataclasses.fields(DmarcRecord))
-_FIRST_SOURCE = _FIELDS.index("source_country")
-_RESULT_FIELDS = _FIELDS[2:_FIRST_SOURCE]
-_SOURCE_FIELDS = _FIELDS[_FIRST_SOURCE:]
-_RESULT_VALUES = attrgetter(*_RESULT_FIELDS)
-_RESULT_SCALARS = attrgetter(*(name for name in _RESULT_FIELDS if not name.endswith(("_results", "_reasons"))))
-_SOURCE_VALUES = attrgetter(*_SOURCE_FIELDS)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +77,8 @@ def shown_name(path: str) -> str:
 
 def describe(event: AnyEvent) -> str:
     """One human line per event: the fields a deliverability engineer scans for."""
+    from parsers.events import DmarcAggregateEvent
+
     if isinstance(event, DmarcAggregateEvent):
         return _describe_aggregate(event)
     d = event.to_dict()
@@ -105,6 +103,8 @@ def describe(event: AnyEvent) -> str:
 
 
 def _describe_aggregate(event: DmarcAggregateEvent) -> str:
+    from parsers.events import iso_utc
+
     total = sum(r.count for r in event.records)
     # a record without <policy_evaluated> (dkim/spf None) is not known to fail
     failing = sum(r.count for r in event.records
@@ -117,6 +117,8 @@ def _describe_aggregate(event: DmarcAggregateEvent) -> str:
 def write_json(out: TextIO, shown: str, event: AnyEvent) -> None:
     """One JSON line: {"file": ..., **event.to_dict()}, an aggregate report's
     records encoded one at a time."""
+    from parsers.events import DmarcAggregateEvent, iso_utc
+
     if not isinstance(event, DmarcAggregateEvent):
         out.write(_ENCODE({"file": shown, **event.to_dict()}) + "\n")
         return
@@ -154,19 +156,31 @@ class _RecordEncoder:
     _MAX_CACHED = 50_000  # combinations kept per part; past that, the part is encoded each time
 
     def __init__(self) -> None:
+        from parsers.events import DmarcRecord
+
+        # DmarcRecord's fields in output order: source_ip, count, the results (disposition
+        # to policy_override_reasons), then the source of the IP (source_country to the end)
+        fields = tuple(f.name for f in dataclasses.fields(DmarcRecord))
+        first_source = fields.index("source_country")
+        self._result_fields = fields[2:first_source]
+        self._source_fields = fields[first_source:]
+        self._result_values = attrgetter(*self._result_fields)
+        self._result_scalars = attrgetter(*(name for name in self._result_fields
+                                            if not name.endswith(("_results", "_reasons"))))
+        self._source_values = attrgetter(*self._source_fields)
         self._results: dict[tuple[object, ...], str] = {}
         self._sources: dict[tuple[object, ...], str] = {}
 
     def __call__(self, record: DmarcRecord) -> str:
-        key = (_RESULT_SCALARS(record), tuple(map(id, record.dkim_results)), tuple(map(id, record.spf_results)),
-               tuple(map(id, record.policy_override_reasons)))
+        key = (self._result_scalars(record), tuple(map(id, record.dkim_results)),
+               tuple(map(id, record.spf_results)), tuple(map(id, record.policy_override_reasons)))
         results = self._results.get(key)
         if results is None:
-            results = self._part(self._results, key, _RESULT_FIELDS, _RESULT_VALUES(record))
-        source_values = _SOURCE_VALUES(record)
+            results = self._part(self._results, key, self._result_fields, self._result_values(record))
+        source_values = self._source_values(record)
         sources = self._sources.get(source_values)
         if sources is None:
-            sources = self._part(self._sources, source_values, _SOURCE_FIELDS, source_values)
+            sources = self._part(self._sources, source_values, self._source_fields, source_values)
         return ('{"source_ip": ' + _ENCODE(record.source_ip) + ', "count": ' + _ENCODE(record.count) + ", "
                 + results + ", " + sources + "}")
 
@@ -203,6 +217,8 @@ def _file_type(mode: int) -> str:
 
 
 def _enricher(wanted: bool) -> IpEnricher | None:
+    from parsers.reports.sources import default_enricher
+
     if not wanted:
         return None
     try:
@@ -213,6 +229,20 @@ def _enricher(wanted: bool) -> IpEnricher | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A large report is hundreds of thousands of small acyclic objects; the default
+    # thresholds run the cyclic collector over them thousands of times (10 % of the time).
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        return _parse_all(args)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def _parse_all(args: argparse.Namespace) -> int:
+    from parsers import parse_file
+    from parsers.events import DmarcAggregateEvent
+
     out = sys.stdout
     enricher = _enricher(args.sources)
     status = 0

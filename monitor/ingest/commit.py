@@ -11,46 +11,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlmodel import Session, SQLModel, col
+from sqlmodel import Session
 
 from monitor.core.db import session_scope
 from monitor.core.dbtypes import utcnow
 from monitor.ingest.messages import Prepared
 from monitor.ingest.settings import SuppressionConfig
 from monitor.ingest.suppress import StoredRow, apply_suppressions
-from monitor.storage.models import (
-    DmarcFailure,
-    DmarcRecord,
-    DmarcReport,
-    FolderFile,
-    MessageFailure,
-    PendingMove,
-    ProcessedMessage,
-    QuarantinedMessage,
-    SourceCheckpoint,
-    StoredEvent,
-    TlsPolicyResult,
-    TlsReport,
-)
-from monitor.storage.rows import (
-    EVENT_KINDS,
-    clean_text,
-    dmarc_failure_row,
-    dmarc_record_rows,
-    dmarc_report_row,
-    event_row,
-    tls_policy_rows,
-    tls_report_row,
-)
+from monitor.storage import ledger
+from monitor.storage.ledger import save_checkpoint
+from monitor.storage.rows import EVENT_KINDS, clean_text, dmarc_failure_row, event_row
 from parsers.events import DmarcAggregateEvent, DmarcFailureEvent, TlsReportEvent, UnparseableEvent
+
+__all__ = ["BatchOutcome", "CommitResult", "ImapPosition", "SeenFile", "commit_batch", "commit_isolating",
+           "is_transient", "record_failure", "save_checkpoint"]
 
 log = logging.getLogger("repmon.ingest")
 
@@ -138,14 +117,7 @@ def _commit(session: Session, source: str, batch: list[Prepared], settings: Supp
             imap: ImapPosition | None, location: Callable[[Prepared], str | None] | None,
             seen_files: list[SeenFile]) -> CommitResult:
     result = CommitResult()
-    hashes = list({p.sha256 for p in batch})
-    known: dict[str, str] = {}
-    for start in range(0, len(hashes), 500):
-        for sha, outcome in session.execute(
-            select(col(ProcessedMessage.content_sha256), col(ProcessedMessage.outcome))
-            .where(col(ProcessedMessage.content_sha256).in_(hashes[start:start + 500]))
-        ):
-            known[sha] = outcome
+    known = ledger.known_outcomes(session, list({p.sha256 for p in batch}))
 
     fresh: list[Prepared] = []
     outcome_of: dict[str, str] = dict(known)
@@ -164,7 +136,7 @@ def _commit(session: Session, source: str, batch: list[Prepared], settings: Supp
     if seen_files:
         _record_seen_files(session, source, seen_files)
     if fresh:
-        session.execute(delete(MessageFailure).where(col(MessageFailure.content_sha256).in_([p.sha256 for p in fresh])))
+        ledger.clear_failures(session, [p.sha256 for p in fresh])
     return result
 
 
@@ -187,12 +159,7 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
         }
         for p in fresh
     ]
-    # Core inserts with executemany: one cached statement, no ORM bookkeeping.
-    connection = session.connection()
-    ledger = ProcessedMessage.__table__  # type: ignore[attr-defined]
-    ids = connection.execute(
-        insert(ledger).returning(ledger.c.id, sort_by_parameter_order=True), ledger_rows
-    ).scalars().all()
+    ids = ledger.insert_ledger(session, ledger_rows)
     message_pk = dict(zip((p.sha256 for p in fresh), ids, strict=False))
 
     event_rows: list[dict[str, Any]] = []
@@ -205,12 +172,13 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
             elif isinstance(event, DmarcFailureEvent):
                 failure_rows.append(dmarc_failure_row(event, message_pk=pk, occurred_at=prepared.occurred_at))
             elif isinstance(event, DmarcAggregateEvent):
-                result.events += _store_aggregate(session, event, pk)
+                result.events += ledger.store_dmarc_report(session, event, pk)
             elif isinstance(event, TlsReportEvent):
-                result.events += _store_tls(session, event, pk)
+                result.events += ledger.store_tls_report(session, event, pk)
         if outcome_of[prepared.sha256] == QUARANTINED:
             result.quarantined += 1
-            session.add(QuarantinedMessage(
+            ledger.quarantine(
+                session,
                 content_sha256=prepared.sha256,
                 source=source[:255],
                 folder=imap.folder if imap else None,
@@ -222,20 +190,12 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
                 header_message_id=prepared.header_message_id,
                 subject=prepared.subject,
                 quarantined_at=prepared.received_at,
-            ))
+            )
         else:
             result.stored += 1
 
     if event_rows:
-        events = StoredEvent.__table__  # type: ignore[attr-defined]
-        inserted = connection.execute(
-            insert(events).returning(
-                events.c.id, events.c.kind, events.c.recipient, events.c.occurred_at,
-                events.c.hard_or_soft, events.c.reason, events.c.feedback_type, events.c.action,
-                sort_by_parameter_order=True,
-            ),
-            event_rows,
-        ).all()
+        inserted = ledger.insert_events(session, event_rows)
         result.events += len(inserted)
         stored = [StoredRow(id=r.id, kind=r.kind, recipient=r.recipient, occurred_at=r.occurred_at,
                             hard_or_soft=r.hard_or_soft, reason=r.reason, feedback_type=r.feedback_type,
@@ -243,48 +203,8 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
                   for r in inserted]
         result.suppressions += apply_suppressions(session, stored, settings)
     if failure_rows:
-        connection.execute(insert(DmarcFailure.__table__), failure_rows)  # type: ignore[attr-defined]
-        result.events += len(failure_rows)
+        result.events += ledger.insert_dmarc_failures(session, failure_rows)
     session.flush()
-
-
-def _store_aggregate(session: Session, event: DmarcAggregateEvent, message_pk: int) -> int:
-    """Insert a DMARC aggregate report unless the same report is stored already."""
-    return _store_report_once(
-        session, DmarcReport, dmarc_report_row(event, message_pk=message_pk), ("org_name", "domain", "report_id"),
-        DmarcRecord, lambda report_pk: dmarc_record_rows(event, report_pk=report_pk),
-    )
-
-
-def _store_tls(session: Session, event: TlsReportEvent, message_pk: int) -> int:
-    """Insert an SMTP TLS report unless the same report is stored already."""
-    return _store_report_once(
-        session, TlsReport, tls_report_row(event, message_pk=message_pk), ("organization_name", "report_id"),
-        TlsPolicyResult, lambda report_pk: tls_policy_rows(event, report_pk=report_pk),
-    )
-
-
-def _store_report_once(session: Session, report_model: type[SQLModel], row: dict[str, Any], identity: tuple[str, ...],
-                       child_model: type[SQLModel], child_rows: Callable[[int], list[dict[str, Any]]]) -> int:
-    """Insert a report row and its child rows unless a report with the same
-    `identity` columns is stored already: 1 when inserted, 0 when it was there."""
-    exists = session.execute(
-        select(report_model.id).where(  # type: ignore[attr-defined]
-            *(getattr(report_model, column) == row[column] for column in identity))
-    ).first()
-    if exists:
-        return 0
-    reports = report_model.__table__  # type: ignore[attr-defined]
-    connection = session.connection()
-    report_pk = connection.execute(insert(reports).returning(reports.c.id), row).scalar_one()
-    children = child_rows(report_pk)
-    if children:
-        connection.execute(insert(child_model.__table__), children)  # type: ignore[attr-defined]
-    return 1
-
-
-def _upsert(session: Session):
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def _record_imap_progress(session: Session, source: str, batch: list[Prepared], outcome_of: dict[str, str],
@@ -297,64 +217,22 @@ def _record_imap_progress(session: Session, source: str, batch: list[Prepared], 
         result.moves.setdefault(target, []).append(prepared.uid)
         moves.append({"source": source[:255], "folder": imap.folder, "uidvalidity": imap.uidvalidity,
                       "uid": prepared.uid, "target": target, "created_at": utcnow()})
-    upsert = _upsert(session)
-    if moves:
-        session.connection().execute(upsert(PendingMove.__table__).on_conflict_do_nothing(  # type: ignore[attr-defined]
-            index_elements=["source", "folder", "uidvalidity", "uid"]), moves)
+    ledger.add_pending_moves(session, moves)
     if imap.checkpoint_uid is not None:
         save_checkpoint(session, source, imap.folder, imap.uidvalidity, imap.checkpoint_uid)
 
 
-def save_checkpoint(session: Session, source: str, folder: str, uidvalidity: int, last_uid: int) -> None:
-    """Raise the folder's checkpoint to last_uid (a new UIDVALIDITY replaces it)."""
-    row = session.execute(
-        select(SourceCheckpoint).where(col(SourceCheckpoint.source) == source, col(SourceCheckpoint.folder) == folder)
-    ).scalar_one_or_none()
-    if row is None:
-        stmt = _upsert(session)(SourceCheckpoint).values(
-            source=source, folder=folder, uidvalidity=uidvalidity, last_uid=last_uid, updated_at=utcnow()
-        ).on_conflict_do_nothing(index_elements=["source", "folder"])
-        if cast(CursorResult[Any], session.execute(stmt)).rowcount:
-            return
-        row = session.execute(
-            select(SourceCheckpoint).where(col(SourceCheckpoint.source) == source,
-                                           col(SourceCheckpoint.folder) == folder)
-        ).scalar_one()
-    if row.uidvalidity != uidvalidity:
-        row.uidvalidity, row.last_uid = uidvalidity, last_uid
-    else:
-        row.last_uid = max(row.last_uid, last_uid)
-    row.updated_at = utcnow()
-
-
 def _record_seen_files(session: Session, source: str, files: list[SeenFile]) -> None:
-    upsert = _upsert(session)
-    rows = [{"source": source[:255], "path": f.path[:1024], "size": f.size, "mtime_ns": f.mtime_ns,
-             "content_sha256": f.sha256, "seen_at": utcnow()} for f in files]
-    stmt = upsert(FolderFile.__table__)  # type: ignore[attr-defined]
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["source", "path"],
-        set_={"size": stmt.excluded.size, "mtime_ns": stmt.excluded.mtime_ns,
-              "content_sha256": stmt.excluded.content_sha256, "seen_at": stmt.excluded.seen_at},
-    )
-    session.connection().execute(stmt, rows)
+    ledger.record_seen_files(session, [
+        {"source": source[:255], "path": f.path[:1024], "size": f.size, "mtime_ns": f.mtime_ns,
+         "content_sha256": f.sha256, "seen_at": utcnow()} for f in files])
 
 
 def record_failure(engine: Engine, source: str, prepared: Prepared, error: BaseException,
                    folder: str | None = None) -> int:
     """Count one failed attempt at a message (own transaction); returns the count."""
     text = clean_text(f"{type(error).__name__}: {error}")[:2000]
-    with session_scope(engine) as session:
-        row = session.get(MessageFailure, prepared.sha256)
-        if row is None:
-            row = MessageFailure(content_sha256=prepared.sha256, source=source[:255], folder=folder,
-                                 uid=prepared.uid, attempts=0, last_error=text)
-            session.add(row)
-        row.attempts += 1
-        row.last_error = text
-        row.last_failed_at = utcnow()
-        session.flush()
-        return row.attempts
+    return ledger.record_failure(engine, prepared.sha256, source=source, folder=folder, uid=prepared.uid, error=text)
 
 
 @dataclass(slots=True)

@@ -14,16 +14,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlmodel import col
-
 from monitor.core.db import session_scope
 from monitor.core.runtime import Runtime
 from monitor.ingest.batches import ingest_in_batches
 from monitor.ingest.commit import CommitResult, SeenFile, commit_isolating, is_transient
 from monitor.ingest.messages import Prepared, content_hash, prepare
 from monitor.ingest.settings import FolderSourceConfig, SuppressionConfig
-from monitor.storage.models import FolderFile
+from monitor.storage import ledger
 from parsers import MAX_INPUT_BYTES
 
 log = logging.getLogger("repmon.ingest.folder")
@@ -124,8 +121,4 @@ class FolderReader:
 
     def _known(self) -> dict[str, tuple[int, int]]:
         with session_scope(self.runtime.engine) as session:
-            rows = session.execute(
-                select(col(FolderFile.path), col(FolderFile.size),
-                       col(FolderFile.mtime_ns)).where(col(FolderFile.source) == self.source)
-            ).all()
-        return {path: (size, mtime) for path, size, mtime in rows}
+            return ledger.seen_files(session, self.source)

@@ -20,17 +20,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aioimaplib
-from sqlalchemy import delete, select
-from sqlmodel import col
 
 from monitor.core.db import session_scope
 from monitor.core.logs import register_secret
 from monitor.core.runtime import Backoff, Runtime
 from monitor.ingest.batches import chunks, ingest_in_batches
-from monitor.ingest.commit import CommitResult, ImapPosition, commit_isolating, is_transient, save_checkpoint
+from monitor.ingest.commit import CommitResult, ImapPosition, commit_isolating, is_transient
 from monitor.ingest.messages import Prepared, oversized, prepare
 from monitor.ingest.settings import MailboxConfig, SuppressionConfig
-from monitor.storage.models import PendingMove, SourceCheckpoint
+from monitor.storage import ledger
 from parsers import MAX_INPUT_BYTES
 
 log = logging.getLogger("repmon.ingest.imap")
@@ -520,29 +518,21 @@ class FolderWatcher:
     def _checkpoint(self, uidvalidity: int) -> int:
         """The last settled UID for this UIDVALIDITY; a new UIDVALIDITY resets it."""
         with session_scope(self.runtime.engine) as session:
-            row = session.execute(
-                select(SourceCheckpoint).where(col(SourceCheckpoint.source) == self.source,
-                                               col(SourceCheckpoint.folder) == self.folder)
-            ).scalar_one_or_none()
-            if row is None:
+            known = ledger.checkpoint_of(session, self.source, self.folder)
+            if known is None:
                 return 0
-            if row.uidvalidity == uidvalidity:
-                return row.last_uid
+            known_uidvalidity, last_uid = known
+            if known_uidvalidity == uidvalidity:
+                return last_uid
             log.warning("%s: UIDVALIDITY changed from %d to %d: reading the whole folder again "
                         "(messages already stored are recognised by their content and only moved)",
-                        self.name, row.uidvalidity, uidvalidity)
-            session.execute(delete(PendingMove).where(col(PendingMove.source) == self.source,
-                                                      col(PendingMove.folder) == self.folder))
-            save_checkpoint(session, self.source, self.folder, uidvalidity, 0)
+                        self.name, known_uidvalidity, uidvalidity)
+            ledger.restart_folder(session, self.source, self.folder, uidvalidity)
             return 0
 
     def _pending_moves(self, uidvalidity: int) -> dict[str, list[int]]:
         with session_scope(self.runtime.engine) as session:
-            rows = session.execute(
-                select(col(PendingMove.target), col(PendingMove.uid)).where(
-                    col(PendingMove.source) == self.source, col(PendingMove.folder) == self.folder,
-                    col(PendingMove.uidvalidity) == uidvalidity)
-            ).all()
+            rows = ledger.pending_moves(session, self.source, self.folder, uidvalidity)
         moves: dict[str, list[int]] = {}
         for target, uid in rows:
             moves.setdefault(target, []).append(uid)
@@ -551,6 +541,4 @@ class FolderWatcher:
     def _forget_moves(self, uidvalidity: int, uids: list[int]) -> None:
         with session_scope(self.runtime.engine) as session:
             for chunk in chunks(sorted(uids), 500):
-                session.execute(delete(PendingMove).where(
-                    col(PendingMove.source) == self.source, col(PendingMove.folder) == self.folder,
-                    col(PendingMove.uidvalidity) == uidvalidity, col(PendingMove.uid).in_(chunk)))
+                ledger.forget_moves(session, self.source, self.folder, uidvalidity, chunk)

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from monitor.ingest.settings import SuppressionConfig
-from monitor.storage.models import StoredEvent
+from monitor.storage import ledger
 from monitor.storage.rows import COMPLAINT_TYPES, OPT_OUT_TYPES
 from monitor.storage.suppression import COMPLAINT, HARD_BOUNCE, OPT_OUT, SOFT_BOUNCE, SuppressionEntry, suppress_many
 
@@ -93,19 +92,8 @@ def _repeated_soft_bounces(session: Session, latest: dict[str, StoredRow],
     history: dict[str, list[datetime]] = defaultdict(list)
     for start in range(0, len(recipients), 500):
         chunk = recipients[start:start + 500]
-        for recipient, when in session.execute(
-            select(col(StoredEvent.recipient), func.max(col(StoredEvent.occurred_at)))
-            .where(col(StoredEvent.recipient).in_(chunk), col(StoredEvent.kind) == "delivery_success")
-            .group_by(StoredEvent.recipient)
-        ):
-            last_delivery[recipient] = when
-        for row in session.execute(
-            select(col(StoredEvent.recipient), col(StoredEvent.occurred_at), col(StoredEvent.reason),
-                   col(StoredEvent.kind),
-                   col(StoredEvent.hard_or_soft), col(StoredEvent.action))
-            .where(col(StoredEvent.recipient).in_(chunk), col(StoredEvent.kind) == "bounce",
-                   col(StoredEvent.hard_or_soft) == "soft", col(StoredEvent.occurred_at) >= since)
-        ):
+        last_delivery.update(ledger.last_deliveries(session, chunk))
+        for row in ledger.soft_bounces_since(session, chunk, since):
             if counts_as_soft(row):
                 history[row.recipient].append(row.occurred_at)
     entries = []

@@ -351,7 +351,7 @@ def add(session: Session, text: str, *, why: str, actor: str, expires_at: dateti
     why, actor = _why(why), _actor(actor)
     now = utcnow()
     if target.is_domain:
-        existing = session.execute(select(SuppressedDomain).where(SuppressedDomain.domain == target.domain)).scalars().first()
+        existing = session.execute(select(SuppressedDomain).where(_domains.c.domain == target.domain)).scalars().first()
         if existing is None:
             existing = SuppressedDomain(domain=target.domain, reason=base.MANUAL, detail=why[:255], source=actor[:64],
                                         created_at=now, expires_at=expires_at)
@@ -362,6 +362,8 @@ def add(session: Session, text: str, *, why: str, actor: str, expires_at: dateti
         out = domain_json(existing, now)
     else:
         row = base.suppress(session, target.text, base.MANUAL, actor[:64], detail=why[:255], seen_at=now)
+        if row is None:  # storage skipped it: cannot happen for evidence seen now, but say so if it does
+            raise AdminError(f"{target.text}: removed a moment ago; try again", "address")
         out = address_json(row, now)
     session.add(SuppressionAudit(op="add", target=target.text, at=now, actor=actor, why=why, snapshot={},
                                  event_floor=_event_floor(session)))
@@ -423,6 +425,18 @@ def skip_removed(session: Session, entries: Sequence[base.SuppressionEntry]) -> 
     return kept
 
 
+def removed_at(session: Session, addresses: Sequence[str]) -> dict[str, datetime]:
+    """When an operator last removed each of these addresses (normalized), for
+    rules that count evidence over time (repeated soft bounces count from there)."""
+    normals = sorted({base.normalize_address(a) for a in addresses})
+    out: dict[str, datetime] = {}
+    for start in range(0, len(normals), 500):
+        for target, at in session.execute(select(_audit.c.target, func.max(_audit.c.at)).where(
+                _audit.c.op == "remove", _audit.c.target.in_(normals[start:start + 500])).group_by(_audit.c.target)):
+            out[target] = at
+    return out
+
+
 def _newer_than(entry: base.SuppressionEntry, removal: Any) -> bool:
     if entry.event_id is not None:
         return entry.event_id > removal.event_floor
@@ -457,9 +471,16 @@ class ExportCursor:
         return cls(int(match.group(1)), int(match.group(2)), int(match.group(3)))
 
 
+EXPORT_CHUNK = 5000
+
+
 @dataclass(slots=True)
 class Export:
-    added: list[dict[str, Any]] = field(default_factory=list)
+    """What an export writes. `added` is read from the database in id chunks while
+    it is consumed (millions of rows never sit in memory): consume it before the
+    session ends."""
+
+    added: Iterable[dict[str, Any]] = ()
     removed: list[dict[str, Any]] = field(default_factory=list)  # incremental only: audit rows of removals
     cursor: ExportCursor = field(default_factory=ExportCursor)
     incremental: bool = False
@@ -475,29 +496,51 @@ def export(session: Session, since: ExportCursor | None = None, *, at: datetime 
         int(session.execute(select(func.max(_audit.c.id))).scalar() or 0),
         int(session.execute(select(func.max(_domains.c.id))).scalar() or 0),
     )
-    out = Export(cursor=top, incremental=since is not None)
-    fresh = _supp.c.id > since_.suppression_id
+    # SQLite hands the id of a deleted newest row to the next insert: a row at the
+    # id of a row removed since the cursor is new too
+    reused = _reused_ids(session, since_) if since is not None else []
+    out = Export(added=_Added(session, since_, top, reused, at), cursor=top, incremental=since is not None)
     if since is not None:
-        # SQLite hands the id of a deleted newest row to the next insert: a row
-        # at the id of a row removed since the cursor is new too
-        reused = _reused_ids(session, since_)
-        if reused:
-            fresh = or_(fresh, _supp.c.id.in_(reused))
-    for row in session.execute(select(_supp).where(
-            fresh, _supp.c.id <= top.suppression_id,
-            or_(_supp.c.expires_at.is_(None), _supp.c.expires_at > at)).order_by(_supp.c.id)):
-        out.added.append(address_json(row, at))
-    for row in session.execute(select(_domains).where(
-            _domains.c.id > since_.domain_id, _domains.c.id <= top.domain_id,
-            or_(_domains.c.expires_at.is_(None), _domains.c.expires_at > at)).order_by(_domains.c.id)):
-        out.added.append(domain_json(row, at))
-    if since is not None:
-        present = {item["address"] for item in out.added}
         for row in session.execute(select(_audit).where(
                 _audit.c.op == "remove", _audit.c.id > since_.audit_id, _audit.c.id <= top.audit_id).order_by(_audit.c.id)):
-            if row.target not in present and check_target_absent(session, row.target, at):
+            if check_target_absent(session, row.target, at):
                 out.removed.append(audit_json(row))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Added:
+    """The added rows of an export; every iteration reads them again, in id chunks."""
+
+    session: Session
+    since: ExportCursor
+    top: ExportCursor
+    reused: list[int]
+    at: datetime
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return _added(self.session, self.since, self.top, self.reused, self.at)
+
+
+def _added(session: Session, since: ExportCursor, top: ExportCursor, reused: list[int],
+           at: datetime) -> Iterator[dict[str, Any]]:
+    in_force = or_(_supp.c.expires_at.is_(None), _supp.c.expires_at > at)
+    if reused:
+        for row in session.execute(select(_supp).where(_supp.c.id.in_(reused), in_force).order_by(_supp.c.id)):
+            yield address_json(row, at)
+    after = since.suppression_id
+    while True:
+        rows = list(session.execute(select(_supp).where(_supp.c.id > after, _supp.c.id <= top.suppression_id, in_force)
+                                    .order_by(_supp.c.id).limit(EXPORT_CHUNK)))
+        for row in rows:
+            yield address_json(row, at)
+        if len(rows) < EXPORT_CHUNK:
+            break
+        after = rows[-1].id
+    for row in session.execute(select(_domains).where(
+            _domains.c.id > since.domain_id, _domains.c.id <= top.domain_id,
+            or_(_domains.c.expires_at.is_(None), _domains.c.expires_at > at)).order_by(_domains.c.id)):
+        yield domain_json(row, at)
 
 
 def _reused_ids(session: Session, since: ExportCursor) -> list[int]:
@@ -524,10 +567,9 @@ def _one_line(text: str | None, size: int = 200) -> str:
 
 
 def render(export_: Export, fmt: str) -> Iterator[str]:
-    """The export as lines (each ending in a newline) in one of EXPORT_FORMATS."""
+    """The export as chunks of text (streamed) in one of EXPORT_FORMATS."""
     if fmt == "json":
-        yield json.dumps({"cursor": str(export_.cursor), "incremental": export_.incremental,
-                          "added": export_.added, "removed": export_.removed}, ensure_ascii=False) + "\n"
+        yield from _json_export(export_)
     elif fmt == "csv":
         yield from _csv(export_)
     elif fmt == "postfix":
@@ -545,8 +587,22 @@ def render(export_: Export, fmt: str) -> Iterator[str]:
         raise AdminError(f"format: one of {', '.join(EXPORT_FORMATS)}", "format")
 
 
+def _json_export(export_: Export) -> Iterator[str]:
+    head = json.dumps({"cursor": str(export_.cursor), "incremental": export_.incremental})[:-1]
+    yield head + ', "added": ['
+    for i, item in enumerate(export_.added):
+        yield ("," if i else "") + json.dumps(item, ensure_ascii=False)
+    yield '], "removed": ' + json.dumps(export_.removed, ensure_ascii=False) + "}\n"
+
+
 _CSV_COLUMNS = ("op", "address", "kind", "reason", "detail", "source", "first_seen", "last_seen", "count", "expires",
                 "changed_by", "why")
+
+
+def _cell(text: str | None) -> str:
+    """Free text for a CSV cell a spreadsheet will not run as a formula."""
+    text = text or ""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _csv(export_: Export) -> Iterator[str]:
@@ -554,7 +610,7 @@ def _csv(export_: Export) -> Iterator[str]:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_CSV_COLUMNS)
     for item in export_.added:
-        writer.writerow(["add", item["address"], item["kind"], item["reason"], item["detail"] or "", item["source"],
+        writer.writerow(["add", item["address"], item["kind"], item["reason"], _cell(item["detail"]), _cell(item["source"]),
                          item["first_seen"], item["last_seen"], item["count"], item["expires"] or "", "", ""])
         if buffer.tell() > 65536:
             yield buffer.getvalue()
@@ -562,9 +618,9 @@ def _csv(export_: Export) -> Iterator[str]:
             buffer.truncate()
     for row in export_.removed:
         old = row.get("removed") or {}
-        writer.writerow(["remove", row["target"], old.get("kind", ""), old.get("reason", ""), old.get("detail") or "",
-                         old.get("source", ""), old.get("first_seen", ""), old.get("last_seen", ""), old.get("count", ""),
-                         old.get("expires") or "", row["actor"], row["why"]])
+        writer.writerow(["remove", row["target"], old.get("kind", ""), old.get("reason", ""), _cell(old.get("detail")),
+                         _cell(old.get("source")), old.get("first_seen", ""), old.get("last_seen", ""), old.get("count", ""),
+                         old.get("expires") or "", _cell(row["actor"]), _cell(row["why"])])
     yield buffer.getvalue()
 
 

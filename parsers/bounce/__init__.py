@@ -8,8 +8,10 @@ Readers, most structured first:
    SES/SNS JSON);
 3. the human-readable notice (plaintext.py), which also completes DSN
    records that lack a diagnostic or the SMTP command.
-Each recipient is then classified (classify.py) from its status, reply code,
-diagnostic text and SMTP command; assemble.py ties these together.
+Each recipient is then classified (classify.py, whose knowledge is the data
+in tables/, read once by knowledge.py) from its status, reply code,
+diagnostic text, SMTP command and answering server; assemble.py ties these
+together. Challenge-response requests are left to the auto-reply parser.
 """
 
 from __future__ import annotations

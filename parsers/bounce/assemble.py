@@ -53,7 +53,11 @@ NOTICE_RE: Final = re.compile(
     r"could not deliver|error (?:occurred )?(?:while|during) (?:trying to )?deliver|delivery problems?|"
     r"was rejected|not delivered|failed to deliver|delivery attempts|"
     r"sorry to have to inform you|following addresses had|qmail-send program|message could not be sent|"
-    r"did not reach (?:the following|its destination)|returned to (?:you|sender)|could not be forwarded",
+    r"did not reach (?:the following|its destination)|returned to (?:you|sender)|could not be forwarded|"
+    # the same notices in other languages (German, French, Spanish, Italian, Dutch, Scandinavian)
+    r"nicht zugestellt|unzustellbar|pas pu (?:être|etre) (?:remis|distribu)|non remis|no se pudo entregar|"
+    r"no pudo ser entregado|non (?:è|e) stato possibile recapitare|non recapitabile|niet (?:worden )?afgeleverd|"
+    r"kunne ikke leveres|kunde inte levereras",
 )
 # An SMTP reply quoted in a notice: "550 5.1.1 ...", "Remote host said: 554 ...".
 SMTP_REPLY_LINE_RE: Final = re.compile(r"(?:^|said:|>>>|<<<|\]:)[ \t]*[45]\d\d[ \t-]+(?:[45]\.\d{1,3}\.\d{1,3}\b)?", re.MULTILINE)
@@ -73,6 +77,7 @@ REMOTE_HOST_RE: Final = re.compile(
 MBOX_SEPARATOR_RE: Final = re.compile(
     rb"\r?\n(?=From \S+ +[A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d\d:\d\d(?::\d\d)? (?:[A-Z]{3,4} )?\d{4}[ \t]*\r?\n)")
 WORDS_RE: Final = re.compile(r"[A-Za-z]{3}")
+RECEIVED_BY_RE: Final = re.compile(r"\bby\s+([A-Za-z0-9][A-Za-z0-9.-]{0,253}\.[A-Za-z]{2,63})\b")
 _BINARY_TYPES: Final = ("image/", "application/", "audio/", "video/")
 _BR_RE: Final = re.compile(r"<br\s*/?>|</p>|</div>|</tr>", re.IGNORECASE)
 
@@ -81,7 +86,12 @@ def parse_bounce(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySucce
     """Events for a bounce or DSN, or None when the message is not one.
 
     A mailbox file (mbox: messages each opening with a "From sender date"
-    line) that starts with a bounce yields the events of every bounce in it."""
+    line) that starts with a bounce yields the events of every bounce in it.
+    A message whose lines end in a bare CR (classic Mac OS; Sisimai keeps its
+    samples in that form too) is read with LF line ends."""
+    if b"\r" in data and b"\n" not in data:
+        data = data.replace(b"\r", b"\n")
+        msg = parse_message(data)
     if not data.startswith(b"From "):
         return _parse_one(msg, data)
     pieces = MBOX_SEPARATOR_RE.split(data)
@@ -124,12 +134,13 @@ def _parse_one(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccess
     if not reports:
         reports = [_report_from_text(None, notice)]
     agent = vendors.SES_AGENT if special is not None else vendors.detect_agent(msg, notice.boilerplate)
+    bounce_host = bounce_host_of(msg)
     # every token starts "v1."; most bounces carry none, so skip the full scan
     found_tracking = tracking.find_in_bytes(data) if b"v1." in data or b"V1." in data else None
-    events = [_event(report, original, agent, found_tracking) for report in reports]
+    events = [_event(report, original, agent, found_tracking, bounce_host) for report in reports]
     undecided = [r for r, e in zip(reports, events, strict=True) if isinstance(e, BounceEvent) and e.reason == R.ONHOLD]
     if undecided and special is None and _explain_from_returned_bounce(undecided, msg):
-        events = [_event(report, original, agent, found_tracking) for report in reports]
+        events = [_event(report, original, agent, found_tracking, bounce_host) for report in reports]
     return events
 
 
@@ -334,10 +345,14 @@ def _report_from_text(recipient: TextRecipient | None, notice: Notice) -> Recipi
 def _diagnostic_from_text(recipient: TextRecipient | None, notice: Notice) -> str:
     """The first text that explains the failure (has a status or reply code,
     or names a reason): the recipient's own lines, its own session of a
-    transcript of several, the paragraphs the notice
+    transcript of several, the replies quoted for it alone, the paragraphs the notice
     introduces as the server's answer, the other lines that mention the
     recipient, the whole notice; else the first non-empty one."""
     candidates = [" ".join(recipient.own), session_of(recipient.address, notice.text)] if recipient is not None else []
+    if recipient is not None and len(notice.recipients) > 1:
+        # a reply quoted for this recipient alone ("550 <a@b>... User unknown" in an old
+        # Sendmail transcript), before paragraphs that answer for every recipient at once
+        candidates.append(" ".join(line for line in recipient.mentions if find_reply_code(line)))
     candidates.append(notice.stated)
     if recipient is not None:
         candidates.append(" ".join(recipient.mentions))
@@ -353,15 +368,27 @@ def _diagnostic_from_text(recipient: TextRecipient | None, notice: Notice) -> st
     return ""
 
 
-def _classify_report(report: RecipientReport, status: str | None) -> Classification:
+def _classify_report(report: RecipientReport, status: str | None, bounce_host: str | None = None) -> Classification:
+    """The classifier's verdict; `bounce_host`, the server that wrote the
+    bounce, stands for the answering server where the report names none (a
+    provider's own bounce of its own mailbox: its documented replies apply)."""
     return classify(report.reply_code, status, report.diagnostic, command=report.command,
-                    remote_reply=report.remote_reply, remote_host=report.remote_mta,
+                    remote_reply=report.remote_reply, remote_host=report.remote_mta or bounce_host,
                     text_is_notice=report.diagnostic_from_notice)
 
 
-def _bounce_reason(report: RecipientReport, status: str | None, agent: str) -> tuple[str, Confidence]:
+def bounce_host_of(msg: MailPart) -> str | None:
+    """The server that generated the bounce: the receiving host of its
+    first (bottom-most) Received header."""
+    received = msg.header_all("Received")
+    match = RECEIVED_BY_RE.search(received[-1]) if received else None
+    return match.group(1).lower() if match else None
+
+
+def _bounce_reason(report: RecipientReport, status: str | None, agent: str,
+                   bounce_host: str | None) -> tuple[str, Confidence]:
     """The classifier's reason and confidence, adjusted by what the bounce as a whole says."""
-    verdict = _classify_report(report, status)
+    verdict = _classify_report(report, status, bounce_host)
     reason = verdict.reason
     if report.diagnostic_type == "x-unix" and reason in (R.ONHOLD, R.USERUNKNOWN, R.FILTERED, R.SUSPEND):
         return R.MAILERERROR, "high"  # the local delivery program failed: its words say nothing of the address
@@ -380,15 +407,15 @@ def _bounce_reason(report: RecipientReport, status: str | None, agent: str) -> t
     return reason, verdict.confidence
 
 
-def _event(report: RecipientReport, original: Original, agent: str, found_tracking: Tracking | None
-           ) -> BounceEvent | DeliverySuccessEvent:
+def _event(report: RecipientReport, original: Original, agent: str, found_tracking: Tracking | None,
+           bounce_host: str | None = None) -> BounceEvent | DeliverySuccessEvent:
     status = pick_status(report.status, report.diagnostic)
     if report.action in ("delivered", "relayed", "expanded") or (status and status.startswith("2") and report.action != "failed"):
         return DeliverySuccessEvent(
             recipient=report.recipient, status=status, remote_mta=report.remote_mta,
             original_message_id=original.message_id, tracking=found_tracking,
         )
-    reason, confidence = _bounce_reason(report, status, agent)
+    reason, confidence = _bounce_reason(report, status, agent, bounce_host)
     return BounceEvent(
         recipient=report.recipient,
         reason=reason,

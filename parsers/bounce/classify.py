@@ -39,7 +39,9 @@ outranks the DSN's status: then the status steps come first.
 A diagnostic that wraps a server's quoted reply in a relay's own category
 label ("5.1.0 - Unknown address error 550-'5.7.1 ... Access denied'") is
 judged by the quoted reply first.
-Afterwards one refinement: a remote server's "user unknown" that did not
+Afterwards one refinement (to a provider's documented reply too: Yahoo's
+"554 ... doesn't have a yahoo.com account" after DATA is the filter's verdict
+its tests expect): a remote server's "user unknown" that did not
 answer RCPT TO, without a status calling the address bad (x.1.x), is a
 filter's verdict on the message (the server accepted the recipient, or the
 bounce cannot say it did not), not proof that the mailbox is missing. A
@@ -127,13 +129,19 @@ def _by_provider(knowledge: Knowledge, ev: _Evidence) -> str | None:
 
 
 def _providers_of(knowledge: Knowledge, ev: _Evidence) -> list[str]:
+    """The providers whose replies these may be: the answering host's first,
+    then those the reply names (a host name, the recipient's domain, a
+    marker such as Gmail's "gsmtp")."""
     host = (ev.remote_host or "").lower().rstrip(".")
-    found = []
+    answering: list[str] = []
+    named: list[str] = []
     for provider, suffixes in knowledge.provider_hosts.items():
-        named = any(host == suffix or host.endswith("." + suffix) or suffix in ev.lowered for suffix in suffixes)
-        if named or any(marker in ev.lowered for marker in knowledge.provider_markers[provider]):
-            found.append(provider)
-    return found
+        if host and any(host == suffix or host.endswith("." + suffix) for suffix in suffixes):
+            answering.append(provider)
+        elif any(suffix in ev.lowered for suffix in suffixes) or any(
+                marker in ev.lowered for marker in knowledge.provider_markers[provider]):
+            named.append(provider)
+    return answering + named
 
 
 def _by_tier(tier: str) -> Callable[[Knowledge, _Evidence], str | None]:

@@ -4,7 +4,8 @@
   plain lower-case phrases (a text containing one states the reason; from
   Sisimai's lists, BSD 2-Clause, tables/LICENSE-sisimai); each `[[rule]]`
   holds regular expressions of one tier ("strong", "medium", "weak") with
-  its rank among that tier's rules of every reason, the anchor words that
+  its rank among that tier's rules of every reason (a decimal rank puts a
+  rule between two others: 10.5 is tried after 10 and before 11), the anchor words that
   must occur before the expressions are tried, and optionally the SMTP
   stages (`stage`) and status classes (`status_class`) it is limited to.
 - tables/providers/<provider>.toml: one table per provider, its documented
@@ -73,18 +74,20 @@ class PlainPhrases:
 
 @dataclass(frozen=True, slots=True)
 class ProviderReply:
-    """One documented reply of a provider: the phrase, with its reply code
-    and enhanced status where the provider's documentation gives them."""
+    """One documented reply of a provider: its phrase (or several phrases,
+    all of which the reply contains), with its reply code and enhanced
+    status where the provider's documentation gives them."""
 
     provider: str
     reason: str
-    phrase: str
+    phrase: tuple[str, ...]
     code: int | None = None
     status: str | None = None
 
     def matches(self, lowered: str, reply_code: int | None, status: str | None) -> bool:
-        if self.phrase not in lowered:
-            return False
+        for phrase in self.phrase:
+            if phrase not in lowered:
+                return False
         if self.code is not None and reply_code is not None and self.code != reply_code:
             return False
         if self.status is None or status is None or self.status == status:
@@ -132,7 +135,7 @@ def _check_reason(reason: str, where: Path) -> str:
 def load(root: Path = TABLES) -> Knowledge:
     """Every table under `root`, parsed and compiled (once per process)."""
     order = _read(root / "order.toml")
-    ranked: dict[str, list[tuple[int, PhraseRule]]] = {tier: [] for tier in TIERS}
+    ranked: dict[str, list[tuple[float, PhraseRule]]] = {tier: [] for tier in TIERS}
     plain: dict[str, PlainPhrases] = {}
     for path in sorted((root / "reasons").glob("*.toml")):
         table = _read(path)
@@ -154,7 +157,8 @@ def load(root: Path = TABLES) -> Knowledge:
         hosts[table["provider"]] = tuple(table.get("hosts", ()))
         markers[table["provider"]] = tuple(m.lower() for m in table.get("markers", ()))
         for row in table.get("reply", ()):
-            providers.append(ProviderReply(table["provider"], _check_reason(row["reason"], path), row["phrase"].lower(),
-                                           row.get("code"), row.get("status")))
+            phrases = row["phrase"] if isinstance(row["phrase"], list) else [row["phrase"]]
+            providers.append(ProviderReply(table["provider"], _check_reason(row["reason"], path),
+                                           tuple(p.lower() for p in phrases), row.get("code"), row.get("status")))
     return Knowledge(rules, tuple(plain[r] for r in reference_order), tuple(providers), hosts, markers,
                      tuple(order["evidence"]), frozenset(order["decisive_status"]))

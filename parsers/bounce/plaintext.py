@@ -72,8 +72,10 @@ _DASH_LINE_RE: Final = re.compile(r"^\s*(?:[-=_*]{3,}.*|.*[-=_*]{3,})\s*$")
 _BARE_TAIL_RE: Final = re.compile(r"^[\s>\"':.,;]*(?:\((?:expanded|generated|ultimately|reason)[^)]*(?:\)\s*)?)?$",
                                   re.IGNORECASE)
 _ON_DATE_TAIL_RE: Final = re.compile(r"^\s+on\s+\S", re.IGNORECASE)
-# Sendmail's transcript opens each remote session with this line.
-SESSION_START: Final = "... while talking to "
+# Sendmail's transcript opens each remote session with this line ("... while
+# talking to mx.example.org.:"; "While talking to ..." in older versions).
+SESSION_STARTS: Final = ("... while talking to ", "while talking to ")
+_SESSION_RE: Final = re.compile(r"^[ \t]*(?:\.\.\.[ \t]*)?while talking to[ \t]+", re.IGNORECASE | re.MULTILINE)
 
 
 @dataclass(slots=True)
@@ -239,7 +241,7 @@ def _block(lines: list[str], index: int, stop: int, tail: str) -> tuple[list[str
             if out:
                 break
             continue
-        if _DASH_LINE_RE.match(stripped) or stripped.startswith(SESSION_START):
+        if _DASH_LINE_RE.match(stripped) or stripped.lower().startswith(SESSION_STARTS):
             break  # a separator, or Sendmail's transcript turning to another host (and recipient)
         out.append(stripped)
     else:
@@ -253,10 +255,11 @@ def session_of(address: str, notice: str) -> str:
     the session that names it, else the one whose host is in its domain
     (a session refused at DATA names no recipient). "" when the transcript
     has fewer than two sessions (then it is about every recipient alike)."""
-    if notice.count(SESSION_START) < 2:
+    pieces = _SESSION_RE.split(notice)
+    if len(pieces) < 3:
         return ""
     sessions = []
-    for piece in notice.split(SESSION_START)[1:]:
+    for piece in pieces[1:]:
         head, _, body = piece.partition("\n")
         host = head.strip().rstrip(":").rstrip(".").lower()
         sessions.append((host, body.split("\n\n", 1)[0]))

@@ -91,6 +91,16 @@ _DETAIL_REASON: Final[dict[str, str]] = {
 }
 
 
+# Details whose meaning holds only as a transient failure: 4.4.1 "no answer from
+# host" and 4.4.2 "bad connection" are the sending MTA's own record of a
+# connection that failed; the same details under class 5 are often quoted by
+# servers that did answer (Exchange Online's "5.4.1 ... Access denied").
+_TRANSIENT_REASON: Final[dict[str, str]] = {
+    "4.4.1": R.EXPIRED,  # no answer from host, retried until the queue gave up
+    "4.4.2": R.NETWORKERROR,  # bad connection
+}
+
+
 def find_status(text: str) -> str | None:
     """The first enhanced status code in `text`, normalised (no leading zeros)."""
     match = STATUS_RE.search(text)
@@ -143,7 +153,7 @@ def reason_of_status(status: str | None) -> str | None:
     """The reason a status code states on its own, or None when it is generic."""
     if not status:
         return None
-    return _DETAIL_REASON.get(status[2:])
+    return _TRANSIENT_REASON.get(status) or _DETAIL_REASON.get(status[2:])
 
 
 def find_reply_code(text: str) -> int | None:

@@ -53,6 +53,8 @@ def parse_tls_json(data: bytes) -> TlsReportEvent:
         raise ReportError(f"JSON cannot be read: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
         raise ReportError("JSON is nested too deeply") from None
+    except ValueError as exc:  # a number of more than 4,300 digits (int() refuses it)
+        raise ReportError(f"JSON cannot be read: {exc}"[:300]) from None
     return tls_report_from_document(document)
 
 
