@@ -63,7 +63,7 @@ async def run(config: RepmonConfig, *, once: bool = False, progress: bool = Fals
 async def _run_once(member: ClusterMember, runtime: Runtime, jobs: list[JobSpec]) -> int:
     """One pass, in the order the jobs depend on each other (monitor/parts.py):
     a listing found by this pass's blocklist cycle is acted on in this pass."""
-    await asyncio.to_thread(member.beat)
+    await member.gather_leases()
     try:
         results = []
         for job in jobs:

@@ -182,3 +182,19 @@ def test_shared_rate_hands_out_granted_times_in_order(engine) -> None:
     rate.release()  # the rest goes back to the lane
     other = grant_slot(engine, "lane", LaneLimit(rate=10.0, burst=1, daily_cap=None), 1, now=500.1, slice_s=0.5)
     assert isinstance(other, Slot) and other.times[0] == pytest.approx(500.2)
+
+
+async def test_one_pass_waits_for_a_dead_nodes_lease_to_expire(engine) -> None:
+    """`repmon run --once` after a SIGKILLed node: the dead node's lease is
+    taken once it expires instead of the job being skipped."""
+    from monitor.cluster.member import ClusterMember
+    from monitor.cluster.settings import ClusterConfig
+
+    settings = ClusterConfig(heartbeat_s=0.1, lease_ttl_s=0.4)
+    assert leases.try_acquire(engine, "imap:box/INBOX", "dead-node", 0.4, now=time.time()) == 1
+    member = ClusterMember(engine, settings, enabled=True)
+    member.want(["imap:box/INBOX", "leader"])
+    assert await member.gather_leases() == []
+    assert member.holds("imap:box/INBOX") and member.holds("leader")
+    member.leave()
+    assert all(row.owner is None for row in leases.list_leases(engine))

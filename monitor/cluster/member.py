@@ -52,6 +52,11 @@ class ClusterMember:
             return True
         return self.clock() < self._trusted_until.get(name, 0.0)
 
+    def missing(self) -> list[str]:
+        """Wanted leases this node does not hold (another node has them, or a
+        dead node's lease has not expired yet)."""
+        return sorted(name for name in self._wanted if not self.holds(name))
+
     def held(self) -> list[str]:
         return sorted(name for name in self._wanted if self.holds(name))
 
@@ -74,6 +79,17 @@ class ClusterMember:
                 self._epochs[name] = epoch
             self._trusted_until[name] = started + trust
         nodes.forget_dead(self.engine, now, FORGET_AFTER_TTLS * self.settings.lease_ttl_s)
+
+    async def gather_leases(self) -> list[str]:
+        """For one pass (`repmon run --once`): beat until every wanted lease is
+        held, or until a dead node's lease would have expired; the leases still
+        missing then are held by a live node."""
+        await asyncio.to_thread(self.beat)
+        deadline = self.clock() + self.settings.lease_ttl_s + self.settings.heartbeat_s
+        while self.enabled and self.missing() and self.clock() < deadline:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            await asyncio.to_thread(self.beat)
+        return self.missing()
 
     async def serve(self, stopping: asyncio.Event) -> None:
         """Heartbeat until asked to stop, then hand the leases back."""
