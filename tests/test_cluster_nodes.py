@@ -4,6 +4,7 @@ and the jobs that must run once have one owner that moves when a node dies."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from tests.fixtures._cli import ROOT, repmon, repmon_command
 from tests.fixtures._configs import relay_sender, write_config
+from tests.fixtures._ports import free_port
 from tests.fixtures.smtp_receivers import Received, ScriptedSmtp
 
 pytestmark = pytest.mark.postgres
@@ -278,3 +280,36 @@ def test_a_node_cut_off_from_the_database_stops_rather_than_exceeding(
     assert max_in_window(after, 5.0) <= RATE * 5 + BURST + RATE * 0.2
     seen = tokens(server.received)
     assert max(seen.values()) == 1
+
+
+async def test_metrics_add_up_across_nodes_on_real_prometheus(
+        postgres_url: str, scripted_smtp: Callable[..., ScriptedSmtp], nodes, tmp_path: Path, prometheus) -> None:
+    """Two nodes scraped by one Prometheus: the database-wide figures come from
+    the leader only, so sum() over instances counts each delivery once."""
+    server = scripted_smtp()
+    config = campaign(tmp_path, postgres_url, server.port)
+    ports = [free_port(), free_port()]
+    group = None
+    for index, port in enumerate(ports):
+        settings = relay_sender(postgres_url, server.port)
+        settings["sender"]["relay"].update({"rate": f"{RATE:g}/s", "burst": BURST, "connections": 4})
+        settings["cluster"] = {"heartbeat_s": 0.5, "lease_ttl_s": 2.0}
+        settings["metrics"] = {"port": port, "refresh_s": 0}
+        node_config = write_config(tmp_path / f"node{index}.toml", settings)
+        node = nodes(node_config)
+        node.start(1)
+        group = group or node
+    assert config.exists() and group is not None
+    await asyncio.to_thread(wait_for, lambda: len(server.received) >= MESSAGES, MESSAGES / RATE * 2 + 30,
+                            "every message")
+    prom = await prometheus([f"127.0.0.1:{port}" for port in ports])
+    await prom.wait_for_scrapes(4)
+    assert await prom.value("sum(repmon_cluster_leader)") == 1
+    assert await prom.value("count(repmon_cluster_leader)") == 2
+    delivered = 'sum(repmon_sender_deliveries_total{result="delivered"})'
+    deadline = time.monotonic() + 30
+    while await prom.value(delivered) != MESSAGES and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert await prom.value(delivered) == MESSAGES
+    # per-node process figures stay per node: one series per instance
+    assert await prom.value("count(process_start_time_seconds)") == 2

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.engine import Engine
 
+from monitor.cluster.leases import LEADER
 from monitor.core.runtime import JobSpec, Runtime
 from monitor.metrics import SHARED_COLLECTORS_KEY
 from monitor.metrics.collector import RepmonCollector
@@ -38,7 +40,30 @@ def provide(settings: MetricsConfig | None, runtime: Runtime, *, database_url: s
     return [JobSpec(name="metrics:http", run=exporter.run_once, service=exporter.serve)]
 
 
-def build_registry(collector: RepmonCollector, extra: Sequence[Collector] | None = None) -> CollectorRegistry:
+class LeaderOnly(Collector):
+    """Database-wide families, exported by the cluster's leader only: with N
+    nodes every node reads the same database, and `sum()` over instances in
+    Grafana would count N times. Per-node metrics (process, the sender's own
+    counters) stay on every node, told apart by Prometheus's `instance` label.
+    `repmon_cluster_leader` says which node exports the database's figures.
+    With one node (the cluster off) the node is the leader."""
+
+    def __init__(self, inner: Collector, runtime: Runtime) -> None:
+        self.inner = inner
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        leader = self.runtime.holds(LEADER)
+        gauge = GaugeMetricFamily("repmon_cluster_leader",
+                                  "1 on the node that exports the database-wide figures, 0 on the others.",
+                                  labels=["node"])
+        gauge.add_metric([self.runtime.node_id], 1.0 if leader else 0.0)
+        yield gauge
+        if leader:
+            yield from self.inner.collect()
+
+
+def build_registry(collector: Collector, extra: Sequence[Collector] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(collector)
     ProcessCollector(registry=registry)
@@ -70,7 +95,7 @@ class Exporter:
                                     refresh_s=self.settings.refresh_s,
                                     dnsbl_series_limit=self.settings.dnsbl_series_limit)
         extra = list(self.runtime.shared.get(SHARED_COLLECTORS_KEY, []))
-        return build_registry(collector, extra), collector
+        return build_registry(LeaderOnly(collector, self.runtime), extra), collector
 
     async def run_once(self) -> None:
         engine, owned = self._engine()
