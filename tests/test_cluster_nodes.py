@@ -18,12 +18,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine, make_url
 
+from monitor.cluster import leases
+from monitor.cluster import nodes as cluster_nodes
+from monitor.core.db import make_engine, session_scope
+from monitor.storage.models import ProcessedMessage
 from tests.fixtures._cli import ROOT, repmon, repmon_command
 from tests.fixtures._configs import relay_sender, write_config
 from tests.fixtures._ports import free_port
+from tests.fixtures.feedback_messages import mixed_batch
 from tests.fixtures.smtp_receivers import Received, ScriptedSmtp
+from tests.ingest_helpers import expected_events, stored_events
 
 pytestmark = pytest.mark.postgres
 
@@ -41,6 +48,11 @@ def max_in_window(times: list[float], window: float) -> int:
             start += 1
         best = max(best, end - start + 1)
     return best
+
+
+def ledger_count(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        return int(session.execute(select(func.count()).select_from(ProcessedMessage)).scalar_one())
 
 
 def tokens(received: list[Received]) -> Counter[str]:
@@ -313,3 +325,52 @@ async def test_metrics_add_up_across_nodes_on_real_prometheus(
     assert await prom.value(delivered) == MESSAGES
     # per-node process figures stay per node: one series per instance
     assert await prom.value("count(process_start_time_seconds)") == 2
+
+
+def test_killing_the_mailbox_owner_moves_the_mailbox_and_counts_stay_exact(
+        postgres_url: str, nodes, tmp_path: Path, imap_account) -> None:
+    """Two nodes, one real Dovecot mailbox: one node reads it; SIGKILL it mid-
+    ingestion and the other takes the mailbox over within 10 s; at the end every
+    message produced its events once."""
+    count = 4000
+    messages = mixed_batch(count, prefix="cluster", seed=11, broken_every=250)
+    imap_account.deliver(messages, folder="feedback")
+    settings = {
+        "database": {"url": postgres_url},
+        "cluster": {"heartbeat_s": 0.5, "lease_ttl_s": 2.0},
+        "mailboxes": [{"host": "127.0.0.1", "port": imap_account.server.imap_port, "security": "none",
+                       "username": imap_account.username, "password": imap_account.password,
+                       "folders": ["feedback"], "batch_size": 50, "poll_interval_s": 1,
+                       "retry_initial_s": 0.2, "retry_max_s": 1}],
+    }
+    config = write_config(tmp_path, settings)
+    group = nodes(config)
+    group.start(2)
+    engine = make_engine(postgres_url)
+    try:
+        def ledger() -> int:
+            try:
+                return ledger_count(engine)
+            except Exception:  # the schema is being created by the first node
+                return 0
+
+        wait_for(lambda: ledger() >= 50, timeout=90, what="ingestion to start")
+        owners = {lease.owner for lease in leases.list_leases(engine)
+                  if lease.name.startswith("imap:") and lease.expires_at > time.time()}
+        assert len(owners) == 1, "one node reads the mailbox"
+        owner_pid = {n.node_id: n.pid for n in cluster_nodes.list_nodes(engine)}[owners.pop()]
+        victim = [i for i, p in enumerate(group.procs) if p.pid == owner_pid]
+        group.kill(victim[0])
+        killed_at = time.monotonic()
+        before = ledger()
+        assert before < count - 500, "the kill landed mid-ingestion"
+        wait_for(lambda: ledger() > before + 50, timeout=30, what="the other node to go on reading")
+        assert time.monotonic() - killed_at <= 10 + 5  # lease expiry (<10 s) plus a batch
+        wait_for(lambda: ledger() >= count, timeout=180, what="every message")
+        time.sleep(1.0)
+        group.stop()
+        assert ledger() == count
+        assert stored_events(engine) == expected_events(messages)
+        assert imap_account.count("feedback") == 0
+    finally:
+        engine.dispose()
