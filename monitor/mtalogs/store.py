@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from monitor.mtalogs.destinations import Destinations
 from monitor.mtalogs.models import MtaDelivery, MtaLogReject
-from monitor.storage.models import StoredEvent
+from monitor.storage.events import insert_event_rows
 from monitor.storage.rows import COMPLAINT_TYPES, OPT_OUT_TYPES, clean_text, event_row
 from monitor.storage.suppression import COMPLAINT, HARD_BOUNCE, OPT_OUT, SuppressionEntry, suppress_many
 from parsers.bounce.classify import classify
@@ -163,9 +163,7 @@ def _store_deliveries(conn: Connection, attribution: Attribution, deliveries: li
             if isinstance(value, str) and ("\x00" in value or not value.isascii()):
                 row[key] = clean_text(value)
     if event_rows:
-        table = StoredEvent.__table__  # type: ignore[attr-defined]
-        ids = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                           event_rows).scalars().all()
+        ids = insert_event_rows(conn, event_rows)
         for row_index, event_index in event_of_row.items():
             rows[row_index]["event_id"] = ids[event_index]
         result.events += len(ids)
@@ -191,6 +189,6 @@ def _store_feedback(conn: Connection, attribution: Attribution, feedback: list[F
             elif record.feedback_type in OPT_OUT_TYPES:
                 entries.append(SuppressionEntry(recipient, OPT_OUT, f"mtalog:{record.mta}",
                                                 detail=record.feedback_type, seen_at=record.timestamp))
-    conn.execute(insert(StoredEvent.__table__), rows)  # type: ignore[attr-defined]
+    insert_event_rows(conn, rows)
     result.complaints += len(rows)
     result.events += len(rows)

@@ -22,3 +22,13 @@ def insert_events(conn: Connection, events: Sequence[Any]) -> int:
     rows = [event_row(e, message_pk=None, occurred_at=e.arrival_date) for e in events]
     conn.execute(StoredEvent.__table__.insert(), rows)  # type: ignore[attr-defined]
     return len(rows)
+
+
+def insert_event_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert rows made with `monitor.storage.rows.event_row` (with the
+    occurrence time the caller knows); their ids, in the order given."""
+    if not rows:
+        return []
+    table = StoredEvent.__table__  # type: ignore[attr-defined]
+    result = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), list(rows))
+    return [int(i) for i in result.scalars().all()]
