@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from parsers.events import AnyEvent, UnparseableEvent
+from parsers.mail import parse_mail
+from parsers.reports import parse_report_bytes, parse_report_chunks
+from parsers.reports.containers import ReportError, sniff
 
 __all__ = ["parse_bytes", "parse_file", "looks_like_report_file", "MAX_INPUT_BYTES"]
 
@@ -32,8 +35,6 @@ _READ_CHUNK = 64 * 1024
 def looks_like_report_file(data: bytes) -> bool:
     """True for the report containers that are not an email: zip, gzip, XML, JSON
     (the same content sniffing the report parser opens them with)."""
-    from parsers.reports.containers import sniff
-
     return sniff(data[:64]) != "unknown"
 
 
@@ -45,11 +46,7 @@ def parse_bytes(data: bytes) -> list[AnyEvent]:
         return [UnparseableEvent(error="empty input")]
     try:
         if looks_like_report_file(data):
-            from parsers.reports import parse_report_bytes
-
             return parse_report_bytes(data)
-        from parsers.mail import parse_mail
-
         return parse_mail(data)
     except MemoryError:
         return [UnparseableEvent(error="input needs more memory than a parser may use")]
@@ -67,8 +64,6 @@ def parse_file(handle: BinaryIO) -> list[AnyEvent]:
         start = handle.tell() if handle.seekable() else None
         head = handle.read(_READ_CHUNK)
         if _is_bare_document(head):
-            from parsers.reports import parse_report_chunks
-
             return parse_report_chunks(_capped_chunks(head, handle))
         if start is None:
             data = head + handle.read(MAX_INPUT_BYTES + 1 - len(head))
@@ -84,14 +79,10 @@ def parse_file(handle: BinaryIO) -> list[AnyEvent]:
 
 def _is_bare_document(head: bytes) -> bool:
     """True for a bare XML or JSON document (not an archive)."""
-    from parsers.reports.containers import sniff
-
     return sniff(head[:64]) in ("xml", "json")
 
 
 def _capped_chunks(head: bytes, handle: BinaryIO) -> Iterator[bytes]:
-    from parsers.reports.containers import ReportError
-
     total = 0
     chunk = head
     while chunk:

@@ -14,11 +14,15 @@ from __future__ import annotations
 import logging
 import re
 
-from flanker.addresslib import address as _flanker_address
-
 # flanker logs a warning for every address it cannot parse; for bounce text that is
-# the normal case (we try candidates), not news.
+# the normal case (we try candidates), not news. Set before flanker is imported:
+# on a fresh install (or a ply version its cached tables do not match) importing
+# it rebuilds its parser tables and logs some 28 grammar warnings (unused tokens,
+# unreachable symbols) through this logger, which Python's last-resort handler
+# prints to stderr before logging is configured.
 logging.getLogger("flanker").setLevel(logging.ERROR)
+
+from flanker.addresslib import address as _flanker_address  # noqa: E402  (after the logger is quiet)
 
 # RFC 5321 section 4.5.3.1: a path is at most 256 octets; anything longer is not one
 # address, and flanker's parser is not given it.

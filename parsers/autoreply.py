@@ -26,8 +26,8 @@ from __future__ import annotations
 import re
 
 from parsers.addresses import normalize
-from parsers.bounce.html import strip_tags
 from parsers.events import AutoReplyEvent, BounceEvent
+from parsers.html import strip_tags
 from parsers.mime import MailPart, decode_bytes
 from parsers.tracking import find_in_bytes
 

@@ -20,18 +20,15 @@ A parser that returns an empty list has found nothing; the next one looks.
 
 from __future__ import annotations
 
+from parsers.arf import parse_arf
+from parsers.autoreply import parse_autoreply
+from parsers.bounce import parse_bounce
 from parsers.events import AnyEvent, NotBounceEvent, UnparseableEvent
 from parsers.mime import MimeError, parse_message
+from parsers.reports import parse_report_mail
 
 
 def parse_mail(data: bytes) -> list[AnyEvent]:
-    # Imported here, not at module level: parsers/__init__ imports this module
-    # lazily too, and a report file never needs the mail parsers.
-    from parsers.arf import parse_arf
-    from parsers.autoreply import parse_autoreply
-    from parsers.bounce import parse_bounce
-    from parsers.reports import parse_report_mail
-
     try:
         msg = parse_message(data)
     except MimeError as exc:

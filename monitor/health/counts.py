@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
 
 from monitor.health.models import COUNTERS
 
@@ -108,3 +112,15 @@ def window_start(window: str, now: float) -> int:
 def bucket_of(epoch: float, grain: str) -> int:
     seconds = GRAIN_SECONDS[grain]
     return int(epoch // seconds) * seconds
+
+
+def stored_buckets(conn: Connection, grain: str, start: float, end: float
+                   ) -> Iterator[tuple[int, str, str, str, list[int]]]:
+    """(bucket, scope, key, destination, counter values in COUNTERS order) of the
+    IP and domain buckets of one grain between start and end, ordered by series
+    then bucket: the stored history `repmon policy replay` replays."""
+    sql = (f"SELECT bucket, scope, key, destination, {', '.join(COUNTERS)} FROM health_counts "
+           f"WHERE grain = :g AND bucket >= :start AND bucket <= :end AND scope IN ('ip', 'domain') "
+           f"ORDER BY scope, key, destination, bucket")
+    for bucket, scope, key, dest, *values in conn.execute(text(sql), {"g": grain, "start": int(start), "end": int(end)}):
+        yield int(bucket), scope, key, dest, [int(v or 0) for v in values]

@@ -27,8 +27,7 @@ from sqlalchemy.engine import Connection
 
 from monitor.health.assess import Assessment, Listing, PostmasterDay, SndsDay, SubjectInputs, assess
 from monitor.health.clock import iso
-from monitor.health.counts import GRAIN_RETENTION_S, Counts
-from monitor.health.models import COUNTERS
+from monitor.health.counts import COUNTERS, GRAIN_RETENTION_S, Counts, stored_buckets
 from monitor.health.service import HealthService
 from monitor.health.subjects import Subject, is_ip
 from monitor.health.values import as_date, as_datetime, json_value
@@ -157,14 +156,10 @@ class Replay:
     # -- history --------------------------------------------------------------------------
 
     def _load_counts(self, start: float, end: float) -> None:
-        sql = (f"SELECT grain, bucket, scope, key, destination, {', '.join(COUNTERS)} FROM health_counts "
-               f"WHERE grain = :g AND bucket >= :start AND bucket <= :end AND scope IN ('ip', 'domain') "
-               f"ORDER BY scope, key, destination, bucket")
         for grain in ("1h", "1d"):
             series = self.series[grain]
-            for _g, bucket, scope, key, dest, *values in self.conn.execute(
-                    text(sql), {"g": grain, "start": int(start), "end": int(end)}):
-                series.setdefault((scope, key, dest), _Series()).add(int(bucket), [int(v or 0) for v in values])
+            for bucket, scope, key, dest, values in stored_buckets(self.conn, grain, start, end):
+                series.setdefault((scope, key, dest), _Series()).add(bucket, values)
 
     def _windows_at(self, t: float) -> dict[tuple[str, str], dict[str, dict[str, Counts]]]:
         out: dict[tuple[str, str], dict[str, dict[str, Counts]]] = {}

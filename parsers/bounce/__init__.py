@@ -16,25 +16,6 @@ together. Challenge-response requests are left to the auto-reply parser.
 
 from __future__ import annotations
 
-from functools import cache
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from parsers.events import BounceEvent, DeliverySuccessEvent
-    from parsers.mime import MailPart
+from parsers.bounce.assemble import parse_bounce
 
 __all__ = ["parse_bounce"]
-
-
-def parse_bounce(msg: MailPart, data: bytes) -> list[BounceEvent | DeliverySuccessEvent] | None:
-    """Events for a bounce or DSN, or None when the message is not one."""
-    return _reader()(msg, data)
-
-
-@cache
-def _reader():
-    # imported on first use: the sender imports parsers.bounce.classify alone
-    # and need not load the readers (and flanker, through the address parser)
-    from parsers.bounce.assemble import parse_bounce
-
-    return parse_bounce

@@ -12,12 +12,12 @@ from parsers.bounce import vendors
 from parsers.bounce.address import address as parse_address
 from parsers.bounce.classify import Classification, Confidence, classify, hard_or_soft
 from parsers.bounce.dsn import read_dsn, reports_of_blocks
-from parsers.bounce.html import strip_tags
 from parsers.bounce.original import Original, from_parts, from_text
 from parsers.bounce.plaintext import Notice, TextRecipient, cut_original, original_start, read_notice, session_of
 from parsers.bounce.report import RecipientReport
 from parsers.bounce.status import STATUS_RE, find_reply_code, find_status, pick_status
 from parsers.events import BounceEvent, DeliverySuccessEvent, Tracking
+from parsers.html import strip_tags
 from parsers.mime import ENCLOSING_TYPES, FIELD_BLOCK_TYPES, MailPart, field_blocks, parse_message
 
 DSN_TYPES: Final = frozenset({"message/delivery-status", "message/global-delivery-status"})

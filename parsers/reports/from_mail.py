@@ -23,6 +23,7 @@ from parsers.events import AnyEvent, UnparseableEvent
 from parsers.mime import MailPart
 from parsers.reports.containers import sniff
 from parsers.reports.failure import failure_from_arf, failure_from_text, outer_leaves
+from parsers.reports.files import parse_report_bytes
 
 TLSRPT_TYPES = frozenset({"application/tlsrpt+gzip", "application/tlsrpt+json"})
 # RFC 7489 section 7.2.1.1 names report files receiver!policy-domain!begin!end[!id].xml[.gz|.zip];
@@ -47,8 +48,6 @@ def parse_report_mail(msg: MailPart) -> list[AnyEvent] | None:
 
 
 def _reports_of(msg: MailPart) -> list[AnyEvent] | None:
-    from parsers.reports import parse_report_bytes
-
     events: list[AnyEvent] = []
     declared = _declares_reports(msg)
     for part in outer_leaves(msg):

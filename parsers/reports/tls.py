@@ -3,7 +3,8 @@
 RFC 8460 section 4.4 defines the fields. What a receiver needs to act on is
 required (organization-name, report-id, each policy's policy-domain and
 both session counts); a report missing any of those, or with counts that
-are not whole numbers, is refused with the path of the offending field.
+are not whole numbers or are above MAX_SESSION_COUNT (10**9, like a DMARC
+record's count), is refused with the path of the offending field.
 Fields the RFC marks required but nothing here depends on (contact-info,
 date-range) are read when present and noted in the event's `errors` otherwise.
 """
@@ -20,7 +21,9 @@ from parsers.reports.containers import ReportError
 POLICY_TYPES = frozenset({"tlsa", "sts", "no-policy-found"})
 MAX_POLICIES = 10_000
 MAX_FAILURE_DETAILS = 10_000  # per policy
-MAX_SESSION_COUNT = 2**63 - 1
+# Like a DMARC record's count (parsers/reports/aggregate.py MAX_COUNT): more sessions
+# than any receiver sees in a day, and sums of such values overflow storage.
+MAX_SESSION_COUNT = 10**9
 
 # RFC 8460 failure-details keys -> our snake_case names. Reporters also send
 # the non-RFC "additional-info-uri"; both end up as additional_information.
@@ -161,8 +164,11 @@ def _required_text(document: dict[str, Any], key: str, where: str) -> str:
 
 def _count(value: Any, where: str) -> int:
     # JSON numbers only; bool is an int subclass in Python, and 1.5 sessions is nonsense
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SESSION_COUNT:
-        raise ReportError(f"TLS report {where} is {value!r}, not a whole number of sessions")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ReportError(f"TLS report {where} is {repr(value)[:30]}, not a whole number of sessions")
+    if value > MAX_SESSION_COUNT:
+        raise ReportError(f"TLS report {where} is {repr(value)[:30]}, above {MAX_SESSION_COUNT:,}: "
+                          "not a whole number of sessions any receiver sees; report refused")
     return value
 
 
