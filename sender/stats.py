@@ -4,10 +4,11 @@ about each lane. The metrics read these instead of the sender's tables."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
 from monitor.storage.reading import Tally, grouped_tally
@@ -79,3 +80,22 @@ def lane_overview(conn: Connection, now: float) -> LaneOverview:
     return LaneOverview(lanes=lanes,
                         directives=[d["kind"] for d in directives if _in_force(d, now)],
                         actions=[a["action"] for a in actions if _in_force(a, now)])
+
+
+def queued_recipients_of_domain(conn: Connection, domain: str) -> list[str]:
+    """Recipients of the messages still queued or in flight for one recipient domain."""
+    rows = conn.execute(text("SELECT DISTINCT recipient FROM sender_message "
+                             "WHERE state IN ('queued', 'inflight') AND domain = :d"), {"d": domain})
+    return [r[0] for r in rows if r[0]]
+
+
+def ended_directives(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    """Of these lane directives, those ended (by anyone), with the reason."""
+    ended: dict[int, str] = {}
+    ordered = sorted({int(i) for i in ids})
+    for start in range(0, len(ordered), 500):
+        chunk = ", ".join(str(i) for i in ordered[start:start + 500])
+        for directive, reason in conn.execute(text(
+                f"SELECT id, end_reason FROM sender_lane_directive WHERE ended_at IS NOT NULL AND id IN ({chunk})")):
+            ended[int(directive)] = reason or "ended"
+    return ended

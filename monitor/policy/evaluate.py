@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
@@ -38,7 +38,8 @@ from monitor.policy.directives import add_directives, end_directives
 from monitor.policy.models import PolicyAction
 from monitor.policy.rules import Match, PolicyRule, compile_rules, evidence_grew, match
 from monitor.policy.settings import PolicyConfig
-from monitor.storage.suppression import MANUAL, SuppressionEntry, suppress_many
+from monitor.storage.suppression import MANUAL, SuppressionEntry, addresses_from_source, lift_source, suppress_many
+from sender.stats import ended_directives, queued_recipients_of_domain
 
 log = logging.getLogger("repmon.policy")
 
@@ -135,14 +136,7 @@ class PolicyEngine:
         owned = {d: a.id for a in active if a.action in LANE_ACTIONS for d in (a.directive_ids or [])}
         if not owned:
             return {}
-        ended: dict[int, str] = {}
-        ids = sorted(owned)
-        for start in range(0, len(ids), 500):
-            chunk = ", ".join(str(int(i)) for i in ids[start:start + 500])
-            for directive, reason in conn.execute(text(
-                    "SELECT id, end_reason FROM sender_lane_directive "
-                    f"WHERE ended_at IS NOT NULL AND id IN ({chunk})")):
-                ended[directive] = reason or "ended"
+        ended = ended_directives(conn, sorted(owned))
         out: dict[int, str] = {}
         for action in active:
             mine = list(action.directive_ids or [])
@@ -346,11 +340,9 @@ def apply_suppression(conn: Connection, action: PolicyAction, now: float, queue_
         if not queue_exists:
             return 0
         domain = target[1:].lower()
-        addresses = [r[0] for r in conn.execute(text(
-            "SELECT DISTINCT recipient FROM sender_message WHERE state IN ('queued', 'inflight') AND domain = :d"),
-            {"d": domain}) if r[0]]
-        already = {r[0] for r in conn.execute(text("SELECT address FROM suppressions WHERE source = :s"),
-                                              {"s": f"policy:{action.id}"})}
+        addresses = queued_recipients_of_domain(conn, domain)
+        with Session(bind=conn) as session:
+            already = addresses_from_source(session, f"policy:{action.id}")
         addresses = [a for a in addresses if a.lower() not in already]
     else:
         addresses = [target] if "@" in target else []
@@ -366,5 +358,7 @@ def apply_suppression(conn: Connection, action: PolicyAction, now: float, queue_
 
 
 def lift_suppression(conn: Connection, action: PolicyAction) -> int:
-    return conn.execute(text("DELETE FROM suppressions WHERE source = :s AND reason = 'manual'"),
-                        {"s": f"policy:{action.id}"}).rowcount or 0
+    with Session(bind=conn) as session:
+        lifted = lift_source(session, f"policy:{action.id}", MANUAL)
+        session.flush()
+    return lifted

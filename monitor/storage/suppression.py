@@ -218,3 +218,17 @@ def active_suppression_count(session: Session, *, at: datetime | None = None) ->
             or_(col(Suppression.expires_at).is_(None), col(Suppression.expires_at) > at)
         )
     ).scalar_one()
+
+
+def addresses_from_source(session: Session, source: str) -> set[str]:
+    """The addresses one source put on the list (e.g. one policy action)."""
+    rows = session.execute(select(col(Suppression.address)).where(col(Suppression.source) == source))
+    return {address for address in rows.scalars()}
+
+
+def lift_source(session: Session, source: str, reason: str) -> int:
+    """Take off the list what one source put there for `reason` (a policy
+    action's manual suppressions when the action ends); how many."""
+    result = session.execute(delete(Suppression).where(col(Suppression.source) == source,
+                                                       col(Suppression.reason) == reason))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
