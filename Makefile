@@ -10,8 +10,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -q --disable-pip-version-check --upgrade pip wheel setuptools
+	$(BIN)/pip install -q -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 # Debian packages the tests start as real peers (Dovecot, smtp-sink, rbldnsd, ...).

@@ -23,6 +23,16 @@ least 5x faster and at most 1/4 of parsedmarc's peak memory.
 Cases (--case, repeatable; default xml): xml (67 MB file), xml.gz, zip, and
 eml-zip / eml-gz (a report mail with the zipped or gzipped report attached).
 
+With --ingest, the same file is also ingested (a local folder source holding
+it, `FolderReader.run_once`: parse, source lookups, one transaction with the
+ledger row, the report and its records streamed to the database in batches)
+into SQLite and PostgreSQL, each in a fresh process timed the same way (from
+process start to exit, the schema upgraded beforehand as the daemon does at
+start-up), with the parse pool (the default) and with parsing in a thread
+(`[ingest] workers = 0`). Target: at most 2x the `repmon parse --json` time
+of the same run. --memory-records N adds a run of N records (1,000,000) into
+SQLite to compare peak memory against the default size (issue 14 item 6).
+
     .venv/bin/python bench/bench_dmarc.py                          # 100,000 records, plain XML
     .venv/bin/python bench/bench_dmarc.py --case xml --case eml-zip --case eml-gz
     .venv/bin/python bench/bench_dmarc.py --records 20000 --skip-parsedmarc
@@ -44,12 +54,14 @@ from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_GENERATOR = REPO.parent / "shared" / "tools" / "gen_big_aggregate.py"
 SPEEDUP_TARGET = 5.0
 MEMORY_TARGET = 0.25
 CASES = ("xml", "xml.gz", "zip", "eml-zip", "eml-gz")
+INGEST_ROWS: list[str] = []
 REPORT_NAME = "loadtest.example.org!example.com!1711929600!1712015999"
 
 # parsedmarc's library entry point in a child (--reference api): argv[1] is the report path.
@@ -164,6 +176,101 @@ def write_report_mail(attachment: bytes, case: str, directory: Path) -> Path:
     return path
 
 
+INGEST_TARGET = 2.0
+
+# Ingests the one file in a folder: argv[1] database URL, argv[2] folder, argv[3] parse workers.
+_CHILD_INGEST = """
+import asyncio, json, sys
+from monitor.config import parse_config
+from monitor.core.db import make_engine
+from monitor.core.runtime import Runtime
+from monitor.ingest.folder import FolderReader
+from monitor.ingest.pool import ParsePool
+from monitor.ingest.settings import ParsingConfig
+url, folder, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+config = parse_config({"database": {"url": url}, "folders": [{"path": folder, "name": "bench"}]}, base_dir=folder)
+engine = make_engine(url)
+pool = ParsePool(ParsingConfig(workers=workers), config.dmarc)
+try:
+    result = asyncio.run(FolderReader(Runtime(engine), config.folders[0], suppression=config.suppression,
+                                      dmarc=config.dmarc, pool=pool).run_once())
+finally:
+    pool.close()
+    engine.dispose()
+if result.stored != 1:
+    raise SystemExit(f"not stored: {result}")
+"""
+
+
+def stored_records(url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM dmarc_records")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def fresh_database(kind: str, tmp: Path, name: str, postgres: Any) -> str:
+    sys.path.insert(0, str(REPO))
+    from monitor.parts import upgrade_schema
+
+    if kind == "SQLite":
+        url = f"sqlite:///{tmp / (name + '.db')}"
+    else:
+        url = postgres.url(postgres.create_database())
+    upgrade_schema(url)
+    return url
+
+
+def measure_ingest(path: Path, kind: str, workers: int, tmp: Path, postgres: Any, name: str) -> Run:
+    """Ingest one report file in a fresh process (schema upgraded beforehand)."""
+    folder = tmp / f"ingest-{name}"
+    folder.mkdir()
+    (folder / path.name).symlink_to(path)
+    url = fresh_database(kind, tmp, name, postgres)
+    run = run_measured([sys.executable, "-c", _CHILD_INGEST, url, str(folder), str(workers)], tmp / f"{name}.out")
+    return Run(run.seconds, run.peak_rss_kib, stored_records(url))
+
+
+def ingest_rows(case: str, path: Path, parse_run: Run, tmp: Path, args: argparse.Namespace,
+                postgres: Any) -> tuple[list[str], bool]:
+    rows: list[str] = []
+    ok = True
+    kinds = ["SQLite"] + ([] if postgres is None else ["PostgreSQL"])
+    for kind in kinds:
+        for workers, how in ((2, "parse pool"), (0, "parse in a thread")):
+            run = measure_ingest(path, kind, workers, tmp, postgres, f"{case}-{kind}-{workers}".replace(".", "_"))
+            ratio = run.seconds / parse_run.seconds
+            met = ratio <= INGEST_TARGET and run.records == args.records
+            ok = ok and met
+            rows.append(f"| {args.records:,} records, {case}: ingest into {kind} ({how}) | {run.seconds:.2f} s, "
+                        f"peak RSS {mib(run.peak_rss_kib):.0f} MiB, {run.records:,} rows | repmon parse --json "
+                        f"{parse_run.seconds:.2f} s, {mib(parse_run.peak_rss_kib):.0f} MiB | {ratio:.2f}x "
+                        f"| <= {INGEST_TARGET:.0f}x {'met' if met else 'NOT met'} |")
+    return rows, ok
+
+
+def memory_rows(args: argparse.Namespace, tmp: Path) -> list[str]:
+    """Peak RSS of ingesting args.records and args.memory_records records (SQLite)."""
+    rows = []
+    for records in (args.records, args.memory_records):
+        folder = tmp / f"memory-{records}"
+        folder.mkdir()
+        xml = generate(args.generator, records, args.distinct_ips, folder)
+        parse = run_measured(repmon_command(xml, args.entry), tmp / f"memory-parse-{records}.jsonl")
+        for workers in (2, 0):
+            run = measure_ingest(xml, "SQLite", workers, tmp, None, f"memory-{records}-{workers}")
+            rows.append(f"| {records:,} records ({xml.stat().st_size / 1e6:.0f} MB XML), SQLite, "
+                        f"{'parse pool' if workers else 'parse in a thread'} | {run.seconds:.2f} s, "
+                        f"peak RSS {mib(run.peak_rss_kib):.0f} MiB | repmon parse --json {parse.seconds:.2f} s, "
+                        f"{mib(parse.peak_rss_kib):.0f} MiB |")
+        xml.unlink()
+    return rows
+
+
 def repmon_command(path: Path, entry: str) -> list[str]:
     if entry == "command":  # the parse command alone, without monitor.cli loading every other command
         return [sys.executable, "-m", "monitor.commands.parse", "--json", str(path)]
@@ -188,11 +295,17 @@ def mib(kib: int) -> float:
     return kib / 1024
 
 
-def measure_case(case: str, xml: Path, tmp: Path, args: argparse.Namespace) -> tuple[str, bool]:
+def measure_case(case: str, xml: Path, tmp: Path, args: argparse.Namespace,
+                 postgres: Any = None) -> tuple[str, bool]:
     path = pack(xml, case, tmp)
     size = path.stat().st_size
     ours = run_measured(repmon_command(path, args.entry), tmp / "repmon.jsonl")
     ours = Run(ours.seconds, ours.peak_rss_kib, repmon_records(tmp / "repmon.jsonl"))
+    if args.ingest:
+        rows, ingest_ok = ingest_rows(case, path, ours, tmp, args, postgres)
+        INGEST_ROWS.extend(rows)
+        if not ingest_ok:
+            INGEST_ROWS.append(f"| ({case}: ingestion target not met) | | | | |")
     label = f"{args.records:,} records, {case} ({size / 1e6:.1f} MB)"
     if args.skip_parsedmarc:
         return (f"| {label} | - | - | {ours.seconds:.2f} | {mib(ours.peak_rss_kib):.0f} | - | - |",
@@ -221,18 +334,34 @@ def main(argv: list[str] | None = None) -> int:
                     help="repmon through `python -m monitor.cli parse` (default, what `repmon parse` runs) or "
                          "`python -m monitor.commands.parse` (the command without the CLI's other commands)")
     ap.add_argument("--skip-parsedmarc", action="store_true", help="measure repmon only (no ratios)")
+    ap.add_argument("--ingest", action="store_true",
+                    help="also ingest the file into SQLite and PostgreSQL (target: <= 2x repmon parse --json)")
+    ap.add_argument("--skip-postgres", action="store_true", help="--ingest into SQLite only")
+    ap.add_argument("--memory-records", type=int, default=0,
+                    help="also ingest a report of this many records into SQLite and compare peak memory")
     args = ap.parse_args(argv)
 
     rows: list[str] = []
     ok = True
+    postgres = None
+    if args.ingest and not args.skip_postgres:
+        sys.path.insert(0, str(REPO))
+        from tests.fixtures.databases import find_or_start_postgres
+
+        postgres = find_or_start_postgres()
     with tempfile.TemporaryDirectory(prefix="bench_dmarc_") as directory:
         tmp = Path(directory)
         xml = generate(args.generator, args.records, args.distinct_ips, tmp)
         startup = startup_cost(tmp, args.entry)
-        for case in args.case or ["xml"]:
-            row, met = measure_case(case, xml, tmp, args)
-            rows.append(row)
-            ok = ok and met
+        try:
+            for case in args.case or ["xml"]:
+                row, met = measure_case(case, xml, tmp, args, postgres)
+                rows.append(row)
+                ok = ok and met
+            memory = memory_rows(args, tmp) if args.memory_records else []
+        finally:
+            if postgres is not None:
+                postgres.stop()
     reference = "parsedmarc 11 CLI --offline" if args.reference == "cli" else "parsedmarc 11 parse_report_file"
     print(f"| report | {reference} s | its peak RSS MiB | repmon parse --json s | its peak RSS MiB "
           "| speed-up | memory (repmon/parsedmarc) | targets |")
@@ -244,6 +373,18 @@ def main(argv: list[str] | None = None) -> int:
           f"faster, <= {MEMORY_TARGET:.2f} of parsedmarc's peak RSS")
     print(f"repmon's fixed cost ({' '.join(repmon_command(Path('one.eml'), args.entry)[1:])} on a one-line mail): "
           f"{startup.seconds:.2f} s, peak RSS {mib(startup.peak_rss_kib):.0f} MiB")
+    if INGEST_ROWS:
+        print()
+        print("| ingestion | repmon | repmon parse --json, same run | ratio | target |")
+        print("| --- | --- | --- | --- | --- |")
+        for row in INGEST_ROWS:
+            print(row)
+    if memory:
+        print()
+        print("| peak memory of ingestion (one report) | ingest | parse --json |")
+        print("| --- | --- | --- |")
+        for row in memory:
+            print(row)
     return 0 if ok or args.skip_parsedmarc else 1
 
 

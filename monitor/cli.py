@@ -1,10 +1,17 @@
 """The `repmon` command line.
 
 Each sub-command lives in its own module under monitor/commands/ with
-`register(subparsers)`; COMMANDS lists them. A command module imports only the
-standard library at its top, and its handler imports what it needs, so that
-`repmon --help` (and a mistyped command) answers at once. A handler returns the
-process exit status.
+`register(subparsers)`; COMMANDS lists them, and this module imports every one
+of them for every command. So a command module imports only the standard
+library at its top (plus `from __future__ import annotations`; names used only
+in annotations are imported under `if TYPE_CHECKING:`), and its handler (and
+the command's helper functions) import what they need inside the function: the
+one place in this codebase where imports inside functions are allowed. That
+way `repmon --help` (and a mistyped command) answers at once and `repmon parse`
+does not pay for the database layer, the scheduler or HTTP clients.
+tests/test_cli_startup.py checks that building the parser imports none of them.
+This module itself imports only the standard library and monitor.core.errors.
+A handler returns the process exit status.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from monitor.commands import (
     actions,
     dashboards,
     deliverylogs,
+    dmarc,
     dnsbl,
     health,
     lanes,
@@ -28,9 +36,9 @@ from monitor.commands import (
     suppressions,
     webhooks,
 )
-from monitor.core.config import ConfigError
+from monitor.core.errors import ConfigError
 
-COMMANDS = (actions, dashboards, deliverylogs, dnsbl, health, lanes, nodes, parse, policy, run, send, stats,
+COMMANDS = (actions, dashboards, deliverylogs, dmarc, dnsbl, health, lanes, nodes, parse, policy, run, send, stats,
             suppressions, webhooks)
 
 

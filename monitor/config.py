@@ -27,7 +27,7 @@ from monitor.core.config import (
     require_unique,
 )
 from monitor.health.settings import HealthConfig
-from monitor.ingest.settings import FolderSourceConfig, MailboxConfig, SuppressionConfig
+from monitor.ingest.settings import DmarcConfig, FolderSourceConfig, MailboxConfig, SuppressionConfig
 from monitor.metrics.settings import GrafanaConfig, MetricsConfig
 from monitor.mtalogs.settings import DeliveryLogConfig, check_unique_names
 from monitor.policy.settings import PolicyConfig
@@ -58,6 +58,7 @@ class RepmonConfig(Section):
     api: ApiConfig | None = None  # absent: no HTTP API / operator page
     webhooks: list[WebhookConfig] = Field(default_factory=list)
     delivery_logs: list[DeliveryLogConfig] = Field(default_factory=list)  # an MTA's logs (Postfix, PowerMTA, KumoMTA)
+    dmarc: DmarcConfig = Field(default_factory=DmarcConfig)  # DMARC record sources (monitor/ingest/settings.py)
 
     # Set by load_config: the folder relative paths are resolved against.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

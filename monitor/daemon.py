@@ -36,7 +36,7 @@ LEASE_POLL_S = 0.2  # how often a leased service checks that this node still hol
 
 async def run(config: RepmonConfig, *, once: bool = False, progress: bool = False) -> int:
     try:
-        engine = make_engine(config.database_url, echo=config.database.echo)
+        engine = make_engine(config.database_url, echo=config.database.echo, create_dir=config.database.create_dir)
     except ConfigError:
         raise
     try:

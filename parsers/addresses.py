@@ -24,6 +24,11 @@ logging.getLogger("flanker").setLevel(logging.ERROR)
 
 from flanker.addresslib import address as _flanker_address  # noqa: E402  (after the logger is quiet)
 
+# flanker's lexer sets its own logger to INFO when imported, which overrides the
+# parent's level: every address it cannot tokenise logged a warning quoting it.
+# Back to inheriting the quiet "flanker" level.
+logging.getLogger("flanker.addresslib._parser.lexer").setLevel(logging.NOTSET)
+
 # RFC 5321 section 4.5.3.1: a path is at most 256 octets; anything longer is not one
 # address, and flanker's parser is not given it.
 MAX_ADDRESS_LENGTH = 320

@@ -3,6 +3,13 @@
 Rows are read, checked, personalised and written in chunks (one transaction
 each); the suppression list is checked per chunk, and a suppressed address
 is recorded as such (never queued), so the campaign's counts add up.
+
+An address is queued once per campaign: a second row for it (the domain
+compared case-insensitively, the local part as written, RFC 5321) is counted
+as a duplicate, and so is an address the campaign already holds from an
+earlier run. So a run that stopped half-way (a broken CSV line, Ctrl-C, a
+database error) is resumed by running the same command again: the rows
+already queued are skipped. `allow_duplicates` turns this off.
 """
 
 from __future__ import annotations
@@ -14,12 +21,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flanker.addresslib import address as flanker_address
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from monitor.storage.suppression import suppressed_addresses
+from parsers.addresses import MAX_ADDRESS_LENGTH, normalize
 from sender.dkim import signer_for
 from sender.message import Personaliser, Template, TemplateError
 from sender.models import SUPPRESSED
@@ -33,10 +40,22 @@ class CampaignError(ValueError):
     """Input that cannot be sent (bad CSV, template/column mismatch), for people."""
 
 
+class CsvLineError(CampaignError):
+    """A line of the CSV that cannot be read, found after earlier rows were queued."""
+
+
+def campaign_recipients(engine: Engine, campaign: str) -> set[str]:
+    """Every address the campaign holds (queued, sent, suppressed, ...), as stored."""
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(text("SELECT recipient FROM sender_message WHERE campaign = :c"),
+                                          {"c": campaign})}
+
+
 @dataclass
 class InjectResult:
     queued: int = 0
     suppressed: int = 0
+    duplicates: int = 0  # rows whose address this campaign already has (this file or an earlier run)
     invalid: list[tuple[int, str, str]] = field(default_factory=list)  # (line, value, why)
     first_id: int | None = None
 
@@ -48,20 +67,33 @@ _PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^
 
 
 def clean_address(value: str) -> str | None:
-    """A strict recipient: one addr-spec, domain lower-cased, or None."""
-    value = value.strip().strip("<>").strip()
-    if not value or " " in value or value.count("@") != 1:
+    """A strict recipient: one addr-spec, domain lower-cased, or None.
+
+    Everything but the everyday form goes through parsers.addresses (flanker's
+    parser, then a host-name check): no domain literal (`a@[127.0.0.1]`), no
+    label starting or ending with '-' (`a@-example.com`), no empty label; an
+    internationalized (SMTPUTF8) address is kept as written. The value must be
+    the address itself, not text that contains one."""
+    value = value.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1].strip()
+    if not value or any(ch.isspace() for ch in value) or len(value) > MAX_ADDRESS_LENGTH:
         return None
     if len(value) <= 254 and _PLAIN.fullmatch(value):
         local, _, domain = value.rpartition("@")
         return f"{local}@{domain.lower()}" if len(local) <= 64 else None
-    parsed = flanker_address.parse(value, addr_spec_only=True)
-    if parsed is None:
+    found = normalize(value)
+    if found is None:
         return None
-    local, _, domain = parsed.address.rpartition("@")
+    local, _, domain = found.rpartition("@")
+    given_local, _, given_domain = value.rpartition("@")
+    if local != given_local or domain != given_domain.lower().rstrip("."):
+        return None  # normalize() found an address inside something else
     if "." not in domain and domain != "localhost":
         return None
-    return f"{local}@{domain.lower()}"
+    if len(local.encode("utf-8")) > 64:
+        return None
+    return found
 
 
 def read_recipients(path: Path, template: Template) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
@@ -85,14 +117,17 @@ def read_recipients(path: Path, template: Template) -> tuple[list[str], Iterator
     reader.fieldnames = columns
 
     def rows() -> Iterator[tuple[int, dict[str, str]]]:
-        for row in reader:
-            yield reader.line_num, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+        try:
+            for row in reader:
+                yield reader.line_num, {k: (v if v is not None else "") for k, v in row.items() if k is not None}
+        except csv.Error as exc:
+            raise CsvLineError(f"{path}:{reader.line_num + 1}: not CSV: {exc}") from None
 
     return columns, rows()
 
 
 def inject(engine: Engine, config: SenderConfig, template_path: Path, recipients_path: Path, *,
-           campaign: str, pool: str, unsubscribe_header=None) -> InjectResult:
+           campaign: str, pool: str, unsubscribe_header=None, allow_duplicates: bool = False) -> InjectResult:
     if "|" in campaign or not campaign.strip():
         raise CampaignError("campaign names may not be empty or contain '|'")
     try:
@@ -107,17 +142,29 @@ def inject(engine: Engine, config: SenderConfig, template_path: Path, recipients
     result = InjectResult()
     with engine.connect() as conn:
         result.first_id = (conn.execute(text("SELECT MAX(id) FROM sender_message")).scalar() or 0) + 1
+    seen: set[str] | None = None if allow_duplicates else campaign_recipients(engine, campaign)
     chunk: list[tuple[int, str, dict[str, str]]] = []
-    for line, row in rows:
-        address = clean_address(row.get("email", ""))
-        if address is None:
-            result.invalid.append((line, row.get("email", ""), "not an email address"))
-            continue
-        row["email"] = address
-        chunk.append((line, address, row))
-        if len(chunk) >= CHUNK:
-            _write_chunk(engine, personaliser, config.mail_from, campaign, pool, chunk, result)
-            chunk = []
+    try:
+        for line, row in rows:
+            address = clean_address(row.get("email", ""))
+            if address is None:
+                result.invalid.append((line, row.get("email", ""), "not an email address"))
+                continue
+            if seen is not None:
+                if address in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(address)
+            row["email"] = address
+            chunk.append((line, address, row))
+            if len(chunk) >= CHUNK:
+                _write_chunk(engine, personaliser, config.mail_from, campaign, pool, chunk, result)
+                chunk = []
+    except CsvLineError as exc:
+        done = result.queued + result.suppressed
+        resume = (f"; the {done} rows before it are stored: fix the file and run the same command again to "
+                  "queue the rest (rows already queued are skipped)") if done and seen is not None else ""
+        raise CampaignError(f"{exc}{resume}") from None
     if chunk:
         _write_chunk(engine, personaliser, config.mail_from, campaign, pool, chunk, result)
     return result

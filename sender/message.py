@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
 
+from parsers import tracking
 from sender.dkim import body_hash_of_wire
 from sender.smtp import dot_stuff
 
@@ -238,3 +239,41 @@ class Personaliser:
         bh = body_hash_of_wire(wire) if self.sign_body else None
         eight_bit = not (headers.isascii() and wire.isascii())
         return RenderedMessage(recipient, message_id, headers, wire, bh, eight_bit)
+
+
+class TrackingError(ValueError):
+    """A Return-Path that cannot be built (a mail_from whose local part leaves no room)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tracker:
+    """Stamps v2 tracking tokens (parsers/tracking.py) under the sender's
+    tracking secret: an opaque, authenticated key of the queue row, resolved
+    back through the queue (sender/queue.py `resolve_tracking`)."""
+
+    secret: bytes
+
+    def token(self, queue_id: int) -> str:
+        return tracking.encode_v2(queue_id, self.secret)
+
+    def header(self, queue_id: int) -> bytes:
+        return f"{tracking.HEADER}: {self.token(queue_id)}\r\n".encode("ascii")
+
+    def return_path(self, mail_from: str, queue_id: int) -> str:
+        """The VERP reverse-path `<local>+rm-<token>@<domain>`; TrackingError
+        when it would not be a valid RFC 5321 path (local part over 64 octets,
+        not a Dot-string)."""
+        local, _, domain = mail_from.rpartition("@")
+        address = tracking.verp_address(local, self.token(queue_id), domain)
+        problem = tracking.return_path_problem(address)
+        if problem:
+            raise TrackingError(f"VERP Return-Path {address!r}: {problem}; shorten the local part of "
+                                f"[sender] mail_from to at most {max_mail_from_local()} characters")
+        return address
+
+
+def max_mail_from_local() -> int:
+    """The longest mail_from local part that leaves room for `+rm-<v2 token>`
+    within 64 octets (whatever the queue id, up to 2^63)."""
+    longest = tracking.encode_v2(2**63 - 1, b"\x00" * 16)
+    return tracking.MAX_LOCAL_PART - len("+" + tracking.VERP_MARK + longest)

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from parsers import tracking
+from parsers.events import Tracking
 from sender.models import BOUNCED, DELIVERED, EXPIRED, INFLIGHT, QUEUED, SUPPRESSED
 
 LEASE_SECONDS = 900.0  # longer than any SMTP transaction may take
@@ -440,7 +442,35 @@ def pending_count(conn: Connection, now: float, blocked_lanes: Sequence[str] = (
     return sum(n for lane, n in rows if lane not in blocked)
 
 
+def resolve_tracking(conn: Connection, keys: Iterable[int]) -> dict[int, Tracking]:
+    """Message, source IP and campaign of queue rows, by id: what a verified
+    v2 tracking token (parsers.tracking.verify_v2) stands for."""
+    wanted = sorted({int(k) for k in keys})
+    out: dict[int, Tracking] = {}
+    for chunk in _chunks(wanted):
+        rows = conn.execute(text(
+            "SELECT id, message_id, source_ip, campaign FROM sender_message WHERE id IN ("
+            + ", ".join(f":p{i}" for i in range(len(chunk))) + ")"),
+            {f"p{i}": v for i, v in enumerate(chunk)})
+        for row_id, message_id, source_ip, campaign in rows:
+            out[int(row_id)] = Tracking(message_id=message_id or None, source_ip=source_ip or None,
+                                        campaign=campaign or None)
+    return out
+
+
+def attribute(conn: Connection, tokens: Sequence[str], secret: bytes) -> Tracking | None:
+    """The Tracking of the first token in `tokens` that is a genuine v2 token
+    under `secret` and names a queue row; None otherwise. A token that fails
+    its tag (forged, edited, another installation's) attributes nothing, and
+    v1 tokens (no tag) never do."""
+    keys = [key for key in (tracking.verify_v2(t, secret) for t in tokens if t.startswith("v2.")) if key is not None]
+    if not keys:
+        return None
+    found = resolve_tracking(conn, keys)
+    return next((found[k] for k in keys if k in found), None)
+
+
 __all__ = [
-    "INFLIGHT", "LEASE_SECONDS", "NewMessage", "Outcome", "QueuedMessage", "claim", "counts_by_state", "enqueue",
-    "expire_old", "owner_alive", "owner_id", "reclaim_dead", "record_outcomes",
+    "INFLIGHT", "LEASE_SECONDS", "NewMessage", "Outcome", "QueuedMessage", "attribute", "claim", "counts_by_state",
+    "enqueue", "expire_old", "owner_alive", "owner_id", "reclaim_dead", "record_outcomes", "resolve_tracking",
 ]

@@ -4,13 +4,14 @@ about each lane. The metrics read these instead of the sender's tables."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
+from monitor.core.sql import Ids, after_separator, bucket_epoch, id_filter
 from monitor.storage.reading import Tally, grouped_tally
 from sender.control import active_actions, active_directives
 from sender.lanes import Lane, build_overlay
@@ -99,3 +100,64 @@ def ended_directives(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
                 f"SELECT id, end_reason FROM sender_lane_directive WHERE ended_at IS NOT NULL AND id IN ({chunk})")):
             ended[int(directive)] = reason or "ended"
     return ended
+
+
+# -- what health's roll-up reads -------------------------------------------------------------
+#
+# The delivery log is read by id ((lo, hi] ranges, or lists of ids found late on
+# PostgreSQL) and grouped by the database, so the caller sees one row per
+# (bucket, lane or destination, outcome, ...), never one per attempt. `not_before`
+# (Unix seconds) leaves out older attempts.
+
+DELIVERY_LOG_TABLE: str = _deliveries.name  # for a reader that keeps an id cursor per table (health_cursors)
+
+
+def has_lanes(existing: Collection[str]) -> bool:
+    """Whether the lanes table is among `existing` (table names, core.sql.table_names)."""
+    return _lanes.name in existing
+
+
+def has_delivery_log(existing: Collection[str]) -> bool:
+    """Whether the tables the delivery-log reads below need are among `existing`."""
+    return _deliveries.name in existing and _messages.name in existing
+
+
+def lanes(conn: Connection) -> set[tuple[str, str]]:
+    """(source IP, destination) of every known lane (both set)."""
+    return {(ip, dest) for ip, dest in conn.execute(text("SELECT source_ip, destination FROM sender_lane"))
+            if ip and dest}
+
+
+def lane_outcomes(conn: Connection, ids: Ids, *, grain_s: int,
+                  not_before: float) -> list[tuple[int, str | None, str, int]]:
+    """(bucket, lane key, outcome, attempts) per bucket of grain_s seconds."""
+    bucket = bucket_epoch(conn.dialect.name, "l.at", grain_s)
+    rows = conn.execute(text(
+        f"SELECT {bucket}, l.lane, l.outcome, COUNT(*) FROM sender_delivery_log l "
+        f"WHERE {id_filter('l.id', ids)} AND l.at >= :after GROUP BY 1, 2, 3"), {"after": not_before})
+    return [(int(b), lane, outcome, n) for b, lane, outcome, n in rows]
+
+
+def sender_outcomes(conn: Connection, ids: Ids, *, grain_s: int,
+                    not_before: float) -> list[tuple[int, str | None, str, str | None, int]]:
+    """(bucket, destination, outcome, envelope sender, attempts) per bucket of grain_s
+    seconds; attempts whose message is gone are left out."""
+    dialect = conn.dialect.name
+    rows = conn.execute(text(
+        f"SELECT {bucket_epoch(dialect, 'l.at', grain_s)}, {after_separator(dialect, 'l.lane')}, l.outcome, "
+        f"m.mail_from, COUNT(*) FROM sender_delivery_log l "
+        f"JOIN sender_message m ON m.id = l.message_ref WHERE {id_filter('l.id', ids)} AND l.at >= :after "
+        f"GROUP BY 1, 2, 3, 4"), {"after": not_before})
+    return [(int(b), destination, outcome, mail_from, n) for b, destination, outcome, mail_from, n in rows]
+
+
+def recipient_domain_outcomes(conn: Connection,
+                              ids: Ids) -> list[tuple[int, str | None, str, str | None, int]]:
+    """(day bucket, destination, outcome, recipient domain, attempts) of every attempt
+    in `ids` (recipient domain None: the message is gone)."""
+    dialect = conn.dialect.name
+    rows = conn.execute(text(
+        f"SELECT {bucket_epoch(dialect, 'l.at', 86400)}, {after_separator(dialect, 'l.lane')}, l.outcome, m.domain, "
+        f"COUNT(*) FROM sender_delivery_log l LEFT JOIN sender_message m ON m.id = l.message_ref "
+        f"WHERE {id_filter('l.id', ids)} GROUP BY 1, 2, 3, 4"))
+    return [(int(b), destination, outcome, rdomain, n) for b, destination, outcome, rdomain, n in rows]

@@ -23,10 +23,14 @@ from sqlalchemy.engine import Engine
 
 from monitor.core.config import ConfigError, resolve_secret
 from monitor.core.db import session_scope
+from monitor.core.http import HardenedServer, HttpLimits, read_form
 from monitor.storage.suppression import OPT_OUT, suppress
 from sender.settings import UnsubscribeConfig
 
 log = logging.getLogger("repmon.sender.unsubscribe")
+
+# Public: anyone who got a message can reach it. A click is one small request.
+LIMITS = HttpLimits(header_timeout_s=10.0, body_timeout_s=10.0, max_connections=256, max_body_bytes=4096)
 
 
 class UnsubscribeConfigError(ValueError):
@@ -94,12 +98,12 @@ _PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Unsubscribe</
 <body><p>{text}</p>{form}</body></html>"""
 
 
-def make_app(engine: Engine, maker: TokenMaker) -> web.Application:
+def make_app(engine: Engine, maker: TokenMaker, limits: HttpLimits = LIMITS) -> web.Application:
     async def post(request: web.Request) -> web.Response:
         found = maker.read(request.match_info["token"])
         if found is None:
             return web.Response(status=404, text="unknown unsubscribe link\n")
-        data = await request.post()
+        data = await read_form(request, limits)
         # RFC 8058 body; a plain form button (from the GET page) posts the same field.
         if data.get("List-Unsubscribe") != "One-Click":
             return web.Response(status=400, text="expected List-Unsubscribe=One-Click\n")
@@ -116,7 +120,7 @@ def make_app(engine: Engine, maker: TokenMaker) -> web.Application:
         return web.Response(text=_PAGE.format(text=html.escape("Stop receiving these messages?"), form=form),
                             content_type="text/html")
 
-    app = web.Application(client_max_size=4096)
+    app = web.Application(client_max_size=limits.max_body_bytes)
     app.router.add_post("/{token}", post)
     app.router.add_get("/{token}", get)
     # The configured URL may have a path prefix (https://host/unsubscribe/<token>).
@@ -130,15 +134,19 @@ def _suppress(engine: Engine, address: str, campaign: str) -> None:
         suppress(session, address, OPT_OUT, "list-unsubscribe", detail=f"campaign {campaign}"[:255])
 
 
-async def serve(engine: Engine, config: UnsubscribeConfig, stopping: asyncio.Event) -> None:
-    """Run the endpoint until `stopping` is set."""
+async def serve(engine: Engine, config: UnsubscribeConfig, stopping: asyncio.Event,
+                limits: HttpLimits = LIMITS, started: asyncio.Future[HardenedServer] | None = None) -> None:
+    """Run the endpoint until `stopping` is set (monitor/core/http.py's
+    hardened server: header timeout, connection cap, rate-limited logs).
+    `started`, when given, gets the running server (tests read its port)."""
     host, _, port = config.listen.rpartition(":")
-    runner = web.AppRunner(make_app(engine, token_maker(config)), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
-    await site.start()
+    server = HardenedServer(make_app(engine, token_maker(config), limits), (host or "127.0.0.1").strip("[]"),
+                            int(port), limits, name="unsubscribe")
+    await server.start()
     log.info("unsubscribe endpoint listening on %s", config.listen)
+    if started is not None and not started.done():
+        started.set_result(server)
     try:
         await stopping.wait()
     finally:
-        await runner.cleanup()
+        await server.stop()

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 from parsers import parse_bytes
-from parsers.bounce.html import strip_tags
 from parsers.bounce.plaintext import _BARE_TAIL_RE, read_notice
 from parsers.bounce.vendors import command_of_transcript
 from parsers.events import BounceEvent
+from parsers.html import strip_tags
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -63,7 +63,7 @@ def test_dashboard_model(name: str) -> None:
 
     queries = panel_queries(dashboard)
     assert queries
-    for title, ref, target in queries:
+    for title, _ref, target in queries:
         assert target["datasource"]["uid"] == "${DS_PROMETHEUS}"
         names = metric_names(target["expr"])
         assert names, f"{title}: {target['expr']}"

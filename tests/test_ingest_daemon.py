@@ -55,6 +55,7 @@ def test_run_once_then_stats(tmp_path, imap_account):
     config = write_config(tmp_path / "repmon.toml", f"""
 [database]
 url = "sqlite:///state/repmon.db"
+create_dir = true
 [[folders]]
 path = "drop"
 {mailbox_toml(imap_account)}""")

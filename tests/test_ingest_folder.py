@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from monitor.core.db import session_scope
 from monitor.core.runtime import Runtime
-from monitor.ingest.folder import FolderReader, list_files
+from monitor.ingest.folder import FolderReader, NotAMessageFile, list_files, read_message_file
+from monitor.storage.models import FolderFile, QuarantinedMessage
 from tests.fixtures.feedback_messages import arf_report, broken_report, dmarc_aggregate_gz, dsn_bounce, mixed_batch
 from tests.ingest_helpers import expected_events, make_config, quarantine_reasons, stored_events
 
@@ -71,3 +75,46 @@ async def test_changed_file_is_read_again(engine, migrated_db_url, tmp_path):
 async def test_missing_folder_is_a_clear_error(engine, migrated_db_url, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         await reader(engine, migrated_db_url, tmp_path / "nope", tmp_path).run_once()
+
+
+async def test_only_regular_files_are_read(engine, migrated_db_url, tmp_path):
+    # A FIFO hung the pass; a link to /dev/zero was read until memory ran out.
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "good.eml").write_bytes(dsn_bounce("regular@example.org"))
+    os.mkfifo(folder / "pipe.eml")
+    (folder / "zero.eml").symlink_to("/dev/zero")
+    (folder / "link.eml").symlink_to(folder / "good.eml")  # a link to a regular file is read
+    result = await asyncio.wait_for(reader(engine, migrated_db_url, folder, tmp_path).run_once(), 30)
+    assert (result.stored, result.duplicates, result.quarantined) == (1, 1, 2)
+    reasons = sorted(quarantine_reasons(engine))
+    assert reasons == ["a FIFO, not a regular file: not read", "a character device, not a regular file: not read"]
+    again = await asyncio.wait_for(reader(engine, migrated_db_url, folder, tmp_path).run_once(), 30)
+    assert again.messages == 0
+
+
+def test_a_file_growing_past_the_limit_is_not_read_whole(tmp_path):
+    path = tmp_path / "big.eml"
+    path.write_bytes(b"x" * 1000)
+    with pytest.raises(NotAMessageFile, match="above the 999-byte limit"):
+        read_message_file(path, limit=999)
+    assert read_message_file(path, limit=1000) == b"x" * 1000
+
+
+async def test_a_name_that_is_not_utf8_is_stored_escaped(engine, migrated_db_url, tmp_path):
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    bad = os.path.join(os.fsencode(folder), b"bounce-\xff\xfe.eml")
+    with open(bad, "wb") as handle:
+        handle.write(dsn_bounce("latin@example.org"))
+    with open(os.path.join(os.fsencode(folder), b"broken-\xe9.eml"), "wb") as handle:
+        handle.write(broken_report("latin"))
+    result = await reader(engine, migrated_db_url, folder, tmp_path).run_once()
+    assert (result.stored, result.quarantined) == (1, 1)
+    with session_scope(engine) as session:
+        paths = sorted(session.execute(select(FolderFile.path)).scalars())
+        location = session.execute(select(QuarantinedMessage.location)).scalar_one()
+    assert paths == [f"{folder}/bounce-\\xff\\xfe.eml", f"{folder}/broken-\\xe9.eml"]
+    assert location == f"{folder}/broken-\\xe9.eml"
+    again = await reader(engine, migrated_db_url, folder, tmp_path).run_once()
+    assert again.messages == 0  # the escaped name matches what was seen

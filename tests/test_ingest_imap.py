@@ -92,7 +92,7 @@ async def test_idle_picks_up_a_new_message(sqlite_engine, sqlite_url, imap_accou
         for i in range(3):
             raw = arf_report(f"idle{i}@example.org")
             await asyncio.to_thread(imap_account.append, [raw])
-            await wait_for(lambda: stored_events(sqlite_engine)[("feedback", f"idle{i}@example.org")] == 1,
+            await wait_for(lambda i=i: stored_events(sqlite_engine)[("feedback", f"idle{i}@example.org")] == 1,
                            timeout=30, what=f"message {i} via IDLE")
         await wait_for(lambda: imap_account.count("INBOX") == 0, what="moves")
     finally:

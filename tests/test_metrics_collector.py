@@ -91,8 +91,15 @@ def _dmarc(engine: Engine, now: datetime, records: list[tuple[str, str, str, str
         session.add(report)
         session.flush()
         for source_ip, dkim, spf, disposition, count in records:
+            name, kind, country = DMARC_SOURCES.get(source_ip, (None, None, None))
             session.add(DmarcRecord(report_pk=report.id, domain="example.com", begin=report.begin, end=report.end,
-                                    source_ip=source_ip, count=count, disposition=disposition, dkim=dkim, spf=spf))
+                                    source_ip=source_ip, count=count, disposition=disposition, dkim=dkim, spf=spf,
+                                    source_name=name, source_type=kind, source_country=country))
+
+
+# Where the DMARC records' mail came from (as ingestion's lookups store it); other IPs: unknown.
+DMARC_SOURCES = {"192.0.2.10": ("Example Mailer", "Email Provider", "US"),
+                 "203.0.113.7": ("Bulk Sender Inc", "Marketing", "DE")}
 
 
 def _tls(engine: Engine, now: datetime, ok: int, failed: int, details: list[dict]) -> None:
@@ -316,6 +323,16 @@ def test_every_family_from_stored_rows(engine: Engine, reader: Engine) -> None:
     assert value(found, "repmon_dmarc_messages_total", domain="example.com", source_ip="other", result="fail",
                  dkim="fail", spf="fail", disposition="reject") == 20
     assert value(found, "repmon_dmarc_failure_reports_total", domain="example.com", auth_failure="dkim") == 2
+    # DMARC sources: the service (else the IP), its type, ours or not; countries.
+    assert value(found, "repmon_dmarc_source_messages_total", source="Example Mailer", source_type="Email Provider",
+                 ours="true", result="pass") == 105
+    assert value(found, "repmon_dmarc_source_messages_total", source="Bulk Sender Inc", source_type="Marketing",
+                 ours="false", result="fail") == 20
+    assert value(found, "repmon_dmarc_source_messages_total", source="198.51.100.9", source_type="",
+                 ours="false", result="fail") == 7
+    assert value(found, "repmon_dmarc_country_messages_total", country="US", result="pass") == 105
+    assert value(found, "repmon_dmarc_country_messages_total", country="DE", result="fail") == 20
+    assert value(found, "repmon_dmarc_country_messages_total", country="", result="fail") == 7
     assert value(found, "repmon_tls_report_sessions_total", policy_domain="example.com", policy_type="sts",
                  result="failed") == 10
     assert value(found, "repmon_tls_report_sessions_total", policy_domain="example.com", policy_type="sts",
@@ -542,3 +559,30 @@ def test_catalog_families_match_the_collector(reader: Engine) -> None:
     for name, definition in METRICS.items():
         assert name.startswith("repmon_")
         assert name.endswith("_total") == (definition.type == "counter"), name
+
+
+def test_dmarc_sources_keep_the_top_sources_and_sum_up_the_rest(engine: Engine, reader: Engine) -> None:
+    """Label cardinality is bounded: the largest DMARC_SOURCE_SERIES sources
+    by volume keep series of their own, every other source is "other"."""
+    from monitor.metrics.collector import DMARC_SOURCE_SERIES
+
+    now = datetime.now(UTC)
+    with session_scope(engine) as session:
+        report = DmarcReport(report_id="many-sources", org_name="google.com", domain="example.com",
+                             begin=now - timedelta(days=1), end=now)
+        session.add(report)
+        session.flush()
+        for i in range(DMARC_SOURCE_SERIES + 30):
+            session.add(DmarcRecord(report_pk=report.id, domain="example.com", begin=report.begin, end=report.end,
+                                    source_ip=f"198.18.{i // 256}.{i % 256}", count=1000 - i, dkim="fail",
+                                    spf="fail", source_name=f"Service {i:03d}", source_type=f"type {i}",
+                                    source_country="XX" if i % 2 else "x-1"))
+    collector = make_collector(reader)
+    found = samples(collector)["repmon_dmarc_source_messages_total"]
+    names = {dict(labels)["source"] for labels in found}
+    assert len(names) == DMARC_SOURCE_SERIES + 1 and "other" in names
+    assert "Service 000" in names and f"Service {DMARC_SOURCE_SERIES - 1:03d}" in names
+    assert f"Service {DMARC_SOURCE_SERIES:03d}" not in names
+    assert sum(found.values()) == sum(1000 - i for i in range(DMARC_SOURCE_SERIES + 30))
+    countries = samples(collector)["repmon_dmarc_country_messages_total"]
+    assert {dict(labels)["country"] for labels in countries} == {"XX", "other"}

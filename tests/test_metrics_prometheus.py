@@ -153,6 +153,14 @@ async def test_every_dashboard_query_returns_what_was_stored(served, prometheus)
     dmarc = "repmon-dmarc-tls"
     assert await single(dmarc, "DMARC pass rate") == pytest.approx(B_DMARC_PASS / B_DMARC_ALL, rel=1e-9)
     assert await single(dmarc, "TLS failed sessions") == pytest.approx(B_TLS_FAILED / B_TLS_ALL, rel=1e-9)
+    by_source = await prom.query(substitute(query_of(dashboards[dmarc], "DMARC pass rate by source"), instance), at)
+    assert {(r["metric"]["source"], r["metric"]["ours"]): float(r["value"][1]) for r in by_source} == {
+        ("Example Mailer", "true"): 1.0}
+    failing = await prom.query(substitute(query_of(dashboards[dmarc], "Top failing sources"), instance), at)
+    assert {(r["metric"]["source"], r["metric"].get("source_type", "")) for r in failing} == {
+        ("Bulk Sender Inc", "Marketing"), ("198.51.100.9", "")}
+    countries = await prom.query(substitute(query_of(dashboards[dmarc], "Failing messages by country"), instance), at)
+    assert {r["metric"].get("country", "") for r in countries} == {"DE", ""}
 
     sender = "repmon-sender"
     assert await single(sender, "Queued") == 9

@@ -215,7 +215,8 @@ error_codes = {{ "127.255.255.254" = "queried through a public resolver" }}
     assert [(r["target"], r["zone"], r["status"]) for r in lines] == [
         ("192.0.2.20", "zen.spamhaus.org", "listed"), ("192.0.2.20", "public-resolver.bl.test", "error"),
         ("192.0.2.99", "zen.spamhaus.org", "clean"), ("192.0.2.99", "public-resolver.bl.test", "error")]
-    assert lines[0]["codes"] == ["127.0.0.2", "127.0.0.4"] and lines[0]["reason"].startswith("127.0.0.2 SBL")
+    assert lines[0]["codes"] == ["127.0.0.2", "127.0.0.4"] and lines[0]["reason"].startswith("SBL")
+    assert "127.0.0" not in lines[0]["reason"]  # the codes are their own field
     assert "public resolver" in lines[1]["reason"]
 
 

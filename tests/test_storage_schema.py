@@ -84,7 +84,7 @@ def test_deleting_a_ledger_row_cascades_to_its_events(engine):
 
 def test_sqlite_runs_in_wal_mode_with_busy_timeout(tmp_path):
     url = f"sqlite:///{tmp_path / 'sub' / 'x.db'}"
-    engine = make_engine(url)
+    engine = make_engine(url, create_dir=True)  # [database] create_dir = true: 'sub' is made
     try:
         with engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

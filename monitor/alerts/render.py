@@ -83,14 +83,24 @@ def slack_payload(notifications: list[dict[str, Any]], digest_threshold: int) ->
                 f"{_icon(n)} *{n['title']}*\n{n['text']}", SECTION_LIMIT)}})
         fallback = "; ".join(n["title"] for n in notifications)
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
-        f"repmon · {worst(notifications)} · `repmon health` / `repmon actions` for details", 300)}]})
+        f"repmon · {subject_tag(notifications)} · `repmon health` / `repmon actions` for details", 300)}]})
     return {"text": _clip(fallback, 3000), "blocks": blocks[:MAX_BLOCKS]}
+
+
+def subject_tag(notifications: list[dict[str, Any]]) -> str:
+    """The word in "[repmon WORD]": the worst severity of what fires (alerts and
+    actions); when nothing fires, what happened instead ("resolved", "ended"):
+    a resolved critical alert is good news, not a critical one."""
+    active = [n for n in notifications if n["kind"] not in ("resolved", "ended")]
+    if active:
+        return worst(active)
+    kinds = {n["kind"] for n in notifications}
+    return "resolved" if "resolved" in kinds or not kinds else "ended"
 
 
 def email_message(notifications: list[dict[str, Any]], digest_threshold: int) -> tuple[str, str]:
     """(subject, plain-text body)."""
-    severity = worst(notifications)
-    subject = f"[repmon {severity}] {headline(notifications, digest_threshold)}"
+    subject = f"[repmon {subject_tag(notifications)}] {headline(notifications, digest_threshold)}"
     lines: list[str] = []
     if len(notifications) > digest_threshold:
         for (kind, cause, sev), items in _groups(notifications).items():

@@ -18,22 +18,13 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Connection, Engine
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
-from monitor.alerts.notify import AlertCenter
-from monitor.commands import actions_export
-from monitor.config import load_config
-from monitor.core.config import ConfigError
-from monitor.core.db import make_engine
-from monitor.core.units import format_rate, parse_duration, parse_rate
-from monitor.health.clock import SystemClock, iso
-from monitor.loop import announce, health_service
-from monitor.parts import upgrade_schema
-from monitor.policy import manual
-from monitor.policy.actions import action_json, describe_target
-from monitor.policy.evaluate import PolicyEngine, PolicyReport
-from monitor.policy.models import PolicyAction
+    from monitor.policy.evaluate import PolicyEngine, PolicyReport
+    from monitor.policy.models import PolicyAction
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     suppress.add_argument("--for", dest="duration", help="how long (e.g. 30d); default: until cancelled")
     suppress.add_argument("--reason", default="")
     _sub_common(suppress)
+    from monitor.commands import actions_export  # stdlib only at its top, like this module
+
     actions_export.add_verb(verbs)
     parser.set_defaults(handler=run)
 
@@ -91,6 +84,17 @@ def _user() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.alerts.notify import AlertCenter
+    from monitor.config import load_config
+    from monitor.core.db import make_engine
+    from monitor.core.errors import ConfigError
+    from monitor.health.clock import SystemClock, iso
+    from monitor.loop import announce, health_service
+    from monitor.parts import upgrade_schema
+    from monitor.policy import manual
+    from monitor.policy.actions import action_json, describe_target
+    from monitor.policy.evaluate import PolicyEngine, PolicyReport
+
     config_path = getattr(args, "sub_config", None) or args.config
     if not config_path:
         raise ConfigError("give the configuration with --config FILE")
@@ -131,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _do(policy: PolicyEngine, conn: Connection, args: argparse.Namespace, user: str, now: float,
         report: PolicyReport) -> list[PolicyAction]:
+    from monitor.core.units import parse_duration, parse_rate
+    from monitor.policy import manual
+
     hold = parse_duration(args.hold) if getattr(args, "hold", None) else None
     if args.verb == "cancel":
         return [manual.cancel(policy, conn, args.id, user=user, now=now, reason=args.reason, hold=hold, ramp=args.ramp,
@@ -148,6 +155,11 @@ def _do(policy: PolicyEngine, conn: Connection, args: argparse.Namespace, user: 
 
 
 def _list(engine: Engine, args: argparse.Namespace, as_json: bool) -> int:
+    from monitor.core.units import format_rate, parse_duration
+    from monitor.health.clock import SystemClock, iso
+    from monitor.policy import manual
+    from monitor.policy.actions import action_json, describe_target
+
     since = datetime.fromtimestamp(SystemClock().now() - parse_duration(args.since), UTC)
     with engine.connect() as conn:
         rows = manual.list_actions(conn, since=since, active_only=args.active)

@@ -4,17 +4,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
 from typing import Any
-
-from monitor import metrics
-from monitor.config import load_config
-from monitor.core.logs import register_secret
-from monitor.metrics.dashboards import all_dashboards, file_name
-from monitor.metrics.grafana import PushError, load_dashboard_files, push, require_settings, resolve_token
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,6 +32,8 @@ def render(dashboard: dict[str, Any]) -> str:
 
 
 def run_write(args: argparse.Namespace) -> int:
+    from monitor.metrics.dashboards import all_dashboards, file_name
+
     args.out.mkdir(parents=True, exist_ok=True)
     for dashboard in all_dashboards():
         document = dashboard.to_json()
@@ -49,6 +44,14 @@ def run_write(args: argparse.Namespace) -> int:
 
 
 def run_push(args: argparse.Namespace) -> int:
+    import asyncio  # 40 ms: not for `repmon --help`
+
+    from monitor import metrics
+    from monitor.config import load_config
+    from monitor.core.logs import register_secret
+    from monitor.metrics.dashboards import all_dashboards
+    from monitor.metrics.grafana import PushError, load_dashboard_files, push, require_settings, resolve_token
+
     config = load_config(args.config)
     settings = require_settings(config.grafana)
     register_secret(resolve_token(settings, config.base_dir))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monitor.config import load_config
-from monitor.core.config import ConfigError
-from monitor.core.db import make_engine
+if TYPE_CHECKING:
+    from monitor.config import RepmonConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def load_config(path: str) -> RepmonConfig:
+    """monitor.config.load_config, imported when called (tests replace this one)."""
+    from monitor.config import load_config as load
+
+    return load(path)
+
+
 def _sections(config: Any) -> list[Any]:
+    from monitor.core.errors import ConfigError
+
     sections = getattr(config, "delivery_logs", None)
     if sections is None:
         raise ConfigError("this repmon has no [[delivery_logs]] support in its configuration model")
@@ -39,6 +47,8 @@ def _sections(config: Any) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.core.db import make_engine
+    from monitor.core.errors import ConfigError
     from monitor.mtalogs.ingest import JournalPipe, SourceReader
     from monitor.parts import upgrade_schema
 

@@ -12,19 +12,13 @@ configuration or arguments.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from monitor.config import RepmonConfig, load_config, parse_config
-from monitor.core.config import ConfigError
-from monitor.signals.blocklists import check_now, configured_targets
-from monitor.signals.dnsbl import CheckResult
-from monitor.signals.settings import DnsConfig
-from monitor.signals.targets import TargetError, parse_target
-from monitor.signals.zones import build_zones
+if TYPE_CHECKING:
+    from monitor.config import RepmonConfig
+    from monitor.signals.dnsbl import CheckResult
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _config(args: argparse.Namespace) -> RepmonConfig:
+    from pydantic import ValidationError
+
+    from monitor.config import load_config, parse_config
+    from monitor.core.errors import ConfigError
+    from monitor.signals.settings import DnsConfig
+
     config = load_config(args.config) if args.config else parse_config({})
     if args.resolver:
         try:
@@ -51,6 +51,13 @@ def _config(args: argparse.Namespace) -> RepmonConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio  # 40 ms: not for `repmon --help`
+
+    from monitor.core.errors import ConfigError
+    from monitor.signals.blocklists import check_now, configured_targets
+    from monitor.signals.targets import TargetError, parse_target
+    from monitor.signals.zones import build_zones
+
     config = _config(args)
     try:
         targets = [parse_target(t) for t in args.targets] if args.targets else configured_targets(config.dnsbl)

@@ -10,17 +10,17 @@ import json
 import shutil
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
-from monitor.config import RepmonConfig, load_config
-from monitor.core.db import make_engine
-from monitor.health.assess import STATES, Assessment
-from monitor.health.clock import SystemClock
-from monitor.health.service import Wanted
-from monitor.loop import health_rollup, health_service
-from monitor.parts import upgrade_schema
+    from monitor.config import RepmonConfig
+    from monitor.health.assess import Assessment
 
+# monitor.health.assess.STATES, repeated so that building the parser imports nothing
+# (tests/test_cli_startup.py checks the two agree)
+STATES = ("healthy", "warning", "critical", "blocked")
 _STATE_ORDER = {state: i for i, state in enumerate(reversed(STATES))}
 
 
@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def compute(config: RepmonConfig, engine: Engine, now: float | None = None) -> list[Assessment]:
+    from monitor.health.clock import SystemClock
+    from monitor.health.service import Wanted
+    from monitor.loop import health_rollup, health_service
+
     now = SystemClock().now() if now is None else now
     service = health_service(config, engine)
     health_rollup(config, engine, service).run(now)
@@ -43,6 +47,10 @@ def compute(config: RepmonConfig, engine: Engine, now: float | None = None) -> l
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.config import load_config
+    from monitor.core.db import make_engine
+    from monitor.parts import upgrade_schema
+
     config = load_config(args.config)
     engine = make_engine(config.database_url)
     try:

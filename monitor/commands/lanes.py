@@ -9,9 +9,10 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from monitor.config import RepmonConfig, load_config
-from monitor.core.config import ConfigError
+if TYPE_CHECKING:
+    from monitor.config import RepmonConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.config import load_config
     from monitor.core.db import make_engine
     from monitor.parts import upgrade_schema
 
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _set(engine, args: argparse.Namespace) -> int:
+    from monitor.core.errors import ConfigError
     from monitor.core.units import format_rate, parse_duration, parse_rate
     from sender.control import add_directive
 
@@ -106,6 +109,12 @@ def lane_rows(engine, config: RepmonConfig) -> list[dict]:
         if not sender.ips:
             key = lane_key(DEFAULT_SOURCE, RELAY)
             known.setdefault(key, (key, DEFAULT_SOURCE, RELAY, None, 0, 0, 0, 0, None))
+    # A lane paused or slowed by name before it ever sent (the first hour: pause
+    # it before the campaign starts) has no sender_lane row yet: list it too.
+    for d in directives:
+        if d["source_ip"] != "*" and d["destination"] != "*":
+            key = lane_key(d["source_ip"], d["destination"])
+            known.setdefault(key, (key, d["source_ip"], d["destination"], None, 0, 0, 0, 0, None))
     today = utc_day(now)
     rows = []
     for key in sorted(known):
@@ -133,17 +142,23 @@ def lane_rows(engine, config: RepmonConfig) -> list[dict]:
 def _list(engine, config: RepmonConfig, as_json: bool) -> int:
     from sqlalchemy import text
 
+    from monitor.core.units import format_rate
     from sender import control
 
     rows = lane_rows(engine, config)
     with engine.connect() as conn:
         actions = control.active_actions(conn)
+        directives = [d for d in control.active_directives(conn) if d["kind"] != "resume"]
         unrouted = conn.execute(text("SELECT COUNT(*) FROM sender_message WHERE state = 'queued' AND lane = ''")).scalar()
     if as_json:
         for a in actions:
             for k in ("created_at", "expires_at", "ended_at"):
                 a[k] = _fmt_time(a[k])
-        print(json.dumps({"lanes": rows, "actions": actions, "unrouted": unrouted}, indent=2))
+        for d in directives:
+            for k in ("created_at", "expires_at", "ended_at"):
+                d[k] = _fmt_time(d[k])
+        print(json.dumps({"lanes": rows, "actions": actions, "directives": directives, "unrouted": unrouted},
+                         indent=2))
         return 0
     if not rows:
         print("no lanes yet (nothing sent, no [sender.relay])")
@@ -158,6 +173,13 @@ def _list(engine, config: RepmonConfig, as_json: bool) -> int:
               f"{r['queued']:>7} {r['delivered_today']:>7} {r['deferred_today']:>6} {r['bounced_today']:>6}  {why[:120]}")
     if unrouted:
         print(f"{unrouted} messages wait for routing")
+    if directives:
+        print("\ndirectives in force:")
+        for d in directives:
+            until = _fmt_time(d["expires_at"]) or "until resumed"
+            what = d["kind"] + (f" to {format_rate(d['rate'])}" if d["kind"] == "slow" and d["rate"] else "")
+            why = f": {d['reason'][:120]}" if d["reason"] else ""
+            print(f"  #{d['id']} {what} {d['source_ip']} -> {d['destination']} by {d['created_by']} ({until}){why}")
     if actions:
         print("\nrule actions in force:")
         for a in actions:

@@ -7,15 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from monitor.config import RepmonConfig, load_config
-from monitor.core.db import make_engine
-from monitor.core.units import format_duration, format_rate, parse_duration
-from monitor.health.clock import SystemClock, iso
-from monitor.loop import health_rollup, health_service
-from monitor.parts import upgrade_schema
-from monitor.policy.replay import Replay
-from monitor.policy.rules import compile_rules
+if TYPE_CHECKING:
+    from monitor.config import RepmonConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from monitor.config import load_config
+    from monitor.core.db import make_engine
+    from monitor.core.units import format_duration, parse_duration
+    from monitor.health.clock import SystemClock, iso
+    from monitor.loop import health_rollup, health_service
+    from monitor.parts import upgrade_schema
+    from monitor.policy.replay import Replay
+
     config = load_config(args.config)
     if args.verb == "rules":
         return _rules(config, args.json)
@@ -67,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rules(config: RepmonConfig, as_json: bool) -> int:
+    from monitor.core.units import format_duration, format_rate
+    from monitor.policy.rules import compile_rules
+
     for rule in compile_rules(config.policy):
         record = {"name": rule.name, "origin": rule.origin, "subjects": list(rule.subjects), "action": rule.action,
                   "scope": rule.scope, "state": list(rule.state) if rule.state else None, "metric": rule.metric,

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-
-from monitor import daemon
-from monitor.config import load_config
-from monitor.core.logs import configure_logging, register_secret
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,6 +15,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio  # 40 ms: not for `repmon --help`
+
+    from monitor import daemon
+    from monitor.config import load_config
+    from monitor.core.logs import configure_logging, register_secret
+
     config = load_config(args.config)
     configure_logging(config.logging)
     for mailbox in config.mailboxes:

@@ -5,16 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
-
-from monitor.config import load_config
-from monitor.core.db import make_engine, redact_url
-from monitor.core.dbtypes import utcnow
-from monitor.parts import upgrade_schema
-from monitor.storage.reading import stored_summary
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,10 +19,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def collect(engine: Engine) -> dict[str, Any]:
+    from monitor.core.dbtypes import utcnow
+    from monitor.storage.reading import stored_summary
+
     return stored_summary(engine, utcnow())
 
 
 def run(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from monitor.config import load_config
+    from monitor.core.db import make_engine, redact_url
+    from monitor.parts import upgrade_schema
+
     config = load_config(args.config)
     engine = make_engine(config.database_url)
     try:

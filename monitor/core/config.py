@@ -17,11 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from monitor.core.errors import ConfigError  # defined there (stdlib only, for monitor/cli.py); re-exported
 from monitor.core.units import parse_duration, parse_fraction, parse_rate
-
-
-class ConfigError(ValueError):
-    """A configuration file that cannot be used, with a message for people."""
 
 
 class Section(BaseModel):
@@ -41,9 +38,11 @@ def resolve_secret(what: str, value: str | None, env: str | None, file: Path | N
         return found
     if file is not None:
         try:
-            found = file.read_text().strip()
+            found = file.read_bytes().decode("utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{what}: cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{what}: {file} is not UTF-8 text") from None
         if not found:
             raise ConfigError(f"{what}: {file} is empty")
         return found
@@ -79,6 +78,10 @@ class DatabaseConfig(Section):
     # postgresql+psycopg://user@host/db URL shared by several nodes.
     url: str = "sqlite:///repmon.db"
     echo: bool = False
+    # SQLite: `repmon run` makes the database file's folder when it is missing.
+    # Off by default: a mistyped path is a ConfigError naming the folder, never a
+    # new empty database.
+    create_dir: bool = False
 
 
 

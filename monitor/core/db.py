@@ -62,10 +62,13 @@ def redact_url(url: str | URL) -> str:
         return "<unparseable database url>"
 
 
-def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
+def make_engine(url: str | URL, *, echo: bool = False, create_dir: bool = False) -> Engine:
+    """create_dir ([database] create_dir): make a SQLite file's missing folder;
+    otherwise a missing folder is a ConfigError (a mistyped path must not
+    silently start an empty database)."""
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, echo)
+        return _sqlite_engine(parsed, echo, create_dir)
     return create_engine(
         parsed,
         echo=echo,
@@ -77,10 +80,15 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     )
 
 
-def _sqlite_engine(url: URL, echo: bool) -> Engine:
+def _sqlite_engine(url: URL, echo: bool, create_dir: bool = False) -> Engine:
     database = url.database or ""
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).parent
+        if create_dir:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not folder.is_dir():
+            raise ConfigError(f"database url: the folder {folder} does not exist; create it, or set "
+                              "[database] create_dir = true")
     engine = create_engine(
         url,
         echo=echo,

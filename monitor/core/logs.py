@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -20,11 +21,48 @@ def register_secret(value: str | None) -> None:
         _SECRETS.add(value)
 
 
+# Secrets that were never registered still have a recognisable shape: a URL
+# parameter such as SNDS's `?key=...` (servers echo the request URL in error
+# pages), a password in a URL's user-info, an Authorization value, a JSON field.
+_SECRET_NAMES = (r"(?:api[_-]?|dqs[_-]?|data[_-]?|ipstatus[_-]?)?key|apikey|(?:access|refresh|id|auth)?[_-]?token|"
+                 r"(?:client[_-]?)?secret|password|passwd|pwd|sig|signature|credentials?")
+_PARAM_RE = re.compile(rf"(?<![A-Za-z0-9_-])({_SECRET_NAMES})=([^&\s\"'<>#;,)]+)", re.IGNORECASE)
+_JSON_RE = re.compile(rf"(\"(?:{_SECRET_NAMES})\"\s*:\s*\")([^\"]+)", re.IGNORECASE)
+_USERINFO_RE = re.compile(r"\b([a-z][a-z0-9+.-]*://[^/\s:@]*):([^@\s/]+)@", re.IGNORECASE)
+_AUTH_RE = re.compile(r"\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
+    """`text` with every registered secret and every secret-looking value
+    (URL parameters such as key= or token=, URL passwords, Authorization
+    values, JSON "password" fields) replaced by ***. For everything repmon
+    logs *or stores* (error texts, event reasons): a secret must not reach
+    the database either."""
+    if not text:
+        return text
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
+    if "=" in text:
+        text = _PARAM_RE.sub(r"\1=***", text)
+    if '"' in text and ":" in text:
+        text = _JSON_RE.sub(r"\1***", text)
+    if "@" in text:
+        text = _USERINFO_RE.sub(r"\1:***@", text)
+    if " " in text:
+        text = _AUTH_RE.sub(r"\1 ***", text)
     return text
+
+
+def redact_value(value: Any) -> Any:
+    """redact() through the strings of a JSON-like value (event details)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_value(v) for v in value]
+    return value
 
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}

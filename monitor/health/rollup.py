@@ -32,23 +32,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, inspect, text, update
+from sqlalchemy import Table, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from monitor.core.sql import Ids, bucket_epoch, bucket_time, id_filter, table_names
 from monitor.health.counts import GRAIN_RETENTION_S, GRAIN_SECONDS
 from monitor.health.models import COUNTERS, HealthCursor, HealthRoute
 from monitor.health.subjects import DomainMapper, domain_of, is_ip, provider_guess
+from monitor.mtalogs.reading import TABLE as MTA_LOG_TABLE
 from monitor.mtalogs.reading import DeliveryCount, delivery_counts
+from monitor.signals import reading as signals
+from parsers.reports.aggregate import MAX_COUNT
+from sender import stats as sender_stats
 from sender.lanes import LaneKey
 
 log = logging.getLogger("repmon.health")
 
 SOURCES = ("delivery_log", "mta_log", "events", "dmarc_records", "signal_events")
-TABLES = {"delivery_log": "sender_delivery_log", "mta_log": "mtalog_deliveries", "events": "events",
-          "dmarc_records": "dmarc_records", "signal_events": "signal_events"}
+# source -> the table its id cursor follows (the owners name theirs)
+TABLES = {"delivery_log": sender_stats.DELIVERY_LOG_TABLE, "mta_log": MTA_LOG_TABLE, "events": "events",
+          "dmarc_records": "dmarc_records", "signal_events": signals.SIGNAL_EVENTS_TABLE}
 GAP_TIMEOUT_S = 600.0
+# A DMARC record counts at most this many messages in a roll-up (the parser's limit).
+DMARC_ROW_CAP = MAX_COUNT
 MAX_GAPS = 10_000
 # Bounce reasons that refuse the sender, not the recipient.
 BLOCK_REASONS = frozenset({"blocked", "badreputation", "requireptr"})
@@ -201,9 +209,14 @@ class Rollup:
     _existing: set[str] | None = None
 
     def _table_exists(self, conn: Connection, source: str) -> bool:
+        """Whether what `source` reads exists (the names are read once; the owner says)."""
         if self._existing is None:
-            self._existing = set(inspect(conn).get_table_names())
-        return TABLES[source] in self._existing and (source != "delivery_log" or "sender_message" in self._existing)
+            self._existing = table_names(conn)
+        if source == "delivery_log":
+            return sender_stats.has_delivery_log(self._existing)
+        if source == "signal_events":
+            return signals.has_signal_events(self._existing)
+        return TABLES[source] in self._existing
 
     def _cursor(self, conn: Connection, source: str) -> tuple[int, list]:
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
@@ -256,25 +269,16 @@ class Rollup:
     # older than a grain keeps are left out of that grain's query.
 
     def _bucket_epoch(self, column: str, seconds: int) -> str:
-        if self.dialect == "postgresql":
-            return f"(FLOOR({column} / {seconds}) * {seconds})::bigint"
-        return f"((CAST({column} AS INTEGER) / {seconds}) * {seconds})"
+        return bucket_epoch(self.dialect, column, seconds)
 
     def _bucket_time(self, column: str, seconds: int) -> str:
-        if self.dialect == "postgresql":
-            return f"(FLOOR(EXTRACT(EPOCH FROM {column}) / {seconds}) * {seconds})::bigint"
-        return f"((CAST(strftime('%s', {column}) AS INTEGER) / {seconds}) * {seconds})"
+        return bucket_time(self.dialect, column, seconds)
 
     def _after(self, column: str, epoch: float, is_time: bool) -> tuple[str, dict]:
         if not is_time:
             return f"{column} >= :after", {"after": epoch}
         return f"{column} >= :after", {"after": datetime.fromtimestamp(max(epoch, 0), UTC).replace(
             tzinfo=None if self.dialect == "sqlite" else UTC)}
-
-    def _destination_of_lane(self, column: str) -> str:
-        if self.dialect == "postgresql":
-            return f"split_part({column}, '|', 2)"
-        return f"substr({column}, instr({column}, '|') + 1)"
 
     def _aggregate(self, conn: Connection, source: str, acc: _Accumulator, ids: tuple[int, int] | list[int]) -> int:
         """Count the rows of an id range (lo, hi] or of a list of ids."""
@@ -315,44 +319,35 @@ class Rollup:
         self._save_routes(conn, new_routes)
         return total
 
-    def _delivery_log(self, conn: Connection, acc: _Accumulator, ids) -> int:
-        where = _where("l.id", ids)
-        dest = self._destination_of_lane("l.lane")
+    def _delivery_log(self, conn: Connection, acc: _Accumulator, ids: Ids) -> int:
+        """The sender's attempts (read through sender/stats.py, grouped by the database)."""
         for grain, seconds in GRAIN_SECONDS.items():
-            after, params = self._after("l.at", acc.oldest[grain] - seconds, is_time=False)
-            bucket = self._bucket_epoch("l.at", seconds)
-            for b, lane, outcome, n in conn.execute(text(
-                    f"SELECT {bucket}, l.lane, l.outcome, COUNT(*) FROM sender_delivery_log l "
-                    f"WHERE {where} AND {after} GROUP BY 1, 2, 3"), params):
+            not_before = acc.oldest[grain] - seconds
+            for b, lane, outcome, n in sender_stats.lane_outcomes(conn, ids, grain_s=seconds, not_before=not_before):
                 ip, destination = LaneKey.parse(lane or "")
                 deltas = _DELIVERY_DELTAS.get(outcome)
                 if deltas is not None and ip and destination:
-                    acc.add_one(grain, int(b), "ip", ip, destination, deltas, n)
-            for b, destination, outcome, mail_from, n in conn.execute(text(
-                    f"SELECT {bucket}, {dest}, l.outcome, m.mail_from, COUNT(*) FROM sender_delivery_log l "
-                    f"JOIN sender_message m ON m.id = l.message_ref WHERE {where} AND {after} GROUP BY 1, 2, 3, 4"),
-                    params):
+                    acc.add_one(grain, b, "ip", ip, destination, deltas, n)
+            for b, dest, outcome, mail_from, n in sender_stats.sender_outcomes(conn, ids, grain_s=seconds,
+                                                                                not_before=not_before):
                 deltas = _DELIVERY_DELTAS.get(outcome)
                 domain = self.mapper(domain_of(mail_from))
-                if deltas is not None and destination and domain:
-                    acc.add_one(grain, int(b), "domain", domain, destination, deltas, n)
+                if deltas is not None and dest and domain:
+                    acc.add_one(grain, b, "domain", domain, dest, deltas, n)
         # recipient domains: day counters, and where their mail goes (the route health gives events)
         total = 0
         new_routes: dict[str, tuple[str, int]] = {}
-        for b, destination, outcome, rdomain, n in conn.execute(text(
-                f"SELECT {self._bucket_epoch('l.at', 86400)}, {dest}, l.outcome, m.domain, COUNT(*) "
-                f"FROM sender_delivery_log l LEFT JOIN sender_message m ON m.id = l.message_ref "
-                f"WHERE {where} GROUP BY 1, 2, 3, 4")):
+        for b, dest, outcome, rdomain, n in sender_stats.recipient_domain_outcomes(conn, ids):
             total += n
             deltas = _DELIVERY_DELTAS.get(outcome)
-            if deltas is None or not rdomain or not destination:
+            if deltas is None or not rdomain or not dest:
                 continue
             rdomain = rdomain.lower()
             if b + 86400 > acc.oldest["1d"]:
-                acc.add_one("1d", int(b), "rdomain", rdomain, "", deltas, n)
+                acc.add_one("1d", b, "rdomain", rdomain, "", deltas, n)
             previous = new_routes.get(rdomain)
             if previous is None or b >= previous[1]:
-                new_routes[rdomain] = (destination, b)
+                new_routes[rdomain] = (dest, b)
         self._save_routes(conn, new_routes)
         return total
 
@@ -396,9 +391,14 @@ class Rollup:
 
     def _dmarc(self, conn: Connection, acc: _Accumulator, ids) -> int:
         where = _where("id", ids)
+        # Each row is capped at DMARC_ROW_CAP (the parser's own limit) before summing: rows
+        # stored before that limit, or written by hand, must not overflow SUM() (SQLite
+        # raises "integer overflow", PostgreSQL "bigint out of range") and stop health.
+        capped = (f"CASE WHEN count > {DMARC_ROW_CAP} THEN {DMARC_ROW_CAP} WHEN count < 0 THEN 0 "
+                  "ELSE count END")
         rows = conn.execute(text(
-            f"SELECT {self._bucket_time('begin', 86400)} AS b, domain, header_from, source_ip, dkim, spf, SUM(count), "
-            f"COUNT(*) FROM dmarc_records WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6"))
+            f"SELECT {self._bucket_time('begin', 86400)} AS b, domain, header_from, source_ip, dkim, spf, "
+            f"SUM({capped}), COUNT(*) FROM dmarc_records WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6"))
         total = 0
         for bucket, domain, header_from, source_ip, dkim, spf, messages, n in rows:
             total += n
@@ -419,7 +419,7 @@ class Rollup:
         return total
 
     def _signals(self, conn: Connection, acc: _Accumulator, ids) -> int:
-        rows = conn.execute(text(f"SELECT source, subject FROM signal_events WHERE {_where('id', ids)}")).all()
+        rows = signals.signal_subjects(conn, ids)
         for source, subject in rows:
             subject = (subject or "").strip()
             if source in ("dnsbl", "dns_auth") and subject:
@@ -492,7 +492,5 @@ def _cursor_table() -> Table:
     return HealthCursor.__table__  # type: ignore[attr-defined]
 
 
-def _where(column: str, ids: tuple[int, int] | list[int]) -> str:
-    if isinstance(ids, tuple):
-        return f"{column} > {int(ids[0])} AND {column} <= {int(ids[1])}"
-    return f"{column} IN ({','.join(str(int(i)) for i in ids)})"
+def _where(column: str, ids: Ids) -> str:
+    return id_filter(column, ids)

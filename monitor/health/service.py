@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from monitor.core.sql import table_names
 from monitor.health.assess import (
     Assessment,
     Listing,
@@ -32,6 +33,8 @@ from monitor.health.subjects import DomainMapper, Subject, is_ip
 from monitor.health.values import as_date, as_datetime, json_value
 from monitor.health.windows import read_windows
 from monitor.health.zones import ZoneTable
+from monitor.signals import reading as signals
+from sender import stats as sender_stats
 
 log = logging.getLogger("repmon.health")
 
@@ -74,7 +77,7 @@ class HealthService:
 
     def tables(self, conn: Connection) -> set[str]:
         if self._tables is None:
-            self._tables = set(inspect(conn).get_table_names())
+            self._tables = table_names(conn)
         return self._tables
 
     # -- assessing ---------------------------------------------------------------------
@@ -185,14 +188,11 @@ class HealthService:
 
     def _listings(self, conn: Connection,
                   targets: set[str] | None) -> tuple[dict[str, list[Listing]], dict[str, list[Listing]]]:
-        if "dnsbl_states" not in self.tables(conn):
+        tables = self.tables(conn)
+        if not signals.has_listings(tables):
             return {}, {}
-        broken = set()
-        if "dnsbl_zone_health" in self.tables(conn):
-            broken = {r[0] for r in conn.execute(text("SELECT zone FROM dnsbl_zone_health WHERE status = 'broken'"))}
-        rows = conn.execute(text(
-            "SELECT target, zone, codes, reason, state, changed_at, delist_url FROM dnsbl_states "
-            "WHERE state = 'listed' OR (state = 'unknown' AND last_known = 'listed')")).all()
+        broken = signals.broken_zones(conn) if signals.has_zone_health(tables) else set()
+        rows = signals.listings(conn)
         listed: dict[str, list[Listing]] = {}
         ignored: dict[str, list[Listing]] = {}
         for target, zone, codes, reason, state, changed_at, delist_url in rows:
@@ -210,16 +210,13 @@ class HealthService:
         days: dict[str, list[SndsDay]] = {}
         blocked: dict[str, str] = {}
         tables = self.tables(conn)
-        if "snds_ip_days" in tables:
-            for ip, day, result, rate_value, rate_text, below, traps, recipients in conn.execute(text(
-                    "SELECT ip, day, filter_result, complaint_rate, complaint_rate_text, complaint_rate_below, "
-                    "trap_hits, message_recipients FROM snds_ip_days WHERE day >= :since"),
-                    {"since": today - timedelta(days=7)}):
+        if signals.has_snds_days(tables):
+            for ip, day, result, rate_value, rate_text, below, traps, recipients in signals.snds_ip_days(
+                    conn, today - timedelta(days=7)):
                 days.setdefault(ip, []).append(SndsDay(ip, as_date(day), result or "", rate_value, rate_text or "",
                                                        int(traps or 0), int(recipients or 0), bool(below)))
-        if "snds_ip_status" in tables:
-            ranges = conn.execute(text("SELECT first_ip, last_ip, reason FROM snds_ip_status WHERE blocked = :yes"),
-                                  {"yes": True}).all()
+        if signals.has_snds_status(tables):
+            ranges = signals.snds_blocked(conn)
             if ranges:
                 candidates = self.own_ips | set(days)
                 for first, last, reason in ranges:
@@ -236,13 +233,11 @@ class HealthService:
         return days, blocked
 
     def _postmaster(self, conn: Connection, today: date) -> dict[str, list[PostmasterDay]]:
-        if "postmaster_domain_days" not in self.tables(conn):
+        if not signals.has_postmaster_days(self.tables(conn)):
             return {}
         merged: dict[tuple[str, date], dict[str, Any]] = {}
-        for domain, day, _api, spam, upper, reputation, dmarc in conn.execute(text(
-                "SELECT domain, day, api, spam_rate, spam_rate_upper, domain_reputation, dmarc_success_rate "
-                "FROM postmaster_domain_days WHERE provider = 'google' AND day >= :since ORDER BY api DESC"),
-                {"since": today - timedelta(days=7)}):
+        for domain, day, _api, spam, upper, reputation, dmarc in signals.google_postmaster_days(
+                conn, today - timedelta(days=7)):
             key = (self.mapper(domain) or domain, as_date(day))
             entry = merged.setdefault(key, {})
             # v2 first (ORDER BY api DESC), v1 fills what v2 lacks (reputation, the upper bound)
@@ -259,10 +254,9 @@ class HealthService:
         return out
 
     def _sender_lanes(self, conn: Connection) -> set[tuple[str, str]]:
-        if "sender_lane" not in self.tables(conn):
+        if not sender_stats.has_lanes(self.tables(conn)):
             return set()
-        return {(ip, dest) for ip, dest in conn.execute(text("SELECT source_ip, destination FROM sender_lane"))
-                if ip and dest}
+        return sender_stats.lanes(conn)
 
     def lanes_of(self, conn: Connection, ip: str, now: float) -> set[str]:
         """Destinations the IP has sent to (sender lanes and the last 7 days of roll-ups)."""

@@ -6,7 +6,12 @@ backlog with the same batch loop (batches.py: progress bar, summary line) and
 hand raw messages to the same two steps:
 
 1. `prepare` (messages.py): hash the raw bytes (SHA-256), read a few headers,
-   run `parsers.parse_bytes`. Pure, no I/O.
+   run `parsers.parse_bytes`; DMARC aggregate records get where their mail
+   came from (sources.py: offline lookups, reverse DNS when `[dmarc]
+   reverse_dns = true`). Pure, no I/O but the optional PTR lookups. It runs
+   in the parse pool (pool.py: worker processes, a time budget per message,
+   the event rows built there too), batch i+1 being read and parsed while
+   batch i is committed (batches.ingest_pipelined).
 2. `commit_batch` (commit.py): ONE database transaction per batch that
    - skips every message whose hash is already in the ledger
      (`processed_messages`), so nothing is counted twice;

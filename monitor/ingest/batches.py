@@ -9,10 +9,11 @@ message ends with one summary log line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tqdm import tqdm
 
@@ -20,6 +21,8 @@ from monitor.core.runtime import Runtime
 from monitor.ingest.commit import CommitResult
 
 T = TypeVar("T")
+P = TypeVar("P")
+C = TypeVar("C")
 
 # A backlog at least this large gets a progress bar (when one is wanted).
 PROGRESS_THRESHOLD = 1000
@@ -51,6 +54,78 @@ async def ingest_in_batches(
             if bar is not None:
                 bar.update(len(batch))
     finally:
+        if bar is not None:
+            bar.close()
+    if total.messages:
+        log.info("%s: %d new, %d quarantined, %d already stored; %d events, %d suppressions", name,
+                 total.stored, total.quarantined, total.duplicates, total.events, total.suppressions,
+                 extra=log_extra)
+    return total
+
+
+class Stages(Generic[T, P, C]):
+    """A batch in three steps, for `ingest_pipelined`: `start` (read the batch,
+    hand it to the parse pool, return without waiting for the parse), `commit`
+    (wait for the parse, store it in one transaction) and `settle` (what must
+    follow the commit: IMAP moves; it may raise for a batch not fully stored).
+    `abandon` drops a started batch that will not be committed."""
+
+    def __init__(self, start: Callable[[list[T]], Awaitable[P]], commit: Callable[[P], Awaitable[C]],
+                 settle: Callable[[C], Awaitable[CommitResult]], abandon: Callable[[P], None]) -> None:
+        self.start = start
+        self.commit = commit
+        self.settle = settle
+        self.abandon = abandon
+
+
+async def ingest_pipelined(
+    items: list[T],
+    batch_size: int,
+    stages: Stages[T, P, C],
+    *,
+    runtime: Runtime,
+    logs_as_json: bool,
+    name: str,
+    unit: str,
+    log: logging.Logger,
+    log_extra: dict[str, Any],
+) -> CommitResult:
+    """Like ingest_in_batches, overlapped: batch i+1 is read (and parsed, in the
+    pool) while batch i is committed, and batch i is settled (moved) after
+    that. Batches are still committed one at a time and in order, and a batch
+    is moved only after its commit, so the exactly-once argument
+    (monitor/ingest/__init__.py) holds: a batch read but not committed is
+    simply read again next pass; one committed but not moved left its pending
+    moves in the same transaction."""
+
+    total = CommitResult()
+    bar = _progress_bar(runtime, logs_as_json, len(items), name, unit)
+    batches = iter(chunks(items, batch_size))
+    pending: P | None = None
+    upcoming: P | None = None
+    try:
+        first = next(batches, None)
+        pending = await stages.start(first) if first is not None else None
+        while pending is not None:
+            current, pending = pending, None
+            committing = asyncio.ensure_future(stages.commit(current))
+            try:
+                following = next(batches, None)
+                if following is not None:
+                    upcoming = await stages.start(following)
+            finally:
+                if not committing.done():
+                    await asyncio.wait([committing])
+            committed = committing.result()  # raises what the commit raised
+            result = await stages.settle(committed)
+            total.add(result)
+            if bar is not None:
+                bar.update(result.messages)
+            pending, upcoming = upcoming, None
+    finally:
+        for left in (pending, upcoming):
+            if left is not None:
+                stages.abandon(left)
         if bar is not None:
             bar.close()
     if total.messages:

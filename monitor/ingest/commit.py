@@ -166,7 +166,13 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
     failure_rows: list[dict[str, Any]] = []
     for prepared in fresh:
         pk = message_pk[prepared.sha256]
+        built = prepared.rows
+        if built is not None:  # built where it was parsed (monitor/ingest/pool.py)
+            event_rows.extend({**row, "message_id": pk} for row in built.events)
+            failure_rows.extend({**row, "message_id": pk} for row in built.failures)
         for event in prepared.events:
+            if built is not None and isinstance(event, (*EVENT_KINDS, DmarcFailureEvent)):
+                continue
             if isinstance(event, EVENT_KINDS):
                 event_rows.append(event_row(event, message_pk=pk, occurred_at=prepared.occurred_at))
             elif isinstance(event, DmarcFailureEvent):

@@ -24,10 +24,11 @@ import aioimaplib
 from monitor.core.db import session_scope
 from monitor.core.logs import register_secret
 from monitor.core.runtime import Backoff, Runtime
-from monitor.ingest.batches import chunks, ingest_in_batches
-from monitor.ingest.commit import CommitResult, ImapPosition, commit_isolating, is_transient
-from monitor.ingest.messages import Prepared, oversized, prepare
-from monitor.ingest.settings import MailboxConfig, SuppressionConfig
+from monitor.ingest.batches import Stages, chunks, ingest_pipelined
+from monitor.ingest.commit import BatchOutcome, CommitResult, ImapPosition, commit_isolating, is_transient
+from monitor.ingest.messages import Prepared, oversized
+from monitor.ingest.pool import ParsePool, shared_pool
+from monitor.ingest.settings import DmarcConfig, MailboxConfig, SuppressionConfig
 from monitor.storage import ledger
 from parsers import MAX_INPUT_BYTES
 
@@ -37,13 +38,50 @@ T = TypeVar("T")
 # UIDs per MOVE / STORE command: keeps command lines short and the server's
 # burst of EXPUNGE responses small (aioimaplib parses a burst recursively).
 _UIDS_PER_COMMAND = 250
-_UIDS_PER_FETCH = 50
+_UIDS_PER_FETCH = 100
 # IDLE is renewed before servers drop it (RFC 2177 says 29 minutes).
 IDLE_RENEW_S = 25 * 60
 
 _FETCH_START = re.compile(rb"^\d+ FETCH \(")
 _UID = re.compile(rb"UID (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+
+
+class _LinearFetch(aioimaplib.FetchCommand):
+    """aioimaplib's FETCH, with its two per-line costs made constant.
+
+    aioimaplib asks after every received line whether the FETCH response is
+    complete by scanning all the lines received so far for the last
+    "n FETCH (" (quadratic in the size of the answer), and re-arms its
+    inactivity timer on every line (a new timer each time). Here the scan
+    resumes where it stopped, with the same answer, and the timer is re-armed
+    at most every _TIMER_SLACK_S seconds (the inactivity timeout is still
+    enforced, give or take that slack). This is what lets the daemon's one
+    process keep up with the parse pool."""
+
+    _TIMER_SLACK_S = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._scanned = 0
+        self._last_fetch = 0
+        self._armed_at = 0.0
+        super().__init__(*args, **kwargs)
+
+    def wait_data(self) -> bool:
+        lines = self._resp_lines
+        for index in range(self._scanned, len(lines)):
+            line = lines[index]
+            if isinstance(line, bytes) and self.FETCH_MESSAGE_DATA_RE.match(line):
+                self._last_fetch = index
+        self._scanned = len(lines)
+        tail = b"".join(line for line in lines[self._last_fetch:] if isinstance(line, bytes))
+        return tail.count(b"(") != tail.count(b")")
+
+    def _reset_timer(self) -> None:
+        now = self._loop.time()
+        if now - self._armed_at >= self._TIMER_SLACK_S:
+            self._armed_at = now
+            super()._reset_timer()
 
 
 class ImapError(Exception):
@@ -275,8 +313,7 @@ class ImapConnection:
 
     async def fetch_sizes(self, uids: list[int]) -> dict[int, int]:
         assert self.client is not None
-        response = self._check(await self._call(self.client.uid("fetch", uid_set(uids), "(UID RFC822.SIZE)"),
-                                                "UID FETCH sizes"), "UID FETCH sizes")
+        response = await self._uid_fetch(uids, "(UID RFC822.SIZE)", "UID FETCH sizes")
         sizes: dict[int, int] = {}
         for line in response.lines:
             if isinstance(line, (bytes, bytearray)) and _FETCH_START.match(line):
@@ -285,19 +322,25 @@ class ImapConnection:
                     sizes[int(uid.group(1))] = int(size.group(1))
         return sizes
 
+    async def _uid_fetch(self, uids: list[int], parts: str, what: str) -> Any:
+        assert self.client is not None
+        protocol = self.client.protocol
+        command = _LinearFetch(protocol.new_tag(), uid_set(uids), parts, prefix="UID", loop=protocol.loop,
+                               timeout=self.mailbox.timeout_s)
+        return self._check(await self._call(protocol.execute(command), what), what)
+
     async def fetch_bodies(self, uids: list[int]) -> dict[int, bytes]:
         """Raw messages by UID (BODY.PEEK[] leaves the \\Seen flag alone)."""
         bodies: dict[int, bytes] = {}
-        # aioimaplib re-scans a FETCH response's lines on every line it
-        # receives (quadratic): a few small FETCH commands beat one big one.
+        # Bounded FETCH commands: a large answer is held whole by aioimaplib
+        # (its per-line costs are made constant by _LinearFetch).
         for chunk in chunks(uids, _UIDS_PER_FETCH):
             bodies.update(await self._fetch_bodies(chunk))
         return bodies
 
     async def _fetch_bodies(self, uids: list[int]) -> dict[int, bytes]:
         assert self.client is not None
-        response = self._check(await self._call(self.client.uid("fetch", uid_set(uids), "(UID BODY.PEEK[])"),
-                                                "UID FETCH bodies"), "UID FETCH bodies")
+        response = await self._uid_fetch(uids, "(UID BODY.PEEK[])", "UID FETCH bodies")
         bodies: dict[int, bytes] = {}
         lines = response.lines
         index = 0
@@ -395,12 +438,36 @@ class RetryLater(Exception):
     """A message could not be stored yet; the watcher backs off and retries."""
 
 
+@dataclass(slots=True)
+class _Fetched:
+    """A batch fetched and handed to the parse pool, not committed yet."""
+
+    uidvalidity: int
+    chunk: list[int]
+    parsing: asyncio.Task[list[Prepared]]
+    too_big: list[Prepared]
+
+    def abandon(self) -> None:
+        self.parsing.cancel()
+
+
+@dataclass(slots=True)
+class _Committed:
+    """A batch committed (or partly, see BatchOutcome), not moved yet."""
+
+    uidvalidity: int
+    batch: list[Prepared]
+    outcome: BatchOutcome
+
+
 class FolderWatcher:
     """Ingests one folder of one mailbox."""
 
     def __init__(self, runtime: Runtime, mailbox: MailboxConfig, folder: str, *,
-                 suppression: SuppressionConfig) -> None:
+                 suppression: SuppressionConfig, dmarc: DmarcConfig | None = None,
+                 pool: ParsePool | None = None) -> None:
         self.runtime = runtime
+        self.pool = pool if pool is not None else shared_pool(dmarc=dmarc)
         self.suppression = suppression
         self.mailbox = mailbox
         self.folder = folder
@@ -424,6 +491,8 @@ class FolderWatcher:
         mail (or every poll_interval_s without IDLE); reconnect with back-off."""
         backoff = Backoff(self.mailbox.retry_initial_s, self.mailbox.retry_max_s)
         stopping = self.runtime.stopping
+        # The parse workers start now, not when the first message arrives.
+        await asyncio.to_thread(self.pool.start)
         while not stopping.is_set():
             connection = ImapConnection(self.mailbox)
             try:
@@ -464,23 +533,35 @@ class FolderWatcher:
         last_uid = await asyncio.to_thread(self._checkpoint, state.uidvalidity)
         await self._finish_pending_moves(connection, state.uidvalidity)
         uids = await connection.uids_from(last_uid + 1)
-        total = await ingest_in_batches(
-            uids, self.mailbox.batch_size, lambda chunk: self._ingest_chunk(connection, state.uidvalidity, chunk),
+        # The next batch is fetched and parsing (in the pool) while this one is committed.
+        stages: Stages[int, _Fetched, _Committed] = Stages(
+            lambda chunk: self._fetch_chunk(connection, state.uidvalidity, chunk),
+            self._commit_chunk,
+            lambda committed: self._settle_chunk(connection, committed),
+            _Fetched.abandon,
+        )
+        total = await ingest_pipelined(
+            uids, self.mailbox.batch_size, stages,
             runtime=self.runtime, logs_as_json=self.runtime.logs_as_json, name=self.name, unit="msg",
             log=log, log_extra={"mailbox": self.mailbox.display_name, "folder": self.folder},
         )
         self.last_result = total
         return total
 
-    async def _ingest_chunk(self, connection: ImapConnection, uidvalidity: int, chunk: list[int]) -> CommitResult:
+    async def _fetch_chunk(self, connection: ImapConnection, uidvalidity: int, chunk: list[int]) -> _Fetched:
         sizes = await connection.fetch_sizes(chunk)
         wanted = [u for u in chunk if u in sizes and sizes[u] <= self.max_message_bytes]
         bodies = await connection.fetch_bodies(wanted) if wanted else {}
         where = f"{self.source}/{self.folder}/{uidvalidity}"
         too_big = [oversized(u, sizes[u], self.max_message_bytes, where) for u in chunk
                    if u in sizes and sizes[u] > self.max_message_bytes]
-        prepared = await asyncio.to_thread(lambda: [prepare(bodies[u], u) for u in sorted(bodies)])
-        batch = sorted(prepared + too_big, key=lambda p: p.uid or 0)
+        parsing = asyncio.create_task(self.pool.prepare_many([(bodies[u], u) for u in sorted(bodies)]))
+        return _Fetched(uidvalidity, chunk, parsing, too_big)
+
+    async def _commit_chunk(self, fetched: _Fetched) -> _Committed:
+        uidvalidity, chunk = fetched.uidvalidity, fetched.chunk
+        prepared = await fetched.parsing
+        batch = sorted(prepared + fetched.too_big, key=lambda p: p.uid or 0)
         # Messages that vanished between SEARCH and FETCH (another client
         # expunged them) are simply gone; the checkpoint moves past them.
         position = ImapPosition(self.folder, uidvalidity, self.mailbox.processed_folder,
@@ -489,7 +570,12 @@ class FolderWatcher:
             commit_isolating, self.runtime.engine, self.source, batch, self.suppression,
             imap=position, location=self._location, max_attempts=self.mailbox.max_attempts,
         )
-        await self._apply_moves(connection, uidvalidity, outcome.result.moves)
+        return _Committed(uidvalidity, batch, outcome)
+
+    async def _settle_chunk(self, connection: ImapConnection, committed: _Committed) -> CommitResult:
+        """Move what was committed; then fail for a batch not fully stored."""
+        outcome, batch = committed.outcome, committed.batch
+        await self._apply_moves(connection, committed.uidvalidity, outcome.result.moves)
         if outcome.error is not None:
             if is_transient(outcome.error):
                 raise outcome.error

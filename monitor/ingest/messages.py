@@ -6,10 +6,11 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 
-from monitor.storage.rows import clean_text
+from monitor.storage.rows import EVENT_KINDS, clean_text, dmarc_failure_row, event_row
 from parsers import looks_like_report_file, parse_bytes
-from parsers.events import AnyEvent, UnparseableEvent
+from parsers.events import AnyEvent, DmarcFailureEvent, UnparseableEvent
 from parsers.mime import split_header_block
 
 # Only the top of a message is searched for its own headers.
@@ -17,6 +18,15 @@ _HEADER_SCAN_BYTES = 256 * 1024
 # A Date header this far in the future is a broken clock: the time we read
 # the message is used instead.
 _FUTURE_SLACK = timedelta(hours=1)
+
+
+@dataclass(slots=True)
+class PreparedRows:
+    """The `events` and `dmarc_failures` rows of a message's events, built where
+    it was parsed (a worker of the parse pool), without their message id."""
+
+    events: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -35,6 +45,9 @@ class Prepared:
     # Set when the message must go to quarantine without being parsed
     # (too large to fetch, or the pipeline failed on it too often).
     forced_quarantine: str | None = None
+    # The storage rows of `events`, when built ahead (with_rows); they must describe
+    # the same events: a Prepared whose events change is a new Prepared.
+    rows: PreparedRows | None = None
 
     @property
     def occurred_at(self) -> datetime:
@@ -72,6 +85,21 @@ def prepare(raw: bytes, uid: int | None = None) -> Prepared:
         header_date=date,
         subject=subject,
     )
+
+
+def with_rows(prepared: Prepared) -> Prepared:
+    """Build the message's event rows now (in place), so the one writer only
+    adds the message id: the CPU work of the rows happens where it was parsed."""
+    events: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    occurred_at = prepared.occurred_at
+    for event in prepared.events:
+        if isinstance(event, EVENT_KINDS):
+            events.append(event_row(event, message_pk=None, occurred_at=occurred_at))
+        elif isinstance(event, DmarcFailureEvent):
+            failures.append(dmarc_failure_row(event, message_pk=None, occurred_at=occurred_at))
+    prepared.rows = PreparedRows(events, failures)
+    return prepared
 
 
 def oversized(uid: int, size: int, limit: int, where: str) -> Prepared:

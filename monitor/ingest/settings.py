@@ -76,4 +76,29 @@ class SuppressionConfig(Section):
     soft_bounce_min_days: float = Field(default=3.0, ge=0)
     # How long a suppression for a soft reason lasts; hard reasons never expire.
     soft_expiry_days: float = Field(default=30.0, gt=0)
+    # A bounce or complaint naming more recipients than this suppresses none of
+    # them and is quarantined for review (a forged DSN must not empty the list).
+    max_recipients_per_report: int = Field(default=100, ge=1)
 
+
+class DmarcConfig(Section):
+    """[dmarc]: what ingestion adds to DMARC aggregate records."""
+
+    # Country, AS and sending service of each record's source IP, offline
+    # (parsedmarc's bundled IP database and service map): on by default.
+    sources: bool = True
+    # PTR lookups of the source IPs (the service is then named from the PTR
+    # name's base domain, as parsedmarc does online). Off by default.
+    reverse_dns: bool = False
+    reverse_dns_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    # HOST or HOST:PORT of the resolver; default: the system's (/etc/resolv.conf).
+    reverse_dns_resolver: str | None = None
+    reverse_dns_concurrency: int = Field(default=50, ge=1, le=1000)
+
+
+class ParsingConfig(Section):
+    """How ingestion parses: a pool of worker processes (0: in a thread of the
+    daemon) and the time a message may take before it is quarantined."""
+
+    workers: int = Field(default=2, ge=0, le=64)
+    parse_timeout_s: float = Field(default=30.0, gt=0)

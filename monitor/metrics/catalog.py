@@ -52,6 +52,14 @@ _DEFS = (
               "Messages counted in DMARC aggregate reports, by domain, source IP (ours, else \"other\"), DMARC "
               "result, aligned DKIM and SPF results and the receiver's disposition.",
               ("domain", "source_ip", "result", "dkim", "spf", "disposition"), "dmarc"),
+    MetricDef("repmon_dmarc_source_messages_total", COUNTER,
+              "Messages counted in DMARC aggregate reports by sending source (the service parsedmarc's map names, "
+              "else the AS name, else the IP: the top sources by volume, the rest \"other\"), the service's type, "
+              "whether the IP is one of ours and the DMARC result.",
+              ("source", "source_type", "ours", "result"), "dmarc_sources"),
+    MetricDef("repmon_dmarc_country_messages_total", COUNTER,
+              "Messages counted in DMARC aggregate reports by the country of the source IP (ISO 3166 code; "
+              "\"\" when unknown) and DMARC result.", ("country", "result"), "dmarc_sources"),
     MetricDef("repmon_dmarc_failure_reports_total", COUNTER,
               "DMARC failure (forensic) reports, by reported domain and failed mechanism.",
               ("domain", "auth_failure"), "dmarc_failures"),

@@ -7,6 +7,12 @@ current states (suppressions, listings, queue depth) read through indexed
 queries. The results are kept for `refresh_s` seconds, so several Prometheus
 servers or a short scrape interval do not multiply the database load.
 
+Labels that come from reports (DMARC and TLS policy domains) are capped per
+family: the first `series_limit` values, by volume, keep series of their own
+and the rest share "other" (`LabelCap`), so one hostile TLS report with
+10,000 policy domains adds one series, not 30,000. A value once given a
+series keeps it (a counter must not move between series).
+
 A family whose table is missing (a database not upgraded yet, a part not
 installed) or whose query fails is left out of that scrape, never the whole
 scrape; `repmon_metrics_family_up` and `repmon_metrics_collect_errors_total`
@@ -70,7 +76,57 @@ HEALTH_STATES = ("healthy", "warning", "critical", "blocked")
 POLICY_ACTIONS = ("pause", "slow", "ramp", "suppress", "alert")
 ALERT_SEVERITIES = ("warning", "critical", "blocked")
 
+TLS_POLICY_TYPES = frozenset({"sts", "tlsa", "no-policy-found"})
+SERIES_LIMIT = 200  # values of a report-derived label (a policy domain) with series of their own, per family
+
+# DMARC sources: the largest sending sources (and service types) by volume keep series
+# of their own, the rest is "other"; countries are ISO 3166 codes (at most ~250).
+DMARC_SOURCE_SERIES = 20
+DMARC_SOURCE_TYPE_SERIES = 30
+_COUNTRY = re.compile(r"[A-Z]{2}")
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9_.:+-]{0,63}$")
+
+
+class LabelCap:
+    """At most `limit` distinct values of one label keep series of their own;
+    the others become "other". Admission is sticky and by volume: each scan
+    offers its new values largest first (`admit`), so the full pass at start
+    keeps the top `limit`, and later values get the room that is left."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kept: set[str] = set()
+
+    def admit(self, volumes: dict[str, float]) -> None:
+        room = self.limit - len(self.kept)
+        if room <= 0:
+            return
+        new = [(amount, value) for value, amount in volumes.items()
+               if value and value != OTHER and value not in self.kept]
+        for _, value in sorted(new, key=lambda item: (-item[0], item[1]))[:room]:
+            self.kept.add(value)
+
+    def __call__(self, value: str) -> str:
+        return value if not value or value == OTHER or value in self.kept else OTHER
+
+
+def capped(scan: Scan, caps: dict[int, LabelCap]) -> Scan:
+    """A (relabelled) scan whose label at each capped position goes through
+    its LabelCap, new values offered by volume first."""
+    def run(conn: Connection, above: int, up_to: int | None) -> dict[Key, float]:
+        raw = scan(conn, above, up_to)
+        for index, cap in caps.items():
+            volumes: dict[str, float] = {}
+            for key, amount in raw.items():
+                if len(key) > index:
+                    volumes[key[index]] = volumes.get(key[index], 0.0) + amount
+            cap.admit(volumes)
+        out: dict[Key, float] = {}
+        for key, amount in raw.items():
+            new = tuple(caps[i](v) if i in caps else v for i, v in enumerate(key))
+            out[new] = out.get(new, 0.0) + amount
+        return out
+    return run
 
 
 def token(value: Any, *, allowed: frozenset[str] | None = None) -> str:
@@ -143,12 +199,14 @@ class RepmonCollector(Collector):
     def __init__(self, engine: Engine, *, own_networks: Iterable[str] = (),
                  lane_rate: Callable[[str], float | None] | None = None, refresh_s: float = 15.0,
                  dnsbl_series_limit: int = 20000, settle_s: float | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, series_limit: int = SERIES_LIMIT) -> None:
         self.engine = engine
         self.own_networks: list[Network] = [ipaddress.ip_network(n, strict=False) for n in own_networks]
         self.lane_rate = lane_rate or (lambda destination: None)
         self.refresh_s = refresh_s
         self.dnsbl_series_limit = dnsbl_series_limit
+        self.series_limit = series_limit
+        self._caps: dict[str, LabelCap] = {}
         sqlite = engine.dialect.name == "sqlite"
         self.settle_s = (0.0 if sqlite else PG_SETTLE_S) if settle_s is None else settle_s
         self.margin = 0 if sqlite else PG_START_MARGIN
@@ -167,6 +225,7 @@ class RepmonCollector(Collector):
             ("suppressions", self._suppressions),
             ("dmarc", self._dmarc),
             ("dmarc_failures", self._dmarc_failures),
+            ("dmarc_sources", self._dmarc_sources),
             ("tls", self._tls),
             ("dnsbl", self._dnsbl),
             ("dnsbl_zones", self._dnsbl_zones),
@@ -259,6 +318,13 @@ class RepmonCollector(Collector):
             totals = self._totals[name] = RunningTotals(source, scan, settle_s=self.settle_s, margin=self.margin)
         return totals
 
+    def cap(self, family_name: str) -> LabelCap:
+        """The LabelCap of one family's report-derived label."""
+        found = self._caps.get(family_name)
+        if found is None:
+            found = self._caps[family_name] = LabelCap(self.series_limit)
+        return found
+
     def ip_label(self, value: str | None) -> str:
         """A DMARC source IP as a label: itself when it is one of ours, else "other"."""
         if not value:
@@ -321,7 +387,7 @@ class RepmonCollector(Collector):
             result = "pass" if "pass" in (dkim_l, spf_l) else "fail"
             return (domain_label(domain), self.ip_label(source_ip), result, dkim_l, spf_l, token(disposition))
 
-        scan = mapped(storage.DMARC_MESSAGES.scan, relabel)
+        scan = capped(mapped(storage.DMARC_MESSAGES.scan, relabel), {0: self.cap("dmarc")})
         totals = self._running("dmarc", storage.DMARC_MESSAGES, scan).refresh(conn, now)
         return [family("repmon_dmarc_messages_total", totals)]
 
@@ -331,19 +397,43 @@ class RepmonCollector(Collector):
             first = str(failure or "").replace(",", " ").split()
             return (domain_label(domain), token(first[0] if first else None, allowed=AUTH_FAILURES))
 
-        scan = mapped(storage.DMARC_FAILURES.scan, relabel)
+        scan = capped(mapped(storage.DMARC_FAILURES.scan, relabel), {0: self.cap("dmarc_failures")})
         totals = self._running("dmarc_failures", storage.DMARC_FAILURES, scan).refresh(conn, now)
         return [family("repmon_dmarc_failure_reports_total", totals)]
+
+    def _dmarc_sources(self, conn: Connection, now: float) -> list[Metric]:
+        """Messages per sending source (top DMARC_SOURCE_SERIES by volume, the rest
+        "other"), and per country of the source IP."""
+        def relabel(key: Key) -> Key:
+            source, source_type, source_ip, country, dkim, spf = key
+            result = "pass" if "pass" in (token(dkim), token(spf)) else "fail"
+            ours = "true" if self.ip_label(source_ip) not in ("", OTHER) else "false"
+            country_text = str(country or "").strip().upper()
+            return (str(source or "")[:100], str(source_type or "")[:64], ours, result,
+                    country_text if _COUNTRY.fullmatch(country_text) else (OTHER if country_text else ""))
+
+        caps = {0: self._caps.setdefault("dmarc_source", LabelCap(DMARC_SOURCE_SERIES)),
+                1: self._caps.setdefault("dmarc_source_type", LabelCap(DMARC_SOURCE_TYPE_SERIES))}
+        scan = capped(mapped(storage.DMARC_SOURCES.scan, relabel), caps)
+        totals = self._running("dmarc_sources", storage.DMARC_SOURCES, scan).refresh(conn, now)
+        sources: Values = {}
+        countries: Values = {}
+        for (source, source_type, ours, result, country), n in totals.items():
+            _acc(sources, (source, source_type, ours, result), n)
+            _acc(countries, (country, result), n)
+        return [family("repmon_dmarc_source_messages_total", sources),
+                family("repmon_dmarc_country_messages_total", countries)]
 
     def _tls(self, conn: Connection, now: float) -> list[Metric]:
         def relabel(key: Key) -> Key:
             if key[0] == "sessions":
                 _, domain, policy_type, outcome = key
-                return ("sessions", domain_label(domain), token(policy_type), outcome)
+                return ("sessions", domain_label(domain), token(policy_type, allowed=TLS_POLICY_TYPES), outcome)
             _, domain, kind = key
             return ("failed", domain_label(domain), token(kind, allowed=TLS_RESULT_TYPES))
 
-        scan = mapped(storage.TLS_SESSIONS.scan, relabel)
+        # One cap for both TLS families: they share the policy domain label.
+        scan = capped(mapped(storage.TLS_SESSIONS.scan, relabel), {1: self.cap("tls")})
         totals = self._running("tls", storage.TLS_SESSIONS, scan).refresh(conn, now)
         sessions = {k[1:]: v for k, v in totals.items() if k[0] == "sessions"}
         failed = {k[1:]: v for k, v in totals.items() if k[0] == "failed"}

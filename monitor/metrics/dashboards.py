@@ -96,6 +96,11 @@ def table(title: str, *queries: Query, description: str = "", hide: tuple[str, .
                  hide_columns=hide, width=width, mappings=mappings or [], unit=unit)
 
 
+def geomap(title: str, expr: str, *, description: str = "", width: int = 12) -> Panel:
+    """A world map from an instant query with a `country` label (ISO 3166 alpha-2)."""
+    return Panel("geomap", title, [Query(expr, table=True)], description=description, width=width, height=10)
+
+
 def q(expr: str, legend: str = "") -> Query:
     return Query(expr, legend)
 
@@ -139,6 +144,25 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         options = {"legend": {"displayMode": "table", "placement": "bottom", "showLegend": True,
                               "calcs": ["lastNotNull", "max"]},
                    "tooltip": {"mode": "multi", "sort": "desc"}}
+    elif panel.kind == "geomap":
+        # One circle per country: the query's `country` label (ISO 3166 alpha-2) looked up in
+        # Grafana's built-in country gazetteer, sized and coloured by the value.
+        defaults["color"] = {"mode": "continuous-YlOrRd"}
+        options = {
+            "view": {"id": "zero", "lat": 20, "lon": 0, "zoom": 1, "allLayers": True},
+            "controls": {"showZoom": True, "mouseWheelZoom": False, "showAttribution": True},
+            "basemap": {"type": "default", "name": "Basemap", "config": {}},
+            "layers": [{
+                "type": "markers", "name": "Messages", "tooltip": True,
+                "location": {"mode": "lookup", "lookup": "country", "gazetteer": "public/gazetteer/countries.json"},
+                "config": {"showLegend": True,
+                           "style": {"color": {"field": "Value", "fixed": "dark-green"},
+                                     "size": {"field": "Value", "fixed": 5, "min": 4, "max": 30},
+                                     "opacity": 0.6, "symbol": {"fixed": "img/icons/marker/circle.svg",
+                                                                "mode": "fixed"}}},
+            }],
+            "tooltip": {"mode": "details"},
+        }
     else:  # table
         defaults["custom"] = {"align": "auto", "cellOptions": {"type": "auto"}, "filterable": True}
         options = {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]}}
@@ -420,6 +444,7 @@ def dmarc_tls() -> Dashboard:
     dmarc_enforced = m("repmon_dmarc_messages_total", domain="~$domain", disposition="~quarantine|reject")
     tls_failed = m("repmon_tls_report_sessions_total", policy_domain="~$policy_domain", result="failed")
     tls_failures = m("repmon_tls_failed_sessions_total", policy_domain="~$policy_domain")
+    source_messages = m("repmon_dmarc_source_messages_total")
     return Dashboard(
         uid="repmon-dmarc-tls",
         title="repmon / DMARC and TLS reports",
@@ -464,6 +489,36 @@ def dmarc_tls() -> Dashboard:
                          f"[$__rate_interval]))", "{{auth_failure}}"), bars=True, stack=True),
                 table("DNS authentication records", q(f"{m('repmon_dns_auth_status')} == 1"),
                       description="Latest SPF, DMARC, DKIM, MTA-STS and TLS-RPT check per sending domain."),
+            ]),
+            ("DMARC sources", [
+                table("Top failing sources",
+                      q(f"sort_desc(topk(15, sum by (source, source_type, ours) (increase("
+                        f"{m('repmon_dmarc_source_messages_total', result='fail')}[$__range]))))"),
+                      hide=(), description="Messages failing DMARC per sending source (service, else AS, else IP) "
+                                           "in the time range. ours = one of our IPs: fix its DKIM/SPF; otherwise "
+                                           "someone sends as us (a forwarder, a vendor to authorise, or abuse). "
+                                           "Beyond the top sources, the rest is summed up as 'other'. "
+                                           "`repmon dmarc sources --failing` lists the IPs behind each."),
+                table("DMARC pass rate by source",
+                      q(f"sort(sum by (source, ours) (increase({m('repmon_dmarc_source_messages_total', result='pass')}"
+                        f"[$__range])) / sum by (source, ours) (increase({source_messages}[$__range])))"),
+                      hide=(), unit="percentunit",
+                      description="Share of each source's messages that passed DMARC in the time range."),
+                series("Messages by service type",
+                       q(f"sum by (source_type) (increase({source_messages}[$__rate_interval]))", "{{source_type}}"),
+                       bars=True, stack=True,
+                       description="Types from parsedmarc's service map (Email Provider, Marketing, ...); "
+                                   "empty when the source is not a known service."),
+                series("Messages by source",
+                       q(f"sum by (source) (increase({source_messages}[$__rate_interval]))", "{{source}}"),
+                       bars=True, stack=True),
+                geomap("Messages by country",
+                       f"sum by (country) (increase({m('repmon_dmarc_country_messages_total')}[$__range]))",
+                       description="Country of the source IPs (IPinfo Lite, as parsedmarc), all DMARC results."),
+                geomap("Failing messages by country",
+                       f"sum by (country) (increase("
+                       f"{m('repmon_dmarc_country_messages_total', result='fail')}[$__range]))",
+                       description="Country of the source IPs of mail that failed DMARC."),
             ]),
             ("SMTP TLS reports", [
                 series("TLS sessions by result", q(f"sum by (result) (increase({tls}[$__rate_interval]))",

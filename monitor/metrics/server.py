@@ -3,7 +3,9 @@
 The collection itself queries the database, so it runs in a worker thread:
 a slow scrape never stalls the daemon's other jobs. The exposition format
 follows the scraper's Accept header (Prometheus text or OpenMetrics) and the
-body is gzip-compressed when the scraper asks for it.
+body is gzip-compressed when the scraper asks for it. The server is
+monitor/core/http.py's hardened one: header timeout, connection cap, rate
+limited logs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from monitor.core.http import HardenedServer, HttpLimits
+
 log = logging.getLogger("repmon.metrics")
 
 INDEX = b"""<html><head><title>repmon metrics</title></head>
@@ -22,37 +26,40 @@ INDEX = b"""<html><head><title>repmon metrics</title></head>
 """
 
 
+# A scrape is one short GET: a few Prometheus servers and a browser, never hundreds.
+LIMITS = HttpLimits(header_timeout_s=10.0, body_timeout_s=5.0, max_connections=64, max_body_bytes=16 * 1024)
+
+
 class MetricsServer:
-    def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9478) -> None:
+    def __init__(self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 9478,
+                 limits: HttpLimits = LIMITS) -> None:
         self.registry = registry
         self.host = host
         self.port = port
-        self._runner: web.AppRunner | None = None
+        self.limits = limits
+        self._server: HardenedServer | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=self.limits.max_body_bytes)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)
         return app
 
     async def start(self) -> None:
         """Bind and serve; raises OSError when the port is taken."""
-        runner = web.AppRunner(self.app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        if self.port == 0:  # tests ask for any free port: learn which one we got
-            self.port = runner.addresses[0][1]
+        server = HardenedServer(self.app(), self.host, self.port, self.limits, name="metrics")
+        await server.start()
+        self._server = server
+        self.port = server.port  # tests ask for any free port: learn which one we got
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+
+    @property
+    def refused(self) -> int:
+        return self._server.refused if self._server is not None else 0
 
     @property
     def url(self) -> str:

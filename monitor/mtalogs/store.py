@@ -132,6 +132,7 @@ def _bounce_event(record: DeliveryRecord, ip: str | None, destination: str) -> B
         status=record.dsn, reply_code=record.reply_code, diagnostic=record.diagnostic, remote_mta=destination,
         original_message_id=record.queue_id, action="failed" if final else "delayed", arrival_date=record.timestamp,
         smtp_agent=f"mtalog:{record.mta}", original_mail_from=record.sender, tracking=Tracking(source_ip=ip),
+        confidence=verdict.confidence,
     )
 
 
@@ -155,7 +156,8 @@ def _store_deliveries(conn: Connection, attribution: Attribution, deliveries: li
             event = _bounce_event(record, ip, destination)
             event_of_row[len(rows) - 1] = len(event_rows)
             event_rows.append(event_row(event, message_pk=None, occurred_at=record.timestamp))
-            if event.action == "failed" and event.hard_or_soft == "hard" and record.recipient and "@" in record.recipient:
+            if (event.action == "failed" and event.hard_or_soft == "hard" and event.confidence in ("high", "medium")
+                    and record.recipient and "@" in record.recipient):
                 entries.append(SuppressionEntry(record.recipient, HARD_BOUNCE, f"mtalog:{record.mta}",
                                                 detail=event.reason, seen_at=record.timestamp))
     for row in rows:  # NUL characters and lone surrogates would fail the whole batch on PostgreSQL

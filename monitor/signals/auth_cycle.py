@@ -16,6 +16,7 @@ from sqlmodel import col
 
 from monitor.core.db import session_scope
 from monitor.core.dbtypes import utcnow
+from monitor.core.logs import redact, redact_value
 from monitor.signals.dns_auth import AuthChecker, AuthTarget, DnsSettings, Finding, baseline, compare, overall_status
 from monitor.signals.models import DnsAuthCheck, SignalEvent
 from monitor.signals.settings import DnsAuthConfig, DnsblConfig, DnsConfig
@@ -66,13 +67,14 @@ def persist_check(engine: Engine, snapshot: dict[str, Any], now: datetime) -> Do
         history = [{"spf": r.spf, "dmarc": r.dmarc, "dkim": r.dkim, "mta_sts": r.mta_sts, "tls_rpt": r.tls_rpt}
                    for r in rows]
         findings = compare(baseline(history), snapshot)
-        session.add(DnsAuthCheck(domain=domain, checked_at=now, status=status, error=snapshot.get("error"),
+        session.add(DnsAuthCheck(domain=domain, checked_at=now, status=status, error=redact(snapshot.get("error") or "") or None,
                                  spf=snapshot.get("spf") or {}, dmarc=snapshot.get("dmarc") or {},
                                  dkim=snapshot.get("dkim") or {}, mta_sts=snapshot.get("mta_sts") or {},
                                  tls_rpt=snapshot.get("tls_rpt") or {}))
         for finding in findings:
             session.add(SignalEvent(occurred_at=now, source="dns_auth", kind=finding.kind, subject=domain,
-                                    reason=finding.reason, details=finding.details, initial=finding.initial))
+                                    reason=redact(finding.reason), details=redact_value(finding.details),
+                                    initial=finding.initial))
             level = logging.INFO if finding.initial or finding.kind.endswith("_covered") else logging.WARNING
             log.log(level, "%s: %s", domain, finding.reason, extra={"domain": domain, "kind": finding.kind})
         error = snapshot.get("error") or _first_error(snapshot)

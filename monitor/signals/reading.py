@@ -4,12 +4,14 @@ without the reader importing the tables (monitor/signals/store.py writes)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.engine import Connection, Row
 
+from monitor.core.sql import Ids, id_filter
 from monitor.signals.models import (
     DnsAuthCheck,
     DnsblState,
@@ -90,3 +92,83 @@ def fetch_states(conn: Connection) -> list[tuple[str, str, int | None]]:
     t = _fetch
     return [(source, status, consecutive) for source, status, consecutive in
             conn.execute(select(t.c.source, t.c.status, t.c.consecutive_failures))]
+
+
+# -- what health reads -----------------------------------------------------------------------
+#
+# `existing` is the set of table names the database has (monitor.core.sql.table_names),
+# read once by the caller: each has_* says whether the read below it can run.
+
+SIGNAL_EVENTS_TABLE: str = _events.name  # for a reader that keeps an id cursor per table (health_cursors)
+
+
+def has_listings(existing: Collection[str]) -> bool:
+    return _states.name in existing
+
+
+def has_zone_health(existing: Collection[str]) -> bool:
+    return _zones.name in existing
+
+
+def has_snds_days(existing: Collection[str]) -> bool:
+    return _snds_days.name in existing
+
+
+def has_snds_status(existing: Collection[str]) -> bool:
+    return _snds_status.name in existing
+
+
+def has_postmaster_days(existing: Collection[str]) -> bool:
+    return _postmaster.name in existing
+
+
+def has_signal_events(existing: Collection[str]) -> bool:
+    return _events.name in existing
+
+
+def broken_zones(conn: Connection) -> set[str]:
+    """Blocklist zones whose answers are not to be trusted now."""
+    return {r[0] for r in conn.execute(text("SELECT zone FROM dnsbl_zone_health WHERE status = 'broken'"))}
+
+
+def listings(conn: Connection) -> list[tuple[str, str, Any, str | None, str, Any, str | None]]:
+    """(target, zone, codes as stored, reason, state, changed_at, delist_url) of every pair
+    listed, or unknown now with the last known state listed."""
+    rows = conn.execute(text(
+        "SELECT target, zone, codes, reason, state, changed_at, delist_url FROM dnsbl_states "
+        "WHERE state = 'listed' OR (state = 'unknown' AND last_known = 'listed')"))
+    return [(target, zone, codes, reason, state, changed_at, delist_url)
+            for target, zone, codes, reason, state, changed_at, delist_url in rows]
+
+
+def snds_ip_days(conn: Connection, since: date) -> list[tuple[str, Any, str | None, Any, str | None, Any, Any, Any]]:
+    """(ip, day, filter_result, complaint_rate, complaint_rate_text, complaint_rate_below,
+    trap_hits, message_recipients) of the SNDS IP-days from `since` on, as stored."""
+    rows = conn.execute(text(
+        "SELECT ip, day, filter_result, complaint_rate, complaint_rate_text, complaint_rate_below, "
+        "trap_hits, message_recipients FROM snds_ip_days WHERE day >= :since"), {"since": since})
+    return [(ip, day, result, rate, rate_text, below, traps, recipients)
+            for ip, day, result, rate, rate_text, below, traps, recipients in rows]
+
+
+def snds_blocked(conn: Connection) -> list[tuple[str, str, str | None]]:
+    """(first_ip, last_ip, reason) of the address ranges SNDS says are blocked."""
+    rows = conn.execute(text("SELECT first_ip, last_ip, reason FROM snds_ip_status WHERE blocked = :yes"),
+                        {"yes": True})
+    return [(first, last, reason) for first, last, reason in rows]
+
+
+def google_postmaster_days(conn: Connection, since: date) -> list[tuple[str, Any, str, Any, Any, str | None, Any]]:
+    """(domain, day, api, spam_rate, spam_rate_upper, domain_reputation, dmarc_success_rate)
+    of Google's domain-days from `since` on, v2 rows first (api descending)."""
+    rows = conn.execute(text(
+        "SELECT domain, day, api, spam_rate, spam_rate_upper, domain_reputation, dmarc_success_rate "
+        "FROM postmaster_domain_days WHERE provider = 'google' AND day >= :since ORDER BY api DESC"),
+        {"since": since})
+    return [(domain, day, api, spam, upper, reputation, dmarc) for domain, day, api, spam, upper, reputation, dmarc in rows]
+
+
+def signal_subjects(conn: Connection, ids: Ids) -> list[tuple[str, str | None]]:
+    """(source, subject) of the signal events in `ids` (an id range (lo, hi] or a list)."""
+    rows = conn.execute(text(f"SELECT source, subject FROM signal_events WHERE {id_filter('id', ids)}"))
+    return [(source, subject) for source, subject in rows]

@@ -96,8 +96,11 @@ def classify(zone: ZoneSpec, answers: Iterable[str]) -> Verdict:
     if errors:
         return Verdict("error", codes, reason="; ".join(errors))
     if listed:
+        # The reason is the meanings only, in the order of the codes: the codes
+        # are a field of their own, and every reader that shows both ("127.0.0.2:
+        # SBL") printed the code twice when the reason repeated it.
         return Verdict("listed", tuple(c for c, _ in listed), tuple(m for _, ms in listed for m in ms),
-                       reason="; ".join(f"{c} {' + '.join(ms)}" for c, ms in listed))
+                       reason="; ".join(" + ".join(ms) for _, ms in listed))
     return Verdict("clean", codes, tuple(zone.clean_codes[c] for c in codes),
                    reason="; ".join(f"{c} {zone.clean_codes[c]}" for c in codes))
 

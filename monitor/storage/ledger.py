@@ -9,15 +9,22 @@ only storage touches its tables.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from itertools import chain, islice
+from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import Row, Table, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlmodel import Session, col
 
 from monitor.core.db import session_scope
@@ -36,8 +43,15 @@ from monitor.storage.models import (
     TlsPolicyResult,
     TlsReport,
 )
-from monitor.storage.rows import dmarc_record_rows, dmarc_report_row, tls_policy_rows, tls_report_row
+from monitor.storage.rows import (
+    DMARC_RECORD_COLUMNS,
+    dmarc_record_values,
+    dmarc_report_row,
+    tls_policy_rows,
+    tls_report_row,
+)
 from parsers.events import DmarcAggregateEvent, TlsReportEvent
+from parsers.events import DmarcRecord as ReportedRecord
 
 _ledger: Table = ProcessedMessage.__table__  # type: ignore[attr-defined]
 _events: Table = StoredEvent.__table__  # type: ignore[attr-defined]
@@ -47,6 +61,35 @@ _reports: Table = DmarcReport.__table__  # type: ignore[attr-defined]
 _records: Table = DmarcRecord.__table__  # type: ignore[attr-defined]
 _tls_reports: Table = TlsReport.__table__  # type: ignore[attr-defined]
 _tls_policies: Table = TlsPolicyResult.__table__  # type: ignore[attr-defined]
+
+# Report rows (DMARC records, TLS policies) per INSERT executemany.
+CHILD_BATCH = 5000
+
+log = logging.getLogger("repmon.storage")
+
+# Feedback dated before this is a broken or forged clock: an ARF "from year 0001"
+# (which the mail date parser reads as 2001), an epoch-zero 1970. It would land
+# outside every window, so the time it was stored (read moments before) is used.
+EARLIEST_PLAUSIBLE = datetime(2005, 1, 1, tzinfo=UTC)
+# Lone surrogates (undecodable bytes of a file name, os.fsdecode) and NUL, which no
+# database column takes.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code else "\\x00"
+
+
+def storable_text(value: str) -> str:
+    """Text every database accepts, losslessly: an undecodable byte of a file
+    name (surrogateescape) becomes `\\xNN`, NUL `\\x00`, another lone surrogate
+    `\\uXXXX`. Applying it twice changes nothing."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return _UNSTORABLE.sub(_escape_char, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +135,8 @@ def insert_ledger(session: Session, rows: list[dict[str, Any]]) -> list[int]:
 def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[StoredEventRow]:
     """Event rows (monitor.storage.rows.event_row); what was stored, in order."""
     e = _events
+    for row in rows:
+        _clamp_occurred_at(row, "occurred_at", note_in="details")
     inserted = session.connection().execute(
         insert(e).returning(e.c.id, e.c.kind, e.c.recipient, e.c.occurred_at, e.c.hard_or_soft, e.c.reason,
                             e.c.feedback_type, e.c.action, sort_by_parameter_order=True),
@@ -105,16 +150,35 @@ def insert_events(session: Session, rows: list[dict[str, Any]]) -> list[StoredEv
 
 def insert_dmarc_failures(session: Session, rows: list[dict[str, Any]]) -> int:
     """DMARC failure report rows (monitor.storage.rows.dmarc_failure_row)."""
+    for row in rows:
+        _clamp_occurred_at(row, "occurred_at")
     if rows:
         session.connection().execute(insert(_failures), rows)
     return len(rows)
+
+
+def _clamp_occurred_at(row: dict[str, Any], column: str, note_in: str | None = None) -> None:
+    """An implausibly old date (year 0001 ...) becomes the time the message is
+    stored (it was read moments ago), with a note of the date it claimed."""
+    when = row.get(column)
+    if not isinstance(when, datetime):
+        return
+    if (when if when.tzinfo else when.replace(tzinfo=UTC)) >= EARLIEST_PLAUSIBLE:
+        return
+    row[column] = utcnow()
+    if note_in is not None:
+        details = dict(row.get(note_in) or {})
+        details["occurred_at_note"] = (f"dated {when.isoformat()}, before {EARLIEST_PLAUSIBLE.year}: "
+                                       "stored at the time it was read")
+        row[note_in] = details
 
 
 def store_dmarc_report(session: Session, event: DmarcAggregateEvent, message_pk: int) -> int:
     """Insert a DMARC aggregate report unless the same report is stored already."""
     return _store_report_once(
         session, _reports, dmarc_report_row(event, message_pk=message_pk), ("org_name", "domain", "report_id"),
-        _records, lambda report_pk: dmarc_record_rows(event, report_pk=report_pk),
+        _records, lambda report_pk: RowTuples(DMARC_RECORD_COLUMNS, dmarc_record_values(event, report_pk=report_pk)),
+        report_content_hash(event),
     )
 
 
@@ -122,30 +186,143 @@ def store_tls_report(session: Session, event: TlsReportEvent, message_pk: int) -
     """Insert an SMTP TLS report unless the same report is stored already."""
     return _store_report_once(
         session, _tls_reports, tls_report_row(event, message_pk=message_pk), ("organization_name", "report_id"),
-        _tls_policies, lambda report_pk: tls_policy_rows(event, report_pk=report_pk),
+        _tls_policies, lambda report_pk: tls_policy_rows(event, report_pk=report_pk), report_content_hash(event),
     )
 
 
+def report_content_hash(event: DmarcAggregateEvent | TlsReportEvent) -> str:
+    """SHA-256 of what a report says (not of the mail it came in, nor of the
+    source look-ups added to DMARC records): the same report sent twice hashes
+    the same. DMARC records are hashed one at a time, never all rendered at once."""
+    digest = hashlib.sha256()
+    if isinstance(event, TlsReportEvent):
+        digest.update(json.dumps(event.to_dict(), sort_keys=True, default=str).encode())
+        return digest.hexdigest()
+    head = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "records"}
+    digest.update(json.dumps(head, sort_keys=True, default=str).encode())
+    # Each record as the repr of its values (source look-ups left out), fields in
+    # declaration order: the same text for the same record, 10x cheaper than JSON.
+    values = _REPORTED_RECORD_FIELDS
+    update = digest.update
+    for record in event.records:
+        update(b"\n" + repr(values(record)).encode("utf-8", "backslashreplace"))
+    return digest.hexdigest()
+
+
+_REPORTED_RECORD_FIELDS = attrgetter(*(f.name for f in dataclasses.fields(ReportedRecord)
+                                       if not f.name.startswith("source_") or f.name == "source_ip"))
+
+
 def _store_report_once(session: Session, reports: Table, row: dict[str, Any], identity: tuple[str, ...],
-                       children_table: Table, child_rows: Callable[[int], list[dict[str, Any]]]) -> int:
-    """Insert a report row and its child rows unless a report with the same
-    `identity` columns is stored already: 1 when inserted, 0 when it was there."""
-    exists = session.execute(
-        select(reports.c.id).where(*(reports.c[column] == row[column] for column in identity))
-    ).first()
-    if exists:
+                       children_table: Table, child_rows: Callable[[int], Iterable[dict[str, Any]] | RowTuples],
+                       content_sha256: str) -> int:
+    """Insert a report row and its child rows unless the same report (same
+    `identity` columns and content) is stored already: 1 when inserted, 0 when
+    it was there. A report with a stored report's identity but other content (a
+    forgery that came first, or the genuine one after it) is kept too, its
+    `conflict_of` naming the report stored first.
+    Child rows are inserted CHILD_BATCH at a time as they are built, so a
+    report's rows are never all in memory at once."""
+    stored = session.execute(
+        select(reports.c.id, reports.c.content_sha256)
+        .where(*(reports.c[column] == row[column] for column in identity)).order_by(reports.c.id)
+    ).all()
+    # A report stored before content was hashed (NULL) counts as the same report.
+    if any(sha in (content_sha256, None) for _, sha in stored):
         return 0
+    row = {**row, "content_sha256": content_sha256, "conflict_of": stored[0][0] if stored else None}
+    if stored:
+        log.warning("%s: report %r differs from the one stored first under its id (id %d); both kept, flagged",
+                    reports.name, row.get("report_id"), stored[0][0])
     connection = session.connection()
     report_pk = connection.execute(insert(reports).returning(reports.c.id), row).scalar_one()
-    children = child_rows(report_pk)
-    if children:
-        connection.execute(insert(children_table), children)
+    insert_many(connection, children_table, child_rows(report_pk))
     return 1
 
 
+def insert_many(connection: Connection, table: Table, rows: Iterable[dict[str, Any]] | RowTuples) -> int:
+    """Insert rows CHILD_BATCH at a time as they come, through the driver's
+    executemany: plain dicts (all with the keys of the first), or `RowTuples`
+    (column names and an iterator of value tuples, what the DMARC record row
+    builder gives). Each column's bind processing (UTC times, JSON) is done
+    once per distinct value, not once per row: a 100,000-record DMARC report
+    repeats its period and its few auth-result lists in every row. Returns
+    the rows inserted."""
+    if isinstance(rows, RowTuples):
+        names, values = rows.names, iter(rows.values)
+    else:
+        dicts = iter(rows)
+        first = next(dicts, None)
+        if first is None:
+            return 0
+        names = tuple(first)
+        values = (tuple(row[name] for name in names) for row in chain([first], dicts))
+    dialect = connection.dialect
+    preparer = dialect.identifier_preparer
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (f"INSERT INTO {preparer.format_table(table)} ({', '.join(preparer.quote(n) for n in names)}) "
+           f"VALUES ({', '.join([mark] * len(names))})")
+    converters = [(index, _memoized(process)) for index, name in enumerate(names)
+                  if (process := table.c[name].type._cached_bind_processor(dialect)) is not None]
+    count = 0
+    while batch := list(islice(values, CHILD_BATCH)):
+        if converters:
+            converted = []
+            for row in batch:
+                items = list(row)
+                for index, convert in converters:
+                    items[index] = convert(items[index])
+                converted.append(tuple(items))
+            batch = converted
+        connection.exec_driver_sql(sql, batch)
+        count += len(batch)
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class RowTuples:
+    """Rows as value tuples in the order of `names`."""
+
+    names: tuple[str, ...]
+    values: Iterable[tuple[Any, ...]]
+
+
+def _memoized(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A bind processor applied once per distinct value: hashable values by
+    value, lists and dicts (JSON documents, shared by the row builders) by identity."""
+    by_value: dict[Any, Any] = {}
+    by_id: dict[int, tuple[Any, Any]] = {}
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (list, dict)):
+            hit = by_id.get(id(value))
+            if hit is None:
+                if len(by_id) >= 50_000:
+                    by_id.clear()
+                hit = by_id[id(value)] = (process(value), value)  # value kept alive: its id stays its own
+            return hit[0]
+        done = by_value.get(value, _MISSING)
+        if done is _MISSING:
+            done = process(value)
+            if len(by_value) < 50_000:
+                by_value[value] = done
+        return done
+
+    return convert
+
+
+_MISSING = object()
+
+
 def quarantine(session: Session, **fields: Any) -> None:
-    """Keep a message that could not become events (quarantined_messages columns)."""
-    session.add(QuarantinedMessage(**fields))
+    """Keep a message that could not become events (quarantined_messages columns).
+    Text is made storable first (storable_text): quarantine is the last resort
+    and must not fail on a file name that is not UTF-8."""
+    cleaned: dict[str, Any] = {name: storable_text(value) if isinstance(value, str) else value
+                               for name, value in fields.items()}
+    session.add(QuarantinedMessage(**cleaned))
 
 
 # --- failed attempts -----------------------------------------------------------------------
@@ -203,6 +380,7 @@ def save_checkpoint(session: Session, source: str, folder: str, uidvalidity: int
 
 def record_seen_files(session: Session, rows: list[dict[str, Any]]) -> None:
     """A local folder's files read (folder_files columns), replacing what was known of each path."""
+    rows = [{**row, "path": storable_text(row["path"])} for row in rows]
     stmt = _upsert(session)(FolderFile.__table__)  # type: ignore[attr-defined]
     stmt = stmt.on_conflict_do_update(
         index_elements=["source", "path"],
@@ -232,6 +410,20 @@ def last_deliveries(session: Session, recipients: Sequence[str]) -> dict[str, da
         .group_by(col(StoredEvent.recipient))
     ):
         out[recipient] = when
+    return out
+
+
+def events_context(session: Session, event_ids: Sequence[int]) -> dict[int, tuple[int | None, dict[str, Any]]]:
+    """event id -> (message pk, details) of stored events: which message an event
+    came from, and what its parser said (confidence, tracking)."""
+    out: dict[int, tuple[int | None, dict[str, Any]]] = {}
+    ids = list(event_ids)
+    for start in range(0, len(ids), 500):
+        for event_id, message_pk, details in session.execute(
+            select(col(StoredEvent.id), col(StoredEvent.message_id), col(StoredEvent.details))
+            .where(col(StoredEvent.id).in_(ids[start:start + 500]))
+        ):
+            out[event_id] = (message_pk, details if isinstance(details, dict) else {})
     return out
 
 

@@ -224,7 +224,10 @@ class DmarcReport(SQLModel, table=True):
 
     __tablename__ = "dmarc_reports"
     __table_args__ = (
-        UniqueConstraint("org_name", "domain", "report_id", name="uq_dmarc_reports_org_domain_report"),
+        # Keyed by content too (revision 0013_hostile_counts): a forged report that
+        # arrives first with a genuine report's org/domain/id must not hide it.
+        UniqueConstraint("org_name", "domain", "report_id", "content_sha256",
+                         name="uq_dmarc_reports_org_domain_report_content"),
         Index("ix_dmarc_reports_domain_begin", "domain", "begin"),
     )
 
@@ -245,6 +248,10 @@ class DmarcReport(SQLModel, table=True):
     end: datetime = _when()
     errors: list | None = Field(default=None, sa_type=JsonDoc)
     stored_at: datetime = _when(default_now=True)
+    # SHA-256 of the parsed report (NULL for reports stored before revision 0013), and the
+    # id of the report stored first under the same org/domain/id when the content differs.
+    content_sha256: str | None = Field(default=None, max_length=64)
+    conflict_of: int | None = Field(default=None, sa_type=BigId)
 
 
 class DmarcRecord(SQLModel, table=True):
@@ -264,7 +271,7 @@ class DmarcRecord(SQLModel, table=True):
     begin: datetime = _when()
     end: datetime = _when()
     source_ip: str = Field(max_length=45)
-    count: int
+    count: int = Field(sa_type=BigId)  # 64-bit on both databases (revision 0013_hostile_counts)
     disposition: str | None = Field(default=None, max_length=16)
     dkim: str | None = Field(default=None, max_length=16)
     spf: str | None = Field(default=None, max_length=16)
@@ -272,6 +279,17 @@ class DmarcRecord(SQLModel, table=True):
     envelope_from: str | None = Field(default=None, max_length=255)
     dkim_results: list | None = Field(default=None, sa_type=JsonDoc)
     spf_results: list | None = Field(default=None, sa_type=JsonDoc)
+    # Where the mail came from (parsers/reports/sources.py: parsedmarc's offline
+    # values; reverse_dns / base_domain only with [dmarc] reverse_dns = true).
+    # Revision 0008_dmarc_sources.
+    source_country: str | None = Field(default=None, max_length=8)
+    source_asn: int | None = Field(default=None, sa_type=BigId)
+    source_as_name: str | None = Field(default=None, max_length=255)
+    source_as_domain: str | None = Field(default=None, max_length=255)
+    source_name: str | None = Field(default=None, max_length=255)
+    source_type: str | None = Field(default=None, max_length=64)
+    source_reverse_dns: str | None = Field(default=None, max_length=255)
+    source_base_domain: str | None = Field(default=None, max_length=255)
 
 
 class DmarcFailure(SQLModel, table=True):
@@ -306,7 +324,8 @@ class TlsReport(SQLModel, table=True):
     """An SMTP TLS report (RFC 8460), stored once per organisation + report id."""
 
     __tablename__ = "tls_reports"
-    __table_args__ = (UniqueConstraint("organization_name", "report_id", name="uq_tls_reports_org_report"),)
+    __table_args__ = (UniqueConstraint("organization_name", "report_id", "content_sha256",
+                                       name="uq_tls_reports_org_report_content"),)
 
     id: int | None = _id()
     message_id: int | None = Field(
@@ -318,6 +337,8 @@ class TlsReport(SQLModel, table=True):
     begin: datetime | None = _when(nullable=True, index=True)
     end: datetime | None = _when(nullable=True)
     stored_at: datetime = _when(default_now=True)
+    content_sha256: str | None = Field(default=None, max_length=64)  # as DmarcReport
+    conflict_of: int | None = Field(default=None, sa_type=BigId)
 
 
 class TlsPolicyResult(SQLModel, table=True):

@@ -88,6 +88,11 @@ QUARANTINED = grouped_tally(_quarantine, [], func.count())
 # (domain, source_ip, dkim, spf, disposition) -> messages
 DMARC_MESSAGES = grouped_tally(_dmarc, [_dmarc.c.domain, _dmarc.c.source_ip, _dmarc.c.dkim, _dmarc.c.spf,
                                         _dmarc.c.disposition], func.coalesce(func.sum(_dmarc.c.count), 0))
+# (source, source_type, source_ip, source_country, dkim, spf) -> messages; the source is
+# the sending service, else the AS name, else the IP (monitor/storage/dmarc_sources.py)
+DMARC_SOURCES = grouped_tally(_dmarc, [func.coalesce(_dmarc.c.source_name, _dmarc.c.source_as_name, _dmarc.c.source_ip),
+                                       _dmarc.c.source_type, _dmarc.c.source_ip, _dmarc.c.source_country,
+                                       _dmarc.c.dkim, _dmarc.c.spf], func.coalesce(func.sum(_dmarc.c.count), 0))
 # (reported_domain, auth_failure) -> failure reports
 DMARC_FAILURES = grouped_tally(_dmarc_failures, [_dmarc_failures.c.reported_domain, _dmarc_failures.c.auth_failure],
                                func.count())

@@ -6,6 +6,7 @@ from a hostile bounce must not fail the whole batch on PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -132,6 +133,21 @@ def event_row(event: Any, *, message_pk: int | None, occurred_at: datetime) -> d
     return _clip_event(row)
 
 
+def attribute_row(row: dict[str, Any], found: Tracking | None) -> dict[str, Any]:
+    """Set an `events` row's tracking columns from an *authenticated* Tracking
+    (a v2 token whose tag verified, resolved through the sender's queue:
+    sender.queue.attribute). None (a forged or unknown token) leaves the row
+    stored but unattributed: no message, campaign or sending IP of ours."""
+    if found is None:
+        return row
+    row["tracking_message_id"] = found.message_id
+    row["tracking_source_ip"] = found.source_ip
+    row["campaign"] = found.campaign
+    if found.source_ip:
+        row["sending_ip"] = found.source_ip
+    return _clip_event(row)
+
+
 def dmarc_report_row(event: DmarcAggregateEvent, *, message_pk: int | None) -> dict[str, Any]:
     return _clip_report({
         "message_id": message_pk,
@@ -150,26 +166,96 @@ def dmarc_report_row(event: DmarcAggregateEvent, *, message_pk: int | None) -> d
     })
 
 
-def dmarc_record_rows(event: DmarcAggregateEvent, *, report_pk: int) -> list[dict[str, Any]]:
-    domain = (event.domain or "").lower()
-    return [
-        _clip_record({
-            "report_pk": report_pk,
-            "domain": domain,
-            "begin": event.begin,
-            "end": event.end,
-            "source_ip": record.source_ip,
-            "count": record.count,
-            "disposition": record.disposition,
-            "dkim": record.dkim,
-            "spf": record.spf,
-            "header_from": (record.header_from or None) and record.header_from.lower(),
-            "envelope_from": record.envelope_from,
-            "dkim_results": list(record.dkim_results) or None,
-            "spf_results": list(record.spf_results) or None,
-        })
-        for record in event.records
-    ]
+# dmarc_records text columns and their lengths, for the fast row builder below.
+_RECORD_TEXT = {c.name: getattr(c.type, "length", None) for c in DmarcRecord.__table__.columns  # type: ignore[attr-defined]
+                if c.name in ("domain", "source_ip", "disposition", "dkim", "spf", "header_from", "envelope_from",
+                              "source_country", "source_as_name", "source_as_domain", "source_name", "source_type",
+                              "source_reverse_dns", "source_base_domain")}
+_MEMO_LIMIT = 50_000  # distinct values remembered per column while a report's rows are built
+
+
+class _TextMemo:
+    """clean_text + clip to the column length, once per distinct value of a column:
+    the records of a report repeat a few dozen values in most columns."""
+
+    def __init__(self, lengths: dict[str, int | None]) -> None:
+        self._lengths = lengths
+        self._memo: dict[str, dict[str, str]] = {name: {} for name in lengths}
+
+    def __call__(self, column: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        memo = self._memo[column]
+        done = memo.get(value)
+        if done is None:
+            done = clean_text(value)
+            length = self._lengths[column]
+            if length and len(done) > length:
+                done = done[:length]
+            if len(memo) < _MEMO_LIMIT:
+                memo[value] = done
+        return done
+
+
+def _shared_results(memo: dict[tuple[int, ...], tuple[list[Any] | None, Any]], items: list[Any]) -> list[Any] | None:
+    """The stored form of a record's auth results. The parser shares identical
+    result dicts among records, so the same combination (by identity) is
+    cleaned once and the one list is reused: storage serialises it once too."""
+    if not items:
+        return None
+    key = tuple(map(id, items))
+    hit = memo.get(key)
+    if hit is None:
+        hit = (clean(list(items)), items)  # items kept alive: the ids stay theirs
+        if len(memo) < _MEMO_LIMIT:
+            memo[key] = hit
+    return hit[0]
+
+
+DMARC_RECORD_COLUMNS = (
+    "report_pk", "domain", "begin", "end", "source_ip", "count", "disposition", "dkim", "spf", "header_from",
+    "envelope_from", "dkim_results", "spf_results", "source_country", "source_asn", "source_as_name",
+    "source_as_domain", "source_name", "source_type", "source_reverse_dns", "source_base_domain",
+)
+
+
+def dmarc_record_values(event: DmarcAggregateEvent, *, report_pk: int) -> Iterator[tuple[Any, ...]]:
+    """The `dmarc_records` rows of a report as value tuples (DMARC_RECORD_COLUMNS),
+    one at a time: a 100,000-record report is inserted in batches
+    (monitor/storage/ledger.py), never held as one list of rows. Text is
+    cleaned and clipped as by the other row builders, once per distinct value."""
+    text = _TextMemo(_RECORD_TEXT)
+    results: dict[tuple[int, ...], tuple[list[Any] | None, Any]] = {}
+    domain = text("domain", (event.domain or "").lower())
+    begin, end = event.begin, event.end
+    for record in event.records:
+        header_from = record.header_from
+        yield (
+            report_pk, domain, begin, end,
+            text("source_ip", record.source_ip),
+            record.count,
+            text("disposition", record.disposition),
+            text("dkim", record.dkim),
+            text("spf", record.spf),
+            text("header_from", header_from.lower()) if header_from else None,
+            text("envelope_from", record.envelope_from),
+            _shared_results(results, record.dkim_results),
+            _shared_results(results, record.spf_results),
+            text("source_country", record.source_country),
+            record.source_asn,
+            text("source_as_name", record.source_as_name),
+            text("source_as_domain", record.source_as_domain),
+            text("source_name", record.source_name),
+            text("source_type", record.source_type),
+            text("source_reverse_dns", record.source_reverse_dns),
+            text("source_base_domain", record.source_base_domain),
+        )
+
+
+def dmarc_record_rows(event: DmarcAggregateEvent, *, report_pk: int) -> Iterator[dict[str, Any]]:
+    """The same rows as dicts."""
+    for values in dmarc_record_values(event, report_pk=report_pk):
+        yield dict(zip(DMARC_RECORD_COLUMNS, values, strict=True))
 
 
 def dmarc_failure_row(event: DmarcFailureEvent, *, message_pk: int | None, occurred_at: datetime) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from sqlmodel import col
 
 from monitor.core.db import session_scope
 from monitor.core.dbtypes import utcnow
+from monitor.core.logs import redact, redact_value
 from monitor.signals.models import PostmasterDomainDay, SignalEvent, SndsIpDay, SndsIpStatus
 from monitor.signals.postmaster import google, snds
 from monitor.signals.postmaster.http import FetchError, RetryPolicy
@@ -267,8 +268,9 @@ def store_ip_status(engine: Engine, rows: list[snds.SndsStatusRow], bad: list[sn
 
 
 def _event(session, kind: str, subject: str, now: datetime, kinds: list[str], reason: str, details: dict) -> None:
+    reason = redact(reason)
     session.add(SignalEvent(occurred_at=now, source="postmaster", kind=kind, subject=subject, reason=reason,
-                            details=details))
+                            details=redact_value(details)))
     kinds.append(kind)
     log.warning(reason, extra={"kind": kind})
 
@@ -299,7 +301,7 @@ async def _succeeded(engine: Engine, source: str, rows: list[google.DomainDay], 
 
 
 async def _failed(engine: Engine, source: str, exc: FetchError, report: FetchReport) -> None:
-    report.failed[source] = str(exc)
+    report.failed[source] = redact(str(exc))
     log.error("%s: %s", source, exc, extra={"source": source, "kind": exc.kind})
     kinds = await asyncio.to_thread(store_fetch_error, engine, source, exc, utcnow())
     report.events += kinds

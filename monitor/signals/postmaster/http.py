@@ -24,6 +24,8 @@ from typing import Any
 
 import aiohttp
 
+from monitor.core.logs import redact
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -37,7 +39,8 @@ class FetchError(Exception):
     """A feed could not be read; `kind` is auth | rate_limited | server | network | http | parse."""
 
     def __init__(self, message: str, *, kind: str, status: int | None = None, retry_after_s: float | None = None):
-        super().__init__(message)
+        # The message quotes the server's answer, which may echo the request URL and its key.
+        super().__init__(redact(message))
         self.kind = kind
         self.status = status
         self.retry_after_s = retry_after_s
