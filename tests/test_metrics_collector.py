@@ -17,6 +17,7 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from monitor.alerts.models import AlertState
 from monitor.core.db import make_engine, session_scope
@@ -83,6 +84,11 @@ def _deliveries(engine: Engine, at: float, counts: dict[tuple[str, str], int]) -
                                               recipient="rcpt@example.org", outcome=outcome))
 
 
+def _pk(value: int | None) -> int:
+    assert value is not None  # flushed
+    return value
+
+
 def _dmarc(engine: Engine, now: datetime, records: list[tuple[str, str, str, str, int]]) -> None:
 
     with session_scope(engine) as session:
@@ -92,7 +98,7 @@ def _dmarc(engine: Engine, now: datetime, records: list[tuple[str, str, str, str
         session.flush()
         for source_ip, dkim, spf, disposition, count in records:
             name, kind, country = DMARC_SOURCES.get(source_ip, (None, None, None))
-            session.add(DmarcRecord(report_pk=report.id, domain="example.com", begin=report.begin, end=report.end,
+            session.add(DmarcRecord(report_pk=_pk(report.id), domain="example.com", begin=report.begin, end=report.end,
                                     source_ip=source_ip, count=count, disposition=disposition, dkim=dkim, spf=spf,
                                     source_name=name, source_type=kind, source_country=country))
 
@@ -109,7 +115,7 @@ def _tls(engine: Engine, now: datetime, ok: int, failed: int, details: list[dict
                            end=now)
         session.add(report)
         session.flush()
-        session.add(TlsPolicyResult(report_pk=report.id, policy_domain="example.com", policy_type="sts",
+        session.add(TlsPolicyResult(report_pk=_pk(report.id), policy_domain="example.com", policy_type="sts",
                                     successful_session_count=ok, failed_session_count=failed,
                                     failure_details=details))
 
@@ -443,7 +449,7 @@ def test_running_totals_add_new_rows_and_survive_deletion(engine: Engine, reader
 
     # Retention deletes old rows: a counter counts what was stored, it does not go down.
     with session_scope(engine) as session:
-        session.execute(delete(StoredEvent).where(StoredEvent.kind == "bounce"))
+        session.execute(delete(StoredEvent).where(col(StoredEvent.kind) == "bounce"))
     third = samples(collector)
     assert value(third, "repmon_events_stored_total", **key) == 5
 
@@ -573,7 +579,7 @@ def test_dmarc_sources_keep_the_top_sources_and_sum_up_the_rest(engine: Engine, 
         session.add(report)
         session.flush()
         for i in range(DMARC_SOURCE_SERIES + 30):
-            session.add(DmarcRecord(report_pk=report.id, domain="example.com", begin=report.begin, end=report.end,
+            session.add(DmarcRecord(report_pk=_pk(report.id), domain="example.com", begin=report.begin, end=report.end,
                                     source_ip=f"198.18.{i // 256}.{i % 256}", count=1000 - i, dkim="fail",
                                     spf="fail", source_name=f"Service {i:03d}", source_type=f"type {i}",
                                     source_country="XX" if i % 2 else "x-1"))

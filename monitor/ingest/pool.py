@@ -93,7 +93,7 @@ def _serve(requests: Connection, replies: Connection) -> None:
 
 
 class _Worker:
-    """One worker process (`python -m monitor.ingest.pool`), talked to over two
+    """One worker process (`python -m monitor.ingest.worker`), talked to over two
     pipes. Started as a fresh interpreter, not through multiprocessing: that
     would run the daemon's main module again in every worker."""
 
@@ -104,7 +104,7 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "monitor.ingest.pool", str(from_parent), str(to_parent)],
+                [sys.executable, "-m", "monitor.ingest.worker", str(from_parent), str(to_parent)],
                 pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL, env=env, close_fds=True)
         finally:
             os.close(from_parent)
@@ -330,14 +330,7 @@ def _close_shared() -> None:
         pool.close()
 
 
-def _main(argv: list[str]) -> None:
-    """`python -m monitor.ingest.pool READ_FD WRITE_FD`: a worker of a ParsePool."""
+
+def worker_main(argv: list[str]) -> None:
+    """A worker of a ParsePool (`python -m monitor.ingest.worker READ_FD WRITE_FD`)."""
     _serve(Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False))
-
-
-if __name__ == "__main__":
-    # Run as the module's own import, not as __main__: what the worker pickles
-    # (the DmarcRecord reduction above) must name monitor.ingest.pool.
-    from monitor.ingest.pool import _main as worker_main
-
-    worker_main(sys.argv[1:])

@@ -25,6 +25,10 @@ from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col
 
 from monitor.core.dbtypes import utcnow
+
+# The managed list's audit and domain suppressions (the two modules import each
+# other: neither uses the other while it is being imported).
+from monitor.storage import suppression_admin as managed
 from monitor.storage.models import Suppression
 
 # Why an address is suppressed. Only soft_bounce expires.
@@ -78,6 +82,8 @@ def suppressed_addresses(session: Session, addresses: Iterable[str], *, at: date
         ).scalars()
         for normal in rows:
             found.update(by_normal[normal])
+    given = [a for spellings in by_normal.values() for a in spellings]
+    found.update(managed.suppressed_by_domain(session, given, at=at))
     return found
 
 
@@ -95,10 +101,11 @@ def suppress(
     event_id: int | None = None,
     seen_at: datetime | None = None,
     expires_at: datetime | None = None,
-) -> Suppression:
-    """Put one address on the list (or confirm it is there); returns the row."""
+) -> Suppression | None:
+    """Put one address on the list (or confirm it is there); returns the row (None: an
+    operator removed the address and this evidence is not newer than the removal)."""
     entry = SuppressionEntry(address, reason, source, detail, event_id, seen_at, expires_at)
-    return suppress_many(session, [entry])[normalize_address(address)]
+    return suppress_many(session, [entry]).get(normalize_address(address))
 
 
 def suppress_many(session: Session, entries: Sequence[SuppressionEntry]) -> dict[str, Suppression]:
@@ -113,6 +120,7 @@ def suppress_many(session: Session, entries: Sequence[SuppressionEntry]) -> dict
     for entry in entries:
         if entry.reason not in SUPPRESSION_REASONS:
             raise ValueError(f"unknown suppression reason {entry.reason!r}")
+    entries = managed.skip_removed(session, entries)  # removed by an operator: only newer evidence counts
     now = utcnow()
     merged: dict[str, SuppressionEntry] = {}
     counts: dict[str, int] = {}
