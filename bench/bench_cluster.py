@@ -38,6 +38,7 @@ from sqlalchemy import text  # noqa: E402
 from monitor.core.db import make_engine  # noqa: E402
 from tests.fixtures._cli import repmon_command  # noqa: E402
 from tests.fixtures._configs import relay_sender, write_config  # noqa: E402
+from tests.fixtures._rates import max_in_window  # noqa: E402
 from tests.fixtures.databases import find_or_start_postgres  # noqa: E402
 from tests.fixtures.smtp_receivers import ScriptedSmtp, SmtpSink  # noqa: E402
 
@@ -45,14 +46,6 @@ RATE = 20.0
 BURST = 5
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def queue(folder: Path, url: str, port: int, count: int, rate: str | None) -> Path:

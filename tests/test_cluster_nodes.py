@@ -28,6 +28,7 @@ from monitor.storage.models import ProcessedMessage
 from tests.fixtures._cli import ROOT, repmon, repmon_command
 from tests.fixtures._configs import relay_sender, write_config
 from tests.fixtures._ports import free_port
+from tests.fixtures._rates import max_in_window
 from tests.fixtures.feedback_messages import mixed_batch
 from tests.fixtures.smtp_receivers import Received, ScriptedSmtp
 from tests.ingest_helpers import expected_events, stored_events
@@ -40,14 +41,6 @@ RATE = 20.0
 BURST = 5
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def ledger_count(engine: Engine) -> int:

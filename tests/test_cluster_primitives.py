@@ -20,17 +20,7 @@ from monitor.cluster.budget import (
     grant_slot,
     slot_times,
 )
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """The most send times that fall in any window of this length."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= window - 1e-9:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+from tests.fixtures._rates import max_in_window
 
 
 def test_slot_times_follow_gcra() -> None:
