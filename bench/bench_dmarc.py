@@ -188,17 +188,18 @@ from monitor.ingest.folder import FolderReader
 from monitor.ingest.pool import ParsePool
 from monitor.ingest.settings import ParsingConfig
 url, folder, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+budget = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
 config = parse_config({"database": {"url": url}, "folders": [{"path": folder, "name": "bench"}]}, base_dir=folder)
 engine = make_engine(url)
-pool = ParsePool(ParsingConfig(workers=workers), config.dmarc)
+pool = ParsePool(ParsingConfig(workers=workers, parse_timeout_s=budget), config.dmarc)
 try:
     result = asyncio.run(FolderReader(Runtime(engine), config.folders[0], suppression=config.suppression,
                                       dmarc=config.dmarc, pool=pool).run_once())
 finally:
     pool.close()
     engine.dispose()
-if result.stored != 1:
-    raise SystemExit(f"not stored: {result}")
+if result.stored + result.quarantined != 1:
+    raise SystemExit(f"not ingested: {result}")
 """
 
 
@@ -209,6 +210,17 @@ def stored_records(url: str) -> int:
     try:
         with engine.connect() as conn:
             return int(conn.execute(text("SELECT count(*) FROM dmarc_records")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def quarantine_reason(url: str) -> str | None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT reason FROM quarantined_messages")).scalar()
     finally:
         engine.dispose()
 
@@ -225,14 +237,17 @@ def fresh_database(kind: str, tmp: Path, name: str, postgres: Any) -> str:
     return url
 
 
-def measure_ingest(path: Path, kind: str, workers: int, tmp: Path, postgres: Any, name: str) -> Run:
-    """Ingest one report file in a fresh process (schema upgraded beforehand)."""
+def measure_ingest(path: Path, kind: str, workers: int, tmp: Path, postgres: Any, name: str,
+                   budget: float = 30.0) -> tuple[Run, str | None]:
+    """Ingest one report file in a fresh process (schema upgraded beforehand):
+    the run and, when it was quarantined instead, why."""
     folder = tmp / f"ingest-{name}"
     folder.mkdir()
     (folder / path.name).symlink_to(path)
     url = fresh_database(kind, tmp, name, postgres)
-    run = run_measured([sys.executable, "-c", _CHILD_INGEST, url, str(folder), str(workers)], tmp / f"{name}.out")
-    return Run(run.seconds, run.peak_rss_kib, stored_records(url))
+    run = run_measured([sys.executable, "-c", _CHILD_INGEST, url, str(folder), str(workers), str(budget)],
+                       tmp / f"{name}.out")
+    return Run(run.seconds, run.peak_rss_kib, stored_records(url)), quarantine_reason(url)
 
 
 def ingest_rows(case: str, path: Path, parse_run: Run, tmp: Path, args: argparse.Namespace,
@@ -242,7 +257,7 @@ def ingest_rows(case: str, path: Path, parse_run: Run, tmp: Path, args: argparse
     kinds = ["SQLite"] + ([] if postgres is None else ["PostgreSQL"])
     for kind in kinds:
         for workers, how in ((2, "parse pool"), (0, "parse in a thread")):
-            run = measure_ingest(path, kind, workers, tmp, postgres, f"{case}-{kind}-{workers}".replace(".", "_"))
+            run, _ = measure_ingest(path, kind, workers, tmp, postgres, f"{case}-{kind}-{workers}".replace(".", "_"))
             ratio = run.seconds / parse_run.seconds
             met = ratio <= INGEST_TARGET and run.records == args.records
             ok = ok and met
@@ -250,24 +265,32 @@ def ingest_rows(case: str, path: Path, parse_run: Run, tmp: Path, args: argparse
                         f"peak RSS {mib(run.peak_rss_kib):.0f} MiB, {run.records:,} rows | repmon parse --json "
                         f"{parse_run.seconds:.2f} s, {mib(parse_run.peak_rss_kib):.0f} MiB | {ratio:.2f}x "
                         f"| <= {INGEST_TARGET:.0f}x {'met' if met else 'NOT met'} |")
+            print(rows[-1], file=sys.stderr, flush=True)
     return rows, ok
 
 
 def memory_rows(args: argparse.Namespace, tmp: Path) -> list[str]:
-    """Peak RSS of ingesting args.records and args.memory_records records (SQLite)."""
+    """Peak RSS of ingesting reports of each size (args.records and
+    args.memory_records), gzipped as reporters send large ones, into SQLite."""
     rows = []
-    for records in (args.records, args.memory_records):
+    for records in (args.records, *args.memory_records):
         folder = tmp / f"memory-{records}"
         folder.mkdir()
         xml = generate(args.generator, records, args.distinct_ips, folder)
-        parse = run_measured(repmon_command(xml, args.entry), tmp / f"memory-parse-{records}.jsonl")
-        for workers in (2, 0):
-            run = measure_ingest(xml, "SQLite", workers, tmp, None, f"memory-{records}-{workers}")
-            rows.append(f"| {records:,} records ({xml.stat().st_size / 1e6:.0f} MB XML), SQLite, "
-                        f"{'parse pool' if workers else 'parse in a thread'} | {run.seconds:.2f} s, "
-                        f"peak RSS {mib(run.peak_rss_kib):.0f} MiB | repmon parse --json {parse.seconds:.2f} s, "
-                        f"{mib(parse.peak_rss_kib):.0f} MiB |")
+        xml_mb = xml.stat().st_size / 1e6
+        packed = pack(xml, "xml.gz", folder)
         xml.unlink()
+        parse = run_measured(repmon_command(packed, args.entry), tmp / f"memory-parse-{records}.jsonl")
+        for workers in (2, 0):
+            run, reason = measure_ingest(packed, "SQLite", workers, tmp, None, f"memory-{records}-{workers}",
+                                         budget=3600.0)
+            outcome = f"{run.records:,} rows" if reason is None else f"quarantined: {reason[:120]}"
+            rows.append(f"| {records:,} records ({xml_mb:.0f} MB XML, {packed.stat().st_size / 1e6:.0f} MB .xml.gz), "
+                        f"SQLite, {'parse pool' if workers else 'parse in a thread'} | {run.seconds:.2f} s, "
+                        f"peak RSS {mib(run.peak_rss_kib):.0f} MiB, {outcome} | repmon parse --json "
+                        f"{parse.seconds:.2f} s, {mib(parse.peak_rss_kib):.0f} MiB |")
+            print(rows[-1], file=sys.stderr, flush=True)
+        packed.unlink()
     return rows
 
 
@@ -337,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ingest", action="store_true",
                     help="also ingest the file into SQLite and PostgreSQL (target: <= 2x repmon parse --json)")
     ap.add_argument("--skip-postgres", action="store_true", help="--ingest into SQLite only")
-    ap.add_argument("--memory-records", type=int, default=0,
-                    help="also ingest a report of this many records into SQLite and compare peak memory")
+    ap.add_argument("--memory-records", type=int, action="append", default=[],
+                    help="also ingest a report of this many records (repeatable) into SQLite and compare peak "
+                         "memory with --records")
     args = ap.parse_args(argv)
 
     rows: list[str] = []

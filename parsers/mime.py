@@ -290,9 +290,18 @@ def _convert_stdlib(message, depth: int, budget: list[int]) -> MailPart:
     if isinstance(payload, list):
         if content_type in FIELD_BLOCK_TYPES:
             # compat32 parses a delivery-status body into header blocks: put them back together
-            node.payload = b"\n".join(
-                b"".join(f"{k}: {v}\n".encode("utf-8", "replace") for k, v in block.items()) for block in payload
-            )
+            # (raw_items and surrogateescape: 8-bit field values, SMTPUTF8 addresses in a
+            # utf-8 Final-Recipient, come back as their bytes, not as "?"; compat32 reads
+            # message/global-delivery-status as an enclosed message, whose body holds the
+            # blocks after the first)
+            pieces = []
+            for block in payload:
+                fields = list(block.raw_items())
+                pieces.append(b"".join(f"{k}: {v}\n".encode("utf-8", "surrogateescape") for k, v in fields))
+                rest = None if block.is_multipart() or not fields else block.get_payload(decode=True)
+                if isinstance(rest, bytes) and rest.strip():
+                    pieces.append(rest.replace(b"\r\n", b"\n"))
+            node.payload = b"\n".join(pieces)
             if not node.payload.strip():
                 node.payload = _encoded_field_block(message, payload)
             return node

@@ -33,12 +33,12 @@ from sender import jobs as sender_jobs
 from sender.campaign import inject
 from sender.coordinator import Sender
 from tests.fixtures._health_rows import table
+from tests.fixtures._ingest_rows import mailbox_section
 from tests.fixtures._ports import free_port_on
 from tests.fixtures._waiting import eventually
 from tests.fixtures.rbldnsd import ip_zone
 from tests.fixtures.slack import SlackWebhook
 from tests.fixtures.smtp_receivers import MxReceiver
-from tests.ingest_helpers import mailbox_section
 
 HOOK = "/services/T0001/B0001/e2e-secret"
 ZEN_DEFAULT = ":127.0.0.2:SBL listing $"

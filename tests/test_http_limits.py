@@ -1,5 +1,6 @@
-"""Every HTTP server repmon runs (metrics, one-click unsubscribe; the API has
-its own tests in test_api_limits.py on the same monitor/core/http.py) against
+"""Every HTTP server repmon runs (metrics, one-click unsubscribe, the API and
+operator page: all on monitor/core/http.py; test_api_limits.py has more on the
+API's body limits) against
 slow, idle and greedy clients, with bounded loops on loopback: idle and
 trickling connections are cut at the header timeout, past the connection cap
 a new connection gets a 503 (so 300 sockets cannot exhaust file
@@ -13,7 +14,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -34,6 +36,7 @@ class Target:
     port: int
     path: str  # a GET that answers 200
     server: HardenedServer
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -66,11 +69,24 @@ async def unsubscribe_target(limits: HttpLimits, engine) -> AsyncIterator[Target
         await task
 
 
-@pytest.fixture(params=["metrics", "unsubscribe"])
-def target(request, sqlite_engine):
+@asynccontextmanager
+async def api_target(limits: HttpLimits, tmp_path: Path) -> AsyncIterator[Target]:
+    from tests.test_api_support import AUTH, api_server
+
+    async with api_server(tmp_path, header_timeout_s=limits.header_timeout_s,
+                          max_connections=limits.max_connections) as api:
+        assert api.server._server is not None
+        yield Target(api.server.host, api.server.port, "/api/v1/check?address=x@example.net", api.server._server,
+                     dict(AUTH))
+
+
+@pytest.fixture(params=["metrics", "unsubscribe", "api"])
+def target(request, sqlite_engine, tmp_path):
     def open_target(limits: HttpLimits = TEST_LIMITS):
         if request.param == "metrics":
             return metrics_target(limits)
+        if request.param == "api":
+            return api_target(limits, tmp_path)
         return unsubscribe_target(limits, sqlite_engine)
     return open_target
 
@@ -108,7 +124,7 @@ async def _dribble(t: Target, wanted_s: float) -> float:
 
 
 async def _get_ok(t: Target) -> None:
-    async with aiohttp.ClientSession() as http, http.get(t.url) as answer:
+    async with aiohttp.ClientSession(headers=t.headers) as http, http.get(t.url) as answer:
         assert answer.status == 200
 
 

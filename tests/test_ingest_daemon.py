@@ -6,39 +6,20 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from monitor.config import parse_config
 from monitor.core.config import ConfigError
+from tests.fixtures._cli import ROOT, repmon, repmon_command
+from tests.fixtures._configs import write_config
+from tests.fixtures._ingest_rows import expected_events, mailbox_section, stored_events
+from tests.fixtures._waiting import wait_until
 from tests.fixtures.feedback_messages import broken_report, dsn_bounce, mixed_batch
-from tests.ingest_helpers import expected_events, stored_events
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "Zq9-very-secret-password-Xy"
-
-
-def repmon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "monitor.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def write_config(path: Path, body: str) -> Path:
-    path.write_text(body)
-    return path
-
-
-def mailbox_toml(account, **extra) -> str:
-    lines = ["[[mailboxes]]", 'host = "127.0.0.1"', f"port = {account.server.imap_port}", 'security = "none"',
-             f'username = "{account.username}"', "retry_initial_s = 0.2", "retry_max_s = 1.0"]
-    if "password" not in extra and "password_env" not in extra and "password_file" not in extra:
-        extra["password"] = account.password
-    for key, value in extra.items():
-        lines.append(f"{key} = {json.dumps(value)}")
-    return "\n".join(lines) + "\n"
+FOLDER_ONLY = {"database": {"url": "sqlite:///r.db"}, "folders": [{"path": "drop"}]}
 
 
 def stats(config: Path) -> dict:
@@ -52,13 +33,8 @@ def test_run_once_then_stats(tmp_path, imap_account):
     drop.mkdir()
     (drop / "a.eml").write_bytes(dsn_bounce("file@example.org"))
     imap_account.append([dsn_bounce("imap@example.org"), broken_report("cli")])
-    config = write_config(tmp_path / "repmon.toml", f"""
-[database]
-url = "sqlite:///state/repmon.db"
-create_dir = true
-[[folders]]
-path = "drop"
-{mailbox_toml(imap_account)}""")
+    config = write_config(tmp_path, {"database": {"url": "sqlite:///state/repmon.db", "create_dir": True},
+                                     "folders": [{"path": "drop"}], "mailboxes": [mailbox_section(imap_account)]})
     done = repmon("run", "--once", "--config", str(config))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "state" / "repmon.db").exists()  # relative to the config file
@@ -77,27 +53,18 @@ def test_daemon_keeps_other_jobs_going_and_stops_on_ctrl_c(tmp_path, dovecot_ser
     good.append([dsn_bounce("daemon@example.org")])
     drop = tmp_path / "drop"
     drop.mkdir()
-    config = write_config(tmp_path / "repmon.toml", f"""
-[database]
-url = "sqlite:///repmon.db"
-[logging]
-json = true
-[[folders]]
-path = "drop"
-poll_interval_s = 0.5
-{mailbox_toml(bad, password=SECRET, name="broken-box")}
-{mailbox_toml(good, name="good-box")}""")
-    process = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "--config", str(config)], cwd=ROOT,
+    config = write_config(tmp_path, {
+        "database": {"url": "sqlite:///repmon.db"}, "logging": {"json": True},
+        "folders": [{"path": "drop", "poll_interval_s": 0.5}],
+        "mailboxes": [mailbox_section(bad, password=SECRET, name="broken-box"), mailbox_section(good, name="good-box")]})
+    process = subprocess.Popen([*repmon_command(), "run", "--config", str(config)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
         (drop / "late.eml").write_bytes(dsn_bounce("dropped-later@example.org"))
-        while time.monotonic() < deadline:
-            events = stats(config)["events"].get("bounce", 0)
-            if events == 2:
-                break
-            time.sleep(0.3)
-        assert events == 2  # the folder job and the good mailbox, despite the broken one
+        # the folder job and the good mailbox, despite the broken one
+        wait_until(lambda: stats(config)["events"].get("bounce", 0) >= 2, timeout=60, interval=0.3,
+                   what="both bounces stored")
+        assert stats(config)["events"] == {"bounce": 2}
         assert process.poll() is None
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
@@ -117,7 +84,7 @@ def test_progress_bar_for_a_large_backlog(tmp_path):
     drop.mkdir()
     for i, raw in enumerate(mixed_batch(1200, prefix="p")):
         (drop / f"{i}.eml").write_bytes(raw)
-    config = write_config(tmp_path / "repmon.toml", '[database]\nurl = "sqlite:///r.db"\n[[folders]]\npath = "drop"\n')
+    config = write_config(tmp_path, FOLDER_ONLY)
     done = repmon("run", "--once", "--progress", "--config", str(config), timeout=300)
     assert done.returncode == 0, done.stderr
     assert "1200/1200" in done.stderr
@@ -126,8 +93,8 @@ def test_progress_bar_for_a_large_backlog(tmp_path):
 
 
 def test_wrong_password_fails_once_mode_without_leaking(tmp_path, imap_account):
-    config = write_config(tmp_path / "repmon.toml",
-                          '[database]\nurl = "sqlite:///r.db"\n' + mailbox_toml(imap_account, password=SECRET))
+    config = write_config(tmp_path, {"database": {"url": "sqlite:///r.db"},
+                                     "mailboxes": [mailbox_section(imap_account, password=SECRET)]})
     done = repmon("run", "--once", "--config", str(config))
     assert done.returncode == 1
     assert "refused" in done.stderr and "AUTHENTICATIONFAILED" in done.stderr
@@ -146,7 +113,7 @@ def test_secrets_stay_out_of_reprs_and_config_errors(tmp_path, monkeypatch):
         parse_config({"mailboxes": [{"host": "h", "username": "u", "password": SECRET, "port": "not-a-port"}]})
     assert SECRET not in str(info.value)
     done = repmon("run", "--once", "--config", str(write_config(
-        tmp_path / "bad.toml", f'[database]\nurl = "postgresql://u:{SECRET}@127.0.0.1:1/x"\n')))
+        tmp_path / "bad.toml", {"database": {"url": f"postgresql://u:{SECRET}@127.0.0.1:1/x"}})))
     assert done.returncode != 0 and SECRET not in done.stderr and "127.0.0.1" in done.stderr
 
 
@@ -156,7 +123,7 @@ def test_events_match_the_parsers_through_the_cli(tmp_path):
     messages = mixed_batch(40, prefix="cli")
     for i, raw in enumerate(messages):
         (drop / f"{i}.eml").write_bytes(raw)
-    config = write_config(tmp_path / "repmon.toml", '[database]\nurl = "sqlite:///r.db"\n[[folders]]\npath = "drop"\n')
+    config = write_config(tmp_path, FOLDER_ONLY)
     assert repmon("run", "--once", "--config", str(config)).returncode == 0
     from monitor.core.db import make_engine
 

@@ -13,8 +13,8 @@ from monitor.core.db import session_scope
 from monitor.core.runtime import Runtime
 from monitor.ingest.folder import FolderReader, NotAMessageFile, list_files, read_message_file
 from monitor.storage.models import FolderFile, QuarantinedMessage
+from tests.fixtures._ingest_rows import expected_events, make_config, quarantine_reasons, stored_events
 from tests.fixtures.feedback_messages import arf_report, broken_report, dmarc_aggregate_gz, dsn_bounce, mixed_batch
-from tests.ingest_helpers import expected_events, make_config, quarantine_reasons, stored_events
 
 
 def reader(engine, db_url: str, path: Path, tmp_path: Path) -> FolderReader:

@@ -15,10 +15,7 @@ import pytest
 
 from monitor.core.runtime import Runtime
 from monitor.ingest.imap import FolderWatcher, ImapConnection, ImapError, encode_folder, parse_delimiter, uid_set
-from tests.fixtures._peers import peer_unavailable
-from tests.fixtures.dovecot import DOVECOT, DovecotServer
-from tests.fixtures.feedback_messages import arf_report, broken_report, dsn_bounce, mixed_batch
-from tests.ingest_helpers import (
+from tests.fixtures._ingest_rows import (
     expected_events,
     expected_quarantine,
     mailbox_section,
@@ -26,6 +23,10 @@ from tests.ingest_helpers import (
     quarantine_reasons,
     stored_events,
 )
+from tests.fixtures._peers import peer_unavailable
+from tests.fixtures._waiting import eventually
+from tests.fixtures.dovecot import DOVECOT, DovecotServer
+from tests.fixtures.feedback_messages import arf_report, broken_report, dsn_bounce, mixed_batch
 
 
 def watcher_for(config, engine, folder: str | None = None, index: int = 0) -> FolderWatcher:
@@ -34,11 +35,34 @@ def watcher_for(config, engine, folder: str | None = None, index: int = 0) -> Fo
 
 
 async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await asyncio.to_thread(predicate):
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+    """`predicate` (it reads the database or the server) until it holds, off the event loop."""
+    await eventually(predicate, timeout, 0.1, what=what, in_thread=True)
+
+
+@pytest.fixture
+def watching(monkeypatch) -> dict[str, int | bool]:
+    """What the watchers are doing, for tests to wait on instead of sleeping:
+    "passes" counts finished passes, "idling" is true while a connection
+    waits in IDLE."""
+    seen: dict[str, int | bool] = {"passes": 0, "idling": False}
+    one_pass, idle = FolderWatcher.one_pass, ImapConnection.idle
+
+    async def counted_pass(self, connection):
+        try:
+            return await one_pass(self, connection)
+        finally:
+            seen["passes"] = int(seen["passes"]) + 1
+
+    async def idling(self, max_wait, stopping):
+        seen["idling"] = True
+        try:
+            return await idle(self, max_wait, stopping)
+        finally:
+            seen["idling"] = False
+
+    monkeypatch.setattr(FolderWatcher, "one_pass", counted_pass)
+    monkeypatch.setattr(ImapConnection, "idle", idling)
+    return seen
 
 
 def test_uid_set_and_folder_encoding():
@@ -81,18 +105,19 @@ async def test_copy_expunge_fallback_and_folders_created_on_demand(sqlite_engine
     assert imap_account.count("Quarant&AOQ-ne") == 1
 
 
-async def test_idle_picks_up_a_new_message(sqlite_engine, sqlite_url, imap_account, tmp_path):
+async def test_idle_picks_up_a_new_message(sqlite_engine, sqlite_url, imap_account, tmp_path, watching):
     # Polling is set to 10 minutes: only IDLE can deliver the message in time.
     config = make_config(sqlite_url, tmp_path, [mailbox_section(imap_account, poll_interval_s=600)])
     watcher = watcher_for(config, sqlite_engine)
     service = asyncio.create_task(watcher.serve())
     try:
-        await asyncio.sleep(1.0)  # connected and idling
-        assert not service.done()
         for i in range(3):
+            await eventually(lambda: watching["idling"], 30, what="the watcher to wait in IDLE")
+            assert not service.done()
             raw = arf_report(f"idle{i}@example.org")
             await asyncio.to_thread(imap_account.append, [raw])
-            await wait_for(lambda i=i: stored_events(sqlite_engine)[("feedback", f"idle{i}@example.org")] == 1,
+            address = f"idle{i}@example.org"
+            await wait_for(lambda address=address: stored_events(sqlite_engine)[("feedback", address)] == 1,
                            timeout=30, what=f"message {i} via IDLE")
         await wait_for(lambda: imap_account.count("INBOX") == 0, what="moves")
     finally:
@@ -231,12 +256,14 @@ async def test_mailbox_with_10000_messages(sqlite_engine, sqlite_url, imap_accou
     assert imap_account.count("INBOX") == 0
 
 
-async def test_polling_when_idle_is_off(sqlite_engine, sqlite_url, imap_account, tmp_path):
+async def test_polling_when_idle_is_off(sqlite_engine, sqlite_url, imap_account, tmp_path, watching):
     config = make_config(sqlite_url, tmp_path, [mailbox_section(imap_account, idle=False, poll_interval_s=0.3)])
     watcher = watcher_for(config, sqlite_engine)
     service = asyncio.create_task(watcher.serve())
     try:
-        await asyncio.sleep(0.5)
+        # the first pass is done: only a later poll can find the message
+        await eventually(lambda: watching["passes"] >= 1, 30, what="the first pass")
+        assert not watching["idling"]
         await asyncio.to_thread(imap_account.append, [dsn_bounce("polled@example.org")])
         await wait_for(lambda: stored_events(sqlite_engine)[("bounce", "polled@example.org")] == 1, what="poll")
     finally:

@@ -2,14 +2,11 @@
 metric names, labels and values from stored rows, running totals, caching,
 label hygiene and families whose tables are missing.
 
-`store_batch_a` / `store_batch_b` are also used by test_metrics_prometheus.py.
+The rows come from tests/fixtures/_metrics_rows.py (test_metrics_prometheus.py uses them too).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,251 +16,27 @@ from sqlalchemy import delete, text
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from monitor.alerts.models import AlertState
 from monitor.core.db import make_engine, session_scope
-from monitor.health.models import HealthState
 from monitor.metrics.catalog import METRICS
 from monitor.metrics.collector import RepmonCollector
 from monitor.metrics.reading import reader_engine
 from monitor.parts import upgrade_schema
-from monitor.policy.models import PolicyAction
-from monitor.signals.models import (
-    DnsAuthCheck,
-    DnsblState,
-    DnsblZoneHealth,
-    PostmasterDomainDay,
-    SignalEvent,
-    SignalFetchState,
-    SndsIpDay,
-    SndsIpStatus,
-)
 from monitor.storage.models import (
     DmarcFailure,
     DmarcRecord,
     DmarcReport,
-    ProcessedMessage,
-    QuarantinedMessage,
     StoredEvent,
-    Suppression,
-    TlsPolicyResult,
-    TlsReport,
 )
-from sender.control import add_action, add_directive
-from sender.models import SenderDeliveryLog, SenderLane, SenderMessage
-
-OURS = ["192.0.2.0/28"]
-_seq = itertools.count(1)
-
-
-def _sha() -> str:
-    return hashlib.sha256(f"msg-{next(_seq)}-{time.time_ns()}".encode()).hexdigest()
-
-
-def _events(engine: Engine, now: datetime, rows: list[dict]) -> None:
-
-    with session_scope(engine) as session:
-        for row in rows:
-            session.add(StoredEvent(occurred_at=now, recipient="someone@example.net",
-                                    recipient_domain="example.net", **row))
-
-
-def _bounces(reason: str, hard_or_soft: str, n: int) -> list[dict]:
-    return [{"kind": "bounce", "reason": reason, "hard_or_soft": hard_or_soft}] * n
-
-
-def _feedback(feedback_type: str, complaint: bool, n: int) -> list[dict]:
-    return [{"kind": "feedback", "feedback_type": feedback_type, "is_complaint": complaint}] * n
-
-
-def _deliveries(engine: Engine, at: float, counts: dict[tuple[str, str], int]) -> None:
-
-    with session_scope(engine) as session:
-        for (lane, outcome), n in counts.items():
-            for _ in range(n):
-                session.add(SenderDeliveryLog(message_ref=next(_seq), at=at, lane=lane,
-                                              recipient="rcpt@example.org", outcome=outcome))
-
-
-def _pk(value: int | None) -> int:
-    assert value is not None  # flushed
-    return value
-
-
-def _dmarc(engine: Engine, now: datetime, records: list[tuple[str, str, str, str, int]]) -> None:
-
-    with session_scope(engine) as session:
-        report = DmarcReport(report_id=f"r{next(_seq)}", org_name="google.com", domain="example.com",
-                             begin=now - timedelta(days=1), end=now)
-        session.add(report)
-        session.flush()
-        for source_ip, dkim, spf, disposition, count in records:
-            name, kind, country = DMARC_SOURCES.get(source_ip, (None, None, None))
-            session.add(DmarcRecord(report_pk=_pk(report.id), domain="example.com", begin=report.begin, end=report.end,
-                                    source_ip=source_ip, count=count, disposition=disposition, dkim=dkim, spf=spf,
-                                    source_name=name, source_type=kind, source_country=country))
-
-
-# Where the DMARC records' mail came from (as ingestion's lookups store it); other IPs: unknown.
-DMARC_SOURCES = {"192.0.2.10": ("Example Mailer", "Email Provider", "US"),
-                 "203.0.113.7": ("Bulk Sender Inc", "Marketing", "DE")}
-
-
-def _tls(engine: Engine, now: datetime, ok: int, failed: int, details: list[dict]) -> None:
-
-    with session_scope(engine) as session:
-        report = TlsReport(report_id=f"t{next(_seq)}", organization_name="google.com", begin=now - timedelta(days=1),
-                           end=now)
-        session.add(report)
-        session.flush()
-        session.add(TlsPolicyResult(report_pk=_pk(report.id), policy_domain="example.com", policy_type="sts",
-                                    successful_session_count=ok, failed_session_count=failed,
-                                    failure_details=details))
-
-
-def store_batch_a(engine: Engine, now: datetime) -> None:
-    """Something in every family, every series the dashboards query."""
-
-    ts = now.timestamp()
-    _events(engine, now, _bounces("userunknown", "hard", 3) + _bounces("mailboxfull", "soft", 2)
-            + _feedback("abuse", True, 2) + _feedback("opt-out", False, 1)
-            + [{"kind": "auto_reply"}])
-    with session_scope(engine) as session:
-        for outcome, n in (("stored", 5), ("quarantined", 1)):
-            for _ in range(n):
-                session.add(ProcessedMessage(content_sha256=_sha(), size=100, source="imap:fbl", outcome=outcome))
-        session.add(QuarantinedMessage(content_sha256=_sha(), source="imap:fbl", size=10, reason="not mail"))
-        session.add(QuarantinedMessage(content_sha256=_sha(), source="imap:fbl", size=10, reason="not mail",
-                                       released_at=now))
-        for i, (reason, expires) in enumerate([("hard_bounce", None)] * 3 + [("complaint", None)] * 2
-                                              + [("soft_bounce", now - timedelta(days=1)),
-                                                 ("soft_bounce", now + timedelta(days=10)), ("manual", None)]):
-            session.add(Suppression(address=f"user{i}@example.net", domain="example.net", reason=reason,
-                                    source="test", first_seen_at=now, last_seen_at=now, expires_at=expires))
-        for auth_failure in ("dkim", "dkim", "spf"):
-            session.add(DmarcFailure(occurred_at=now, reported_domain="example.com", source_ip="203.0.113.7",
-                                     auth_failure=auth_failure))
-        session.add_all([
-            DnsblState(target="192.0.2.10", zone="zen.spamhaus.org", state="listed", last_known="listed",
-                       checked_at=now),
-            DnsblState(target="192.0.2.10", zone="bl.spamcop.net", state="clean", last_known="clean", checked_at=now),
-            DnsblState(target="192.0.2.11", zone="zen.spamhaus.org", state="clean", last_known="clean",
-                       checked_at=now - timedelta(minutes=5)),
-            DnsblState(target="192.0.2.11", zone="bl.spamcop.net", state="clean", last_known="clean", error_streak=1,
-                       checked_at=now),
-            DnsblState(target="example.com", target_kind="domain", zone="dbl.spamhaus.org", state="unknown",
-                       error_streak=4, checked_at=now),
-            DnsblZoneHealth(zone="zen.spamhaus.org", status="ok", detail=""),
-            DnsblZoneHealth(zone="bl.spamcop.net", status="ok", detail=""),
-            DnsblZoneHealth(zone="dbl.spamhaus.org", status="broken", detail="test point not listed"),
-            SignalEvent(source="dnsbl", kind="listed", subject="192.0.2.10", zone="zen.spamhaus.org"),
-            SignalEvent(source="dnsbl", kind="delisted", subject="192.0.2.11", zone="zen.spamhaus.org"),
-            SignalEvent(source="dnsbl_zone", kind="zone_broken", subject="dbl.spamhaus.org"),
-            DnsAuthCheck(domain="example.com", checked_at=now - timedelta(hours=2), status="ok",
-                         spf={"status": "ok"}, dmarc={"status": "ok"}, dkim={"status": "ok"}),
-            DnsAuthCheck(domain="example.com", checked_at=now, status="partial", spf={"status": "ok"},
-                         dmarc={"status": "ok"}, dkim={"status": "invalid"}, mta_sts={"status": "missing"},
-                         tls_rpt={"status": "ok"}),
-            PostmasterDomainDay(api="v2", domain="example.com", day=(now - timedelta(days=2)).date(),
-                                spam_rate=0.0015, spf_success_rate=1.0, dkim_success_rate=0.99,
-                                dmarc_success_rate=0.98, delivery_error_rate=0.01),
-            PostmasterDomainDay(api="v2", domain="example.com", day=(now - timedelta(days=1)).date(),
-                                spam_rate=0.002, spf_success_rate=1.0, dkim_success_rate=0.97,
-                                dmarc_success_rate=0.96, delivery_error_rate=0.02),
-            PostmasterDomainDay(api="v1", domain="example.com", day=(now - timedelta(days=1)).date(),
-                                spam_rate=0.5, domain_reputation="HIGH"),
-            SndsIpDay(ip="192.0.2.10", day=(now - timedelta(days=2)).date(), activity_start=now - timedelta(days=2),
-                      activity_end=now - timedelta(days=2, hours=-20), filter_result="RED", complaint_rate=0.2,
-                      trap_hits=9, message_recipients=100),
-            SndsIpDay(ip="192.0.2.10", day=(now - timedelta(days=1)).date(), activity_start=now - timedelta(days=1),
-                      activity_end=now - timedelta(hours=4), filter_result="GREEN", complaint_rate=0.001,
-                      trap_hits=0, message_recipients=5000),
-            SndsIpDay(ip="192.0.2.11", day=(now - timedelta(days=1)).date(), activity_start=now - timedelta(days=1),
-                      activity_end=now - timedelta(hours=4), filter_result="YELLOW", complaint_rate=0.004,
-                      trap_hits=2, message_recipients=800),
-            SndsIpStatus(first_ip="192.0.2.12", last_ip="192.0.2.12", reason="junked"),
-            SignalFetchState(source="google:v2:example.com", status="ok"),
-            SignalFetchState(source="snds:data", status="error", consecutive_failures=3, error="HTTP 500"),
-        ])
-        for lane, ip, destination in (("192.0.2.10|gmail", "192.0.2.10", "gmail"),
-                                      ("192.0.2.10|yahoo", "192.0.2.10", "yahoo"),
-                                      ("192.0.2.11|gmail", "192.0.2.11", "gmail"),
-                                      ("192.0.2.11|mx:mx.example.net", "192.0.2.11", "mx:mx.example.net")):
-            session.add(SenderLane(lane=lane, source_ip=ip, destination=destination, day=now.date().isoformat(),
-                                   updated_at=ts))
-        for lane, state, n in (("192.0.2.10|gmail", "queued", 4), ("192.0.2.10|yahoo", "queued", 2),
-                               ("192.0.2.11|gmail", "inflight", 1), ("", "queued", 3),
-                               ("192.0.2.10|gmail", "delivered", 5)):
-            for _ in range(n):
-                session.add(SenderMessage(campaign="c1", pool="default", recipient=f"r{next(_seq)}@example.org",
-                                          domain="example.org", mail_from="bounces@example.com",
-                                          message_id=f"m{next(_seq)}@example.com", state=state, lane=lane,
-                                          created_at=ts, next_attempt_at=ts, updated_at=ts))
-    with engine.begin() as conn:
-        add_directive(conn, "pause", "192.0.2.10", "yahoo", reason="complaints", now=ts)
-        add_directive(conn, "slow", "192.0.2.11", "gmail", rate=2.0, reason="warming", now=ts)
-        add_action(conn, source_ip="192.0.2.10", destination="gmail", action="suspend", rule="gmail-421",
-                   pattern="421", response="421 4.7.28 try later", expires_at=ts + 3600, now=ts)
-        add_action(conn, source_ip="192.0.2.11", destination="mx:mx.example.net", action="halt", rule="blocked",
-                   pattern="554", response="554 blocked", expires_at=None, now=ts)
-    _deliveries(engine, ts, {("192.0.2.10|gmail", "delivered"): 50, ("192.0.2.10|gmail", "deferred"): 5,
-                             ("192.0.2.10|gmail", "bounced"): 2, ("192.0.2.10|yahoo", "delivered"): 20,
-                             ("192.0.2.10|yahoo", "deferred"): 10, ("192.0.2.11|gmail", "delivered"): 30,
-                             ("192.0.2.11|gmail", "suppressed"): 1,
-                             ("192.0.2.11|mx:mx.example.net", "delivered"): 4,
-                             ("192.0.2.11|mx:mx.example.net", "expired"): 1})
-    _dmarc(engine, now, [("192.0.2.10", "pass", "pass", "none", 100), ("192.0.2.10", "fail", "pass", "none", 5),
-                         ("203.0.113.7", "fail", "fail", "reject", 20),
-                         ("198.51.100.9", "fail", "fail", "quarantine", 7)])
-    _tls(engine, now, 1000, 10, [{"result_type": "certificate-expired", "failed_session_count": 6},
-                                 {"result_type": "starttls-not-supported", "failed_session_count": 4}])
-    _health(engine, now)
-
-
-def _health(engine: Engine, now: datetime) -> None:
-
-    with session_scope(engine) as session:
-        session.add_all([
-            HealthState(subject="ip:192.0.2.10", kind="ip", state="healthy", score=92),
-            HealthState(subject="domain:example.com", kind="domain", state="healthy", score=88),
-            HealthState(subject="lane:192.0.2.10/yahoo", kind="lane", state="warning", score=61),
-            HealthState(subject="rdomain:example.net", kind="rdomain", state="critical", score=30),
-            PolicyAction(subject="lane:192.0.2.10/yahoo", action="pause", rule="complaints", started_at=now,
-                         expires_at=now + timedelta(hours=4)),
-            PolicyAction(subject="ip:192.0.2.11", action="slow", rule="deferrals", started_at=now - timedelta(days=1),
-                         ended_at=now - timedelta(hours=1), end_reason="cleared"),
-            AlertState(key="lane:192.0.2.10/yahoo|complaint_rate", subject="lane:192.0.2.10/yahoo",
-                       cause="complaint_rate", severity="warning", status="firing", summary="complaints 0.2 %",
-                       first_fired_at=now, last_change_at=now),
-            AlertState(key="ip:192.0.2.11|listed", subject="ip:192.0.2.11", cause="listed", severity="critical",
-                       status="resolved", summary="delisted", first_fired_at=now, last_change_at=now),
-        ])
-
-
-def store_batch_b(engine: Engine, now: datetime) -> None:
-    """More of what the counters count, only in series batch A created."""
-
-    _events(engine, now, _bounces("userunknown", "hard", 2) + _bounces("mailboxfull", "soft", 1)
-            + _feedback("abuse", True, 3) + _feedback("opt-out", False, 1))
-    _deliveries(engine, now.timestamp(), {("192.0.2.10|gmail", "delivered"): 100,
-                                          ("192.0.2.10|gmail", "bounced"): 2,
-                                          ("192.0.2.10|yahoo", "delivered"): 50,
-                                          ("192.0.2.10|yahoo", "deferred"): 10,
-                                          ("192.0.2.11|gmail", "delivered"): 50})
-    _dmarc(engine, now, [("192.0.2.10", "pass", "pass", "none", 50), ("203.0.113.7", "fail", "fail", "reject", 10)])
-    _tls(engine, now, 990, 10, [{"result_type": "certificate-expired", "failed_session_count": 10}])
-    with session_scope(engine) as session:
-        session.add(ProcessedMessage(content_sha256=_sha(), size=100, source="imap:fbl", outcome="stored"))
-        session.add(SignalEvent(source="dnsbl", kind="listed", subject="192.0.2.11", zone="bl.spamcop.net"))
-
-
-# What batch B adds, for the checks of rates.
-B_COMPLAINTS = 3
-B_DELIVERED = 200
-B_BOUNCE_EVENTS = 3
-B_BOUNCED_AT_SMTP = 2
-B_DMARC_PASS, B_DMARC_ALL = 50, 60
-B_TLS_FAILED, B_TLS_ALL = 10, 1000
-
+from tests.fixtures._metrics_rows import (
+    B_COMPLAINTS,
+    B_DELIVERED,
+    OURS,
+    feedback_rows,
+    flushed_id,
+    store_batch_a,
+    store_batch_b,
+    store_events,
+)
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -462,9 +235,9 @@ def test_running_totals_add_new_rows_and_survive_deletion(engine: Engine, reader
 def test_results_are_cached_for_refresh_s(engine: Engine, reader: Engine) -> None:
     clock = [1000.0]
     collector = RepmonCollector(reader, refresh_s=30, clock=lambda: clock[0])
-    _events(engine, NOW, _feedback("abuse", True, 1))
+    store_events(engine, NOW, feedback_rows("abuse", True, 1))
     assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 1
-    _events(engine, NOW, _feedback("abuse", True, 1))
+    store_events(engine, NOW, feedback_rows("abuse", True, 1))
     clock[0] += 29
     assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 1
     clock[0] += 1
@@ -473,7 +246,7 @@ def test_results_are_cached_for_refresh_s(engine: Engine, reader: Engine) -> Non
 
 def test_hostile_values_do_not_mint_series_and_no_address_is_exported(engine: Engine, reader: Engine) -> None:
 
-    _events(engine, NOW, [{"kind": "feedback", "feedback_type": "x-evil\"}{a=\"b\"}", "is_complaint": True},
+    store_events(engine, NOW, [{"kind": "feedback", "feedback_type": "x-evil\"}{a=\"b\"}", "is_complaint": True},
                           {"kind": "feedback", "feedback_type": "Abuse", "is_complaint": True},
                           {"kind": "bounce", "reason": "Evil Reason!\n", "hard_or_soft": "hard"}])
     with session_scope(engine) as session:
@@ -504,7 +277,7 @@ def test_missing_tables_skip_their_family_only(db_url: str) -> None:
     writer = make_engine(db_url)
     reader = reader_engine(db_url)
     try:
-        _events(writer, NOW, _feedback("abuse", True, 2))
+        store_events(writer, NOW, feedback_rows("abuse", True, 2))
         collector = make_collector(reader)
         samples(collector)
         found = samples(collector)
@@ -544,7 +317,7 @@ def test_rows_committed_out_of_id_order_are_counted(postgres_url: str) -> None:
             slow.begin()
             slow.execute(text("INSERT INTO events (kind, occurred_at, stored_at, is_complaint, feedback_type) "
                               "VALUES ('feedback', now(), now(), true, 'abuse')"))  # takes the lower id, commits later
-            _events(writer, NOW, _feedback("abuse", True, 1))
+            store_events(writer, NOW, feedback_rows("abuse", True, 1))
             assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse",
                          complaint="true") == 1
             clock[0] += 10
@@ -552,7 +325,7 @@ def test_rows_committed_out_of_id_order_are_counted(postgres_url: str) -> None:
         assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 2
         clock[0] += 600  # both settle into the kept totals, counted once
         assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 2
-        _events(writer, NOW, _feedback("abuse", True, 1))
+        store_events(writer, NOW, feedback_rows("abuse", True, 1))
         assert value(samples(collector), "repmon_feedback_events_total", feedback_type="abuse", complaint="true") == 3
     finally:
         writer.dispose()
@@ -579,7 +352,7 @@ def test_dmarc_sources_keep_the_top_sources_and_sum_up_the_rest(engine: Engine, 
         session.add(report)
         session.flush()
         for i in range(DMARC_SOURCE_SERIES + 30):
-            session.add(DmarcRecord(report_pk=_pk(report.id), domain="example.com", begin=report.begin, end=report.end,
+            session.add(DmarcRecord(report_pk=flushed_id(report.id), domain="example.com", begin=report.begin, end=report.end,
                                     source_ip=f"198.18.{i // 256}.{i % 256}", count=1000 - i, dkim="fail",
                                     spf="fail", source_name=f"Service {i:03d}", source_type=f"type {i}",
                                     source_country="XX" if i % 2 else "x-1"))

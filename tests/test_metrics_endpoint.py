@@ -19,12 +19,8 @@ from monitor.core.runtime import Runtime
 from monitor.metrics import SHARED_COLLECTORS_KEY
 from monitor.metrics.jobs import provide
 from monitor.parts import collect_jobs, upgrade_schema
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.fixtures._ports import free_port
+from tests.fixtures._waiting import eventually
 
 
 @pytest.fixture
@@ -73,16 +69,14 @@ async def test_the_daemon_service_serves_metrics_until_stopped(runtime_for) -> N
     task = asyncio.create_task(job.service())
     url = f"http://127.0.0.1:{port}/metrics"
     async with aiohttp.ClientSession() as session:
-        for _ in range(100):
+        async def scrape() -> tuple[str, str] | None:
             try:
                 async with session.get(url) as response:
-                    text = await response.text()
-                    content_type = response.headers["Content-Type"]
-                break
+                    return await response.text(), response.headers["Content-Type"]
             except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the metrics endpoint did not come up")
+                return None  # not listening yet
+
+        text, content_type = await eventually(scrape, what="the metrics endpoint to come up")
         assert content_type.startswith("text/plain; version=0.0.4")
         assert 'repmon_build_info{version="' in text
         assert 'repmon_metrics_family_up{family="events"} 1.0' in text
@@ -109,6 +103,7 @@ async def test_a_taken_port_fails_the_service_with_os_error(runtime_for) -> None
         busy.listen()
         config, runtime = runtime_for({"port": busy.getsockname()[1]})
         [job] = provide(config.metrics, runtime, database_url=config.database_url)
+        assert job.service is not None
         with pytest.raises(OSError):
             await asyncio.wait_for(job.service(), 10)
 

@@ -26,7 +26,7 @@ from monitor.metrics.jobs import build_registry
 from monitor.metrics.reading import reader_engine
 from monitor.metrics.server import MetricsServer
 from monitor.parts import upgrade_schema
-from tests.test_metrics_collector import (
+from tests.fixtures._metrics_rows import (
     B_BOUNCE_EVENTS,
     B_BOUNCED_AT_SMTP,
     B_COMPLAINTS,
@@ -39,6 +39,7 @@ from tests.test_metrics_collector import (
     store_batch_a,
     store_batch_b,
 )
+from tests.fixtures._waiting import eventually
 
 DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
 RANGE = "1h"  # $__range and $window: longer than the test, so every sample is inside
@@ -94,14 +95,9 @@ async def test_every_dashboard_query_returns_what_was_stored(served, prometheus)
     await prom.wait_for_scrapes(2, after=scrapes)
     # Evaluate everything just after a successful scrape: a scrape that failed
     # later (a busy machine) must not make series look stale.
-    at = None
-    for _ in range(40):
-        last = await prom.query('timestamp(up{job="repmon"} == 1)')
-        if last:
-            at = float(last[0]["value"][1]) + 0.05
-            break
-        await asyncio.sleep(0.25)
-    assert at is not None, "no successful scrape"
+    last = await eventually(lambda: prom.query('timestamp(up{job="repmon"} == 1)'), 10, 0.25,
+                            what="a successful scrape")
+    at = float(last[0]["value"][1]) + 0.05
 
     instance = f"127.0.0.1:{server.port}"
     dashboards = load_dashboards()

@@ -92,15 +92,15 @@ def config_file(tmp_path) -> Path:
 
 
 def test_the_command_exports_the_actions_in_force(config_file, capsys, tmp_path):
-    assert main(["actions-export", "--format", "json", "--config", str(config_file)]) == 0
+    assert main(["actions", "export", "--format", "json", "--config", str(config_file)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["ip"], r["destination"], r["kind"], r["rate"]) for r in rows] == [
         ("192.0.2.10", "google", "slow", "30/min"), ("192.0.2.11", "*", "pause", None)]
     out = tmp_path / "shaping-repmon.toml"
-    assert main(["actions-export", "--format", "kumomta", "--config", str(config_file), "--source", "192.0.2.10=ip-1",
+    assert main(["actions", "export", "--format", "kumomta", "--config", str(config_file), "--source", "192.0.2.10=ip-1",
                  "-o", str(out)]) == 0
     doc = tomllib.loads(out.read_text())
     assert doc["provider"]["repmon-google"]["sources"]["ip-1"] == {"max_message_rate": "30/min"}
-    assert main(["actions-export", "--format", "pmta", "--config", str(config_file)]) == 0
+    assert main(["actions", "export", "--format", "pmta", "--config", str(config_file)]) == 0
     assert "<domain gmail.com>\n    max-msg-rate 30/m" in capsys.readouterr().out
-    assert main(["actions-export", "--config", str(config_file), "--source", "nonsense"]) == 2
+    assert main(["actions", "export", "--config", str(config_file), "--source", "nonsense"]) == 2

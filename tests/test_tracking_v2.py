@@ -141,10 +141,6 @@ def test_tokens_resolve_through_the_queue_and_forgeries_attribute_nothing(sqlite
         assert attribute(conn, [tracker.token(999)], SECRET) is None  # genuine but unknown row
 
 
-@pytest.mark.xfail(strict=True, reason="parsers/mime.py (not in this change) re-encodes a delivery-status part's "
-                   "8-bit field values with errors='replace' (_convert_stdlib, FIELD_BLOCK_TYPES branch) and reads "
-                   "message/global-delivery-status as an enclosed message: the UTF-8 Final-Recipient arrives as "
-                   "'j??hn@ex??mple.com' and parsers.addresses' bare-address fallback makes it 'hn@ex'")
 def test_an_internationalized_address_round_trips_to_its_bounce():
     """SMTPUTF8: the sender's Return-Path stays ASCII, and the bounce names
     the UTF-8 recipient, so it can be suppressed."""

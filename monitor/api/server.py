@@ -1,5 +1,7 @@
 """The aiohttp server of the API and the operator page, safe against slow
-and greedy clients:
+and greedy clients (monitor/core/http.py's hardened server, shared with the
+metrics and unsubscribe endpoints; log records of bad requests are rate
+limited there too):
 
 - a connection cap: past `max_connections` open connections a new one gets
   a 503 and is closed at once (it never reaches aiohttp);
@@ -14,10 +16,8 @@ and greedy clients:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from aiohttp import web
 
@@ -26,20 +26,9 @@ from monitor.api.data import ApiData
 from monitor.api.page import Page
 from monitor.api.routes import Api, bearer_required, errors_as_json
 from monitor.api.settings import ApiConfig, split_listen
+from monitor.core.http import HardenedServer, HttpLimits
 
 log = logging.getLogger("repmon.api")
-
-_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 37\r\n" \
-        b"Connection: close\r\n\r\n{\"error\": \"too many open connections\"}"
-
-
-class _Refuse(asyncio.Protocol):
-    """What a connection over the cap talks to: one 503, then closed."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_BUSY)
-        transport.close()
 
 
 class ApiServer:
@@ -51,10 +40,7 @@ class ApiServer:
         self.pool = ThreadPoolExecutor(settings.db_threads, thread_name_prefix="repmon-api")
         self.api = Api(data, self.guard, self.pool, settings.body_timeout_s)
         self.page = Page(self.api, self.guard, settings.secure_cookie)
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self.refused = 0
-        self._pending = 0  # connections accepted whose handler is not registered yet
+        self._server: HardenedServer | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes,
@@ -63,53 +49,27 @@ class ApiServer:
         self.page.add_routes(app)
         return app
 
+    def limits(self) -> HttpLimits:
+        s = self.settings
+        return HttpLimits(header_timeout_s=s.header_timeout_s, body_timeout_s=s.body_timeout_s,
+                          max_connections=s.max_connections, max_body_bytes=s.max_body_bytes)
+
     async def start(self) -> None:
         """Bind and serve; raises OSError when the address is taken."""
-        runner = web.AppRunner(self.app(), access_log=None, keepalive_timeout=self.settings.header_timeout_s,
-                               max_line_size=8190, max_field_size=8190, max_headers=64, lingering_time=2.0,
-                               handler_cancellation=True)
-        await runner.setup()
-        loop = asyncio.get_running_loop()
-        try:
-            self._server = await loop.create_server(self._factory(runner), self.host, self.port, reuse_address=True,
-                                                    backlog=128)
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        for sock in self._server.sockets:
-            self.port = sock.getsockname()[1]
-            break
+        server = HardenedServer(self.app(), self.host, self.port, self.limits(), name="api")
+        await server.start()
+        self._server = server
+        self.port = server.port
 
-    def _factory(self, runner: web.AppRunner) -> Any:
-        server = runner.server
-        assert server is not None
-        cap = self.settings.max_connections
-
-        loop = asyncio.get_running_loop()
-
-        def settle() -> None:
-            self._pending -= 1
-
-        def make() -> asyncio.BaseProtocol:
-            if len(server.connections) + self._pending >= cap:
-                self.refused += 1
-                return _Refuse()
-            self._pending += 1
-            # the transport schedules connection_made (which registers the
-            # handler) right after this returns: settle after that
-            loop.call_soon(loop.call_soon, settle)
-            return server()
-
-        return make
+    @property
+    def refused(self) -> int:
+        """Connections turned away at the cap (503)."""
+        return self._server.refused if self._server is not None else 0
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await self._server.stop()
             self._server = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +24,10 @@ from monitor.ingest.commit import CommitResult
 T = TypeVar("T")
 P = TypeVar("P")
 C = TypeVar("C")
+
+# Batches read and handed to the parse pool ahead of the one being committed:
+# with two, the pool parses batch i+1 while i is committed and i+2 is read.
+AHEAD = 2
 
 # A backlog at least this large gets a progress bar (when one is wanted).
 PROGRESS_THRESHOLD = 1000
@@ -53,6 +58,7 @@ async def ingest_in_batches(
             total.add(await ingest_batch(batch))
             if bar is not None:
                 bar.update(len(batch))
+                bar.refresh()  # every batch shown, however fast (tqdm skips updates < 0.1 s apart)
     finally:
         if bar is not None:
             bar.close()
@@ -90,9 +96,9 @@ async def ingest_pipelined(
     log: logging.Logger,
     log_extra: dict[str, Any],
 ) -> CommitResult:
-    """Like ingest_in_batches, overlapped: batch i+1 is read (and parsed, in the
-    pool) while batch i is committed, and batch i is settled (moved) after
-    that. Batches are still committed one at a time and in order, and a batch
+    """Like ingest_in_batches, overlapped: batches i+1 and i+2 are read (and
+    parsed, in the pool) while batch i is committed, and batch i is settled
+    (moved) after that. Batches are still committed one at a time and in order, and a batch
     is moved only after its commit, so the exactly-once argument
     (monitor/ingest/__init__.py) holds: a batch read but not committed is
     simply read again next pass; one committed but not moved left its pending
@@ -101,18 +107,22 @@ async def ingest_pipelined(
     total = CommitResult()
     bar = _progress_bar(runtime, logs_as_json, len(items), name, unit)
     batches = iter(chunks(items, batch_size))
-    pending: P | None = None
-    upcoming: P | None = None
+    ahead: deque[P] = deque()  # started (read, parsing), not committed yet
+
+    async def fill() -> None:
+        while len(ahead) < AHEAD:
+            following = next(batches, None)
+            if following is None:
+                return
+            ahead.append(await stages.start(following))
+
     try:
-        first = next(batches, None)
-        pending = await stages.start(first) if first is not None else None
-        while pending is not None:
-            current, pending = pending, None
+        await fill()
+        while ahead:
+            current = ahead.popleft()
             committing = asyncio.ensure_future(stages.commit(current))
             try:
-                following = next(batches, None)
-                if following is not None:
-                    upcoming = await stages.start(following)
+                await fill()  # the next batches are read while this one is committed
             finally:
                 if not committing.done():
                     await asyncio.wait([committing])
@@ -121,11 +131,10 @@ async def ingest_pipelined(
             total.add(result)
             if bar is not None:
                 bar.update(result.messages)
-            pending, upcoming = upcoming, None
+                bar.refresh()
     finally:
-        for left in (pending, upcoming):
-            if left is not None:
-                stages.abandon(left)
+        for left in ahead:
+            stages.abandon(left)
         if bar is not None:
             bar.close()
     if total.messages:

@@ -170,8 +170,12 @@ def _store_fresh(session: Session, source: str, fresh: list[Prepared], outcome_o
         if built is not None:  # built where it was parsed (monitor/ingest/pool.py)
             event_rows.extend({**row, "message_id": pk} for row in built.events)
             failure_rows.extend({**row, "message_id": pk} for row in built.failures)
+        reports = iter(built.dmarc if built is not None else [])
         for event in prepared.events:
             if built is not None and isinstance(event, (*EVENT_KINDS, DmarcFailureEvent)):
+                continue
+            if built is not None and isinstance(event, DmarcAggregateEvent):
+                result.events += ledger.store_dmarc_report(session, event, pk, next(reports))
                 continue
             if isinstance(event, EVENT_KINDS):
                 event_rows.append(event_row(event, message_pk=pk, occurred_at=prepared.occurred_at))

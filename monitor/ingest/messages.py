@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from monitor.storage.ledger import BuiltDmarcRecords, build_dmarc_records
 from monitor.storage.rows import EVENT_KINDS, clean_text, dmarc_failure_row, event_row
 from parsers import looks_like_report_file, parse_bytes
-from parsers.events import AnyEvent, DmarcFailureEvent, UnparseableEvent
+from parsers.events import AnyEvent, DmarcAggregateEvent, DmarcFailureEvent, UnparseableEvent
 from parsers.mime import split_header_block
 
 # Only the top of a message is searched for its own headers.
@@ -27,6 +28,9 @@ class PreparedRows:
 
     events: list[dict[str, Any]]
     failures: list[dict[str, Any]]
+    # per DMARC aggregate report of `events`, in order: its hash and record rows;
+    # the event's own `records` list is then emptied (not sent twice)
+    dmarc: list[BuiltDmarcRecords] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -92,13 +96,17 @@ def with_rows(prepared: Prepared) -> Prepared:
     adds the message id: the CPU work of the rows happens where it was parsed."""
     events: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
+    dmarc: list[BuiltDmarcRecords] = []
     occurred_at = prepared.occurred_at
     for event in prepared.events:
         if isinstance(event, EVENT_KINDS):
             events.append(event_row(event, message_pk=None, occurred_at=occurred_at))
         elif isinstance(event, DmarcFailureEvent):
             failures.append(dmarc_failure_row(event, message_pk=None, occurred_at=occurred_at))
-    prepared.rows = PreparedRows(events, failures)
+        elif isinstance(event, DmarcAggregateEvent):
+            dmarc.append(build_dmarc_records(event))
+            event.records = []  # its rows are in `dmarc`
+    prepared.rows = PreparedRows(events, failures, dmarc)
     return prepared
 
 

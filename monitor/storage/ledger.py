@@ -173,13 +173,40 @@ def _clamp_occurred_at(row: dict[str, Any], column: str, note_in: str | None = N
         row[note_in] = details
 
 
-def store_dmarc_report(session: Session, event: DmarcAggregateEvent, message_pk: int) -> int:
-    """Insert a DMARC aggregate report unless the same report is stored already."""
+def store_dmarc_report(session: Session, event: DmarcAggregateEvent, message_pk: int,
+                       built: BuiltDmarcRecords | None = None) -> int:
+    """Insert a DMARC aggregate report unless the same report is stored already.
+    `built`: its content hash and record rows made beforehand (build_dmarc_records,
+    where the report was parsed); the event's own records are then not read."""
+    if built is None:
+        built = BuiltDmarcRecords(report_content_hash(event), None)
+    values = built.values
+
+    def rows(report_pk: int) -> RowTuples:
+        if values is None:
+            return RowTuples(DMARC_RECORD_COLUMNS, dmarc_record_values(event, report_pk=report_pk))
+        return RowTuples(DMARC_RECORD_COLUMNS, ((report_pk, *row) for row in values))
+
     return _store_report_once(
         session, _reports, dmarc_report_row(event, message_pk=message_pk), ("org_name", "domain", "report_id"),
-        _records, lambda report_pk: RowTuples(DMARC_RECORD_COLUMNS, dmarc_record_values(event, report_pk=report_pk)),
-        report_content_hash(event),
+        _records, rows, built.content_sha256,
     )
+
+
+@dataclass(slots=True)
+class BuiltDmarcRecords:
+    """A report's content hash and its dmarc_records rows without report_pk
+    (DMARC_RECORD_COLUMNS[1:]), made ahead of the transaction."""
+
+    content_sha256: str
+    values: list[tuple[Any, ...]] | None
+
+
+def build_dmarc_records(event: DmarcAggregateEvent) -> BuiltDmarcRecords:
+    """What store_dmarc_report needs of a report's records, as plain tuples
+    (cheap to pickle across processes)."""
+    return BuiltDmarcRecords(report_content_hash(event),
+                             [row[1:] for row in dmarc_record_values(event, report_pk=0)])
 
 
 def store_tls_report(session: Session, event: TlsReportEvent, message_pk: int) -> int:
@@ -264,6 +291,11 @@ def insert_many(connection: Connection, table: Table, rows: Iterable[dict[str, A
            f"VALUES ({', '.join([mark] * len(names))})")
     converters = [(index, _memoized(process)) for index, name in enumerate(names)
                   if (process := table.c[name].type._cached_bind_processor(dialect)) is not None]
+    copy = None
+    if dialect.name == "postgresql":
+        # PostgreSQL: COPY FROM STDIN, in the same transaction (several times faster than executemany)
+        copy = (f"COPY {preparer.format_table(table)} ({', '.join(preparer.quote(n) for n in names)}) "
+                "FROM STDIN")
     count = 0
     while batch := list(islice(values, CHILD_BATCH)):
         if converters:
@@ -274,9 +306,20 @@ def insert_many(connection: Connection, table: Table, rows: Iterable[dict[str, A
                     items[index] = convert(items[index])
                 converted.append(tuple(items))
             batch = converted
-        connection.exec_driver_sql(sql, batch)
+        if copy is not None:
+            _copy_rows(connection, copy, batch)
+        else:
+            connection.exec_driver_sql(sql, batch)
         count += len(batch)
     return count
+
+
+def _copy_rows(connection: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """Rows through psycopg's COPY on the connection's own (open) transaction."""
+    driver = connection.connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+        for row in rows:
+            copy.write_row(row)
 
 
 @dataclass(frozen=True, slots=True)
