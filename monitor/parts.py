@@ -85,7 +85,7 @@ def collect_jobs(config: RepmonConfig, runtime: Runtime) -> list[JobSpec]:
     jobs: list[JobSpec] = [
         # one owner across the cluster: each mailbox / folder, each polling cycle
         *owned_by_one(ingest_jobs.provide(runtime, mailboxes=config.mailboxes, folders=config.folders,
-                                          suppression=config.suppression)),
+                                          suppression=config.suppression, dmarc=config.dmarc)),
         *owned_by_one(signal_jobs.provide(runtime, dns=config.dns, dnsbl=config.dnsbl, dns_auth=config.dns_auth,
                                           postmaster_settings=config.postmaster)),
         *owned_by_one(mtalogs_jobs.provide(config.delivery_logs, runtime)),

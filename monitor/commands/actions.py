@@ -18,13 +18,12 @@ import json
 import os
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
     from monitor.policy.evaluate import PolicyEngine, PolicyReport
-    from monitor.policy.models import PolicyAction
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -134,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _do(policy: PolicyEngine, conn: Connection, args: argparse.Namespace, user: str, now: float,
-        report: PolicyReport) -> list[PolicyAction]:
+        report: PolicyReport) -> list[Any]:  # the policy's action rows (read through action_json)
     from monitor.core.units import parse_duration, parse_rate
     from monitor.policy import manual
 

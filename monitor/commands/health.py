@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 def print_table(assessments: list[Assessment]) -> None:
     out = sys.stdout
     if not assessments:
-        out.write("no subjects: nothing sent, received or monitored yet\n")
+        out.write("no subjects: nothing sent, received or monitored in the last 7 days (older data is kept in\n"
+                  "the roll-ups and counted by /metrics, but a health state is about the recent windows)\n")
         return
     width = max(24, min(44, max(len(a.name) for a in assessments)))
     columns = shutil.get_terminal_size((120, 20)).columns

@@ -29,6 +29,7 @@ from monitor.ingest.commit import BatchOutcome, CommitResult, ImapPosition, comm
 from monitor.ingest.messages import Prepared, oversized
 from monitor.ingest.pool import ParsePool, shared_pool
 from monitor.ingest.settings import DmarcConfig, MailboxConfig, SuppressionConfig
+from monitor.ingest.suppress import hold_mass_reports
 from monitor.storage import ledger
 from parsers import MAX_INPUT_BYTES
 
@@ -561,6 +562,7 @@ class FolderWatcher:
     async def _commit_chunk(self, fetched: _Fetched) -> _Committed:
         uidvalidity, chunk = fetched.uidvalidity, fetched.chunk
         prepared = await fetched.parsing
+        hold_mass_reports(prepared, self.suppression)  # a forged mass DSN suppresses none: quarantined
         batch = sorted(prepared + fetched.too_big, key=lambda p: p.uid or 0)
         # Messages that vanished between SEARCH and FETCH (another client
         # expunged them) are simply gone; the checkpoint moves past them.
