@@ -198,10 +198,10 @@ def store_listing(engine, ip: str) -> float:
     """What the blocklist job writes when an IP becomes listed; returns the commit time."""
     with engine.begin() as conn:
         now = utcnow()
-        conn.execute(DnsblState.__table__.insert(), {
+        conn.execute(DnsblState.__table__.insert(), {  # type: ignore[attr-defined]
             "target": ip, "zone": "zen.spamhaus.org", "target_kind": "ip", "state": "listed", "codes": ["127.0.0.2"],
             "reason": "SBL", "last_error": "", "last_known": "listed", "changed_at": now, "checked_at": now})
-        conn.execute(SignalEvent.__table__.insert(), {
+        conn.execute(SignalEvent.__table__.insert(), {  # type: ignore[attr-defined]
             "occurred_at": now, "source": "dnsbl", "kind": "listed", "subject": ip, "zone": "zen.spamhaus.org",
             "codes": ["127.0.0.2"], "reason": "SBL", "initial": False, "details": {"current": "listed"}})
     return time.time()

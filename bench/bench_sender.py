@@ -206,7 +206,7 @@ def bench_pause_latency(repeats: int = 5) -> list[str]:
         template, recipients = write_campaign(folder, 200 * 4 * repeats)
         inject(engine, config.sender, template, recipients, campaign="pause", pool="default")
 
-        async def run() -> tuple[list[float], list[float]]:
+        async def run() -> tuple[list[float], list[float], list[int]]:
             stop = asyncio.Event()
             sender = Sender(config.sender, engine)
             task = asyncio.create_task(sender.run(stop=stop))

@@ -86,7 +86,8 @@ def test_standard_report_gives_every_field():
 
 def test_one_event_per_original_recipient():
     fields = STANDARD.replace("Original-Rcpt-To: <reader@example.net>\n",
-                              "Original-Rcpt-To: a@example.net\nOriginal-Rcpt-To: B@Example.ORG\nOriginal-Rcpt-To: a@example.net\n")
+                              "Original-Rcpt-To: a@example.net\nOriginal-Rcpt-To: B@Example.ORG\n"
+                              "Original-Rcpt-To: a@example.net\n")
     events = run(arf(fields))
     assert [e.recipient for e in events] == ["a@example.net", "B@example.org"]  # duplicates folded, domain lower-cased
     assert {e.source_ip for e in events} == {"192.0.2.25"}

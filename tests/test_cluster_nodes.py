@@ -351,7 +351,9 @@ def test_killing_the_mailbox_owner_moves_the_mailbox_and_counts_stay_exact(
         owners = {lease.owner for lease in leases.list_leases(engine)
                   if lease.name.startswith("imap:") and lease.expires_at > time.time()}
         assert len(owners) == 1, "one node reads the mailbox"
-        owner_pid = {n.node_id: n.pid for n in cluster_nodes.list_nodes(engine)}[owners.pop()]
+        owner = owners.pop()
+        assert owner is not None
+        owner_pid = {n.node_id: n.pid for n in cluster_nodes.list_nodes(engine)}[owner]
         victim = [i for i, p in enumerate(group.procs) if p.pid == owner_pid]
         group.kill(victim[0])
         killed_at = time.monotonic()

@@ -11,6 +11,7 @@ import base64
 import json
 import random
 import tracemalloc
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parsers import parse_bytes
-from parsers.events import Event, UnparseableEvent
+from parsers.events import AnyEvent, Event, UnparseableEvent
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 KINDS = {"bounce", "feedback", "auto_reply", "delivery_success", "not_bounce", "dmarc_aggregate", "dmarc_failure",
@@ -37,7 +38,7 @@ VACATION = "autoreply-out-of-office.eml"
 BASES = [ARF, DSN, EXIM, VACATION, "arf-opt-out.eml"]
 
 
-def checked(data: bytes) -> list[Event]:
+def checked(data: bytes) -> list[AnyEvent]:
     """parse_bytes must answer with typed events that serialise as UTF-8 JSON.
     An exception inside a parser is turned into `unparseable: parser error`
     by parse_bytes so the daemon survives; here it counts as the bug it is."""
@@ -52,7 +53,7 @@ def checked(data: bytes) -> list[Event]:
     return events
 
 
-def summary(events: list[Event]) -> list[tuple]:
+def summary(events: Sequence[Event]) -> list[tuple]:
     return [(e.kind, getattr(e, "recipient", None), getattr(e, "feedback_type", None), getattr(e, "hard_or_soft", None))
             for e in events]
 
@@ -212,7 +213,8 @@ def one_line(text: str) -> str:
        st.text(max_size=60).map(one_line), st.text(max_size=60).map(one_line), st.text(max_size=60).map(one_line),
        st.text(max_size=60).map(one_line))
 def test_arf_with_random_field_values(feedback_type, rcpt, ip, date, domain):
-    data = ARF_FIELDS.format(type=feedback_type.upper(), rcpt=rcpt, ip=ip, date=date, domain=domain).encode("utf-8", "surrogatepass")
+    fields = ARF_FIELDS.format(type=feedback_type.upper(), rcpt=rcpt, ip=ip, date=date, domain=domain)
+    data = fields.encode("utf-8", "surrogatepass")
     feedback = [e for e in checked(data) if e.kind == "feedback"]
     assert len(feedback) == 1
     event = feedback[0]
@@ -254,7 +256,8 @@ def test_wrong_and_unknown_charsets(charset):
 
 
 def test_arf_whose_human_part_lies_about_its_charset():
-    data = base(ARF).replace(b'Content-Type: text/plain; charset="us-ascii"', b'Content-Type: text/plain; charset="x-mac-klingon"')
+    data = base(ARF).replace(b'Content-Type: text/plain; charset="us-ascii"',
+                             b'Content-Type: text/plain; charset="x-mac-klingon"')
     assert summary(checked(data)) == EXPECTED[ARF]
 
 
@@ -300,7 +303,8 @@ def test_nesting_far_beyond_the_limits():
     checked(nested(3000, b"From: x@example.com\n\nhi\n"))
     multipart = b"x\n"
     for level in range(3000):
-        multipart = (b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level)) + multipart + b"\n--b%d--\n" % level
+        head = b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (level, level)
+        multipart = head + multipart + b"\n--b%d--\n" % level
     checked(b"From: x@example.com\nMIME-Version: 1.0\n" + multipart)
 
 
@@ -348,7 +352,8 @@ def test_huge_header_line_and_many_headers():
     huge = b"From: a@example.com\nX-Huge: " + b"a" * 10_000_000 + b"\nSubject: still here\n\nbody\n"
     [event] = checked(huge)
     assert event.subject == "still here"
-    many = b"From: a@example.com\n" + b"".join(b"Received: from h%d by relay\n" % i for i in range(100_000)) + b"Subject: x\n\nb\n"
+    received = b"".join(b"Received: from h%d by relay\n" % i for i in range(100_000))
+    many = b"From: a@example.com\n" + received + b"Subject: x\n\nb\n"
     checked(many)
     words = b"From: a@example.com\nSubject: " + b"=?utf-8?b?w6k=?= " * 200_000 + b"\n\nbody\n"
     [event] = checked(words)

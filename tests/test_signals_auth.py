@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
+from sqlmodel import col
 
 from monitor.config import RepmonConfig, parse_config
 from monitor.core.db import session_scope
@@ -115,7 +116,7 @@ def auth_config(server, **extra):
 
 def kinds(engine) -> list[str]:
     with session_scope(engine) as session:
-        return [e.kind for e in session.execute(select(SignalEvent).order_by(SignalEvent.id)).scalars()]
+        return [e.kind for e in session.execute(select(SignalEvent).order_by(col(SignalEvent.id))).scalars()]
 
 
 async def test_regressions_become_events(engine, auth_dns):

@@ -35,7 +35,7 @@ def _reply(qname: str, rdtype: str, values: list[str], *, extra_owner: str | Non
            rcode: int = dns.rcode.NOERROR, authority: bool = True) -> tuple[dns.message.Message, bytes]:
     query = dns.message.make_query(qname, rdtype)
     response = dns.message.make_response(query)
-    response.set_rcode(rcode)
+    response.set_rcode(dns.rcode.Rcode(rcode))
     if values:
         if rdtype == "TXT":
             quoted = ['"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values]

@@ -87,8 +87,10 @@ def test_v1_traffic_stats():
 
 SNDS_DATA = (
     "192.0.2.10,6/14/2026 12:00 AM,6/14/2026 11:59 PM,48213,48102,47950,GREEN,< 0.1%,,,0,mta1.example.com,b@example.com,\r\n"
-    "192.0.2.12,6/14/2026 12:00 AM,6/14/2026 11:59 PM,20410,20388,20101,YELLOW,0.4%,6/14/2026 8:07 AM,6/14/2026 12:03 PM,14,mta3.example.com,c@example.com,\r\n"
-    "192.0.2.13,6/14/2026 12:00 AM,6/14/2026 11:59 PM,9120,9001,8870,RED,1.7%,6/14/2026 9:08 AM,6/14/2026 8:09 PM,41,mta4.example.com,d@example.com,checked\r\n"
+    "192.0.2.12,6/14/2026 12:00 AM,6/14/2026 11:59 PM,20410,20388,20101,YELLOW,0.4%,"
+    "6/14/2026 8:07 AM,6/14/2026 12:03 PM,14,mta3.example.com,c@example.com,\r\n"
+    "192.0.2.13,6/14/2026 12:00 AM,6/14/2026 11:59 PM,9120,9001,8870,RED,1.7%,"
+    "6/14/2026 9:08 AM,6/14/2026 8:09 PM,41,mta4.example.com,d@example.com,checked\r\n"
     "not-an-ip,6/14/2026 12:00 AM,6/14/2026 11:59 PM,1,1,1,GREEN,< 0.1%,,,0,x,y,\r\n"
 )
 SNDS_STATUS = ("192.0.2.13,192.0.2.13,Yes,Blocked due to user complaints or other evidence of spamming\r\n"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlmodel import col
 
 from monitor.config import parse_config
 from monitor.core.db import session_scope
@@ -18,7 +20,7 @@ from monitor.signals.state import advance, advance_zone
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def obs(status: str, codes: tuple[str, ...] = ()) -> Observation:
+def obs(status: Literal["listed", "clean", "error"], codes: tuple[str, ...] = ()) -> Observation:
     return Observation(target="192.0.2.10", zone="bl.test", status=status, codes=codes,
                        reason="timeout" if status == "error" else status)
 
@@ -127,7 +129,7 @@ FLIP_ZONES = {
 
 def _events(engine) -> list[tuple[str, str, str]]:
     with session_scope(engine) as session:
-        rows = session.execute(select(SignalEvent).order_by(SignalEvent.id)).scalars().all()
+        rows = session.execute(select(SignalEvent).order_by(col(SignalEvent.id))).scalars().all()
         return [(r.kind, r.subject, r.zone or "") for r in rows]
 
 
