@@ -9,23 +9,11 @@ a revision of its own branch depending on 0004_health.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Index, Text
 from sqlmodel import Field, SQLModel
 
-from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
-
-
-def _json(default: Any) -> Any:
-    factory = (lambda: list(default)) if isinstance(default, list) else (lambda: dict(default))
-    return Field(default_factory=factory, sa_column=Column(JsonDoc, nullable=False))
-
-
-def _when(nullable: bool = False, default_now: bool = False) -> Any:
-    if default_now:
-        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=nullable)
-    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
+from monitor.core.dbtypes import BigId, json_field, when_field
 
 
 class AlertState(SQLModel, table=True):
@@ -39,9 +27,9 @@ class AlertState(SQLModel, table=True):
     severity: str = Field(max_length=8)
     status: str = Field(max_length=8)  # firing | resolved
     summary: str = Field(sa_type=Text)
-    first_fired_at: datetime = _when()
-    last_change_at: datetime = _when()
-    notified_at: datetime | None = _when(nullable=True)
+    first_fired_at: datetime = when_field()
+    last_change_at: datetime = when_field()
+    notified_at: datetime | None = when_field(nullable=True)
     notified_severity: str | None = Field(default=None, max_length=8)
     notified_status: str | None = Field(default=None, max_length=8)
     held: int = 0  # notifications not sent because of the cooldown
@@ -61,9 +49,9 @@ class AlertNotification(SQLModel, table=True):
     severity: str = Field(max_length=8)
     title: str = Field(sa_type=Text)
     text: str = Field(sa_type=Text)
-    details: dict = _json({})
-    created_at: datetime = _when(default_now=True)
-    dispatched_at: datetime | None = _when(nullable=True)
+    details: dict = json_field({})
+    created_at: datetime = when_field(default_now=True)
+    dispatched_at: datetime | None = when_field(nullable=True)
 
 
 class AlertDelivery(SQLModel, table=True):
@@ -76,11 +64,11 @@ class AlertDelivery(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     channel: str = Field(max_length=100)  # the [[alerts.slack]] / [[alerts.email]] name
     channel_kind: str = Field(max_length=8)  # slack | email
-    notification_ids: list = _json([])
-    payload: dict = _json({})
+    notification_ids: list = json_field([])
+    payload: dict = json_field({})
     status: str = Field(default="pending", max_length=8)  # pending | sent | failed
     attempts: int = 0
     next_attempt_at: float = 0.0
     last_error: str | None = Field(default=None, sa_type=Text)
-    created_at: datetime = _when(default_now=True)
-    sent_at: datetime | None = _when(nullable=True)
+    created_at: datetime = when_field(default_now=True)
+    sent_at: datetime | None = when_field(nullable=True)

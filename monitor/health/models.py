@@ -21,10 +21,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Index
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
-from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
+from monitor.core.dbtypes import BigId, json_field, when_field
 
 # Counter columns of health_counts, in one place (roll-up, windows and replay use it).
 COUNTERS = (
@@ -46,17 +46,6 @@ COUNTERS = (
 
 def _counter() -> Any:
     return Field(default=0, sa_type=BigId, nullable=False)
-
-
-def _json(default: Any) -> Any:
-    factory = (lambda: list(default)) if isinstance(default, list) else (lambda: dict(default))
-    return Field(default_factory=factory, sa_column=Column(JsonDoc, nullable=False))
-
-
-def _when(nullable: bool = False, default_now: bool = False) -> Any:
-    if default_now:
-        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=nullable)
-    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
 
 
 class HealthCount(SQLModel, table=True):
@@ -104,7 +93,7 @@ class HealthCursor(SQLModel, table=True):
 
     source: str = Field(primary_key=True, max_length=32)
     last_id: int = Field(default=0, sa_type=BigId)
-    gaps: list = _json([])  # [[id, first_missed_epoch], ...]
+    gaps: list = json_field([])  # [[id, first_missed_epoch], ...]
     updated_at: float = 0.0
 
 
@@ -130,8 +119,8 @@ class HealthState(SQLModel, table=True):
     kind: str = Field(max_length=8)
     state: str = Field(max_length=8)  # healthy | warning | critical | blocked
     score: int
-    reasons: list = _json([])
-    findings: list = _json([])  # structured reasons: cause, severity, metric, value, window, ...
-    figures: dict = _json({})  # the subject's figures per window
-    evaluated_at: datetime = _when(default_now=True)
-    changed_at: datetime = _when(default_now=True)
+    reasons: list = json_field([])
+    findings: list = json_field([])  # structured reasons: cause, severity, metric, value, window, ...
+    figures: dict = json_field({})  # the subject's figures per window
+    evaluated_at: datetime = when_field(default_now=True)
+    changed_at: datetime = when_field(default_now=True)

@@ -16,25 +16,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from monitor.core.dbtypes import BigId, UTCDateTime, utcnow
+from monitor.core.dbtypes import BigId, UTCDateTime, id_field, utcnow
 
 OUTCOMES = ("delivered", "deferred", "bounced")
-
-
-def _id() -> Any:
-    return Field(default=None, primary_key=True, sa_type=BigId)
 
 
 class MtaLogCheckpoint(SQLModel, table=True):
     __tablename__ = "mtalog_checkpoints"
     __table_args__ = (UniqueConstraint("source", "device", "inode", name="uq_mtalog_checkpoints_file"),)
 
-    id: int | None = _id()
+    id: int | None = id_field()
     source: str = Field(max_length=255)
     device: int = Field(sa_type=BigId)
     inode: int = Field(sa_type=BigId)
@@ -56,7 +51,7 @@ class MtaDelivery(SQLModel, table=True):
         Index("ix_mtalog_deliveries_at", "at_epoch"),
     )
 
-    id: int | None = _id()
+    id: int | None = id_field()
     source: str = Field(max_length=255)  # the [[delivery_logs]] name, or "kumomta-hook"
     mta: str = Field(max_length=16)  # postfix | pmta | kumomta
     occurred_at: datetime = Field(sa_type=UTCDateTime)
@@ -78,7 +73,7 @@ class MtaLogReject(SQLModel, table=True):
     __tablename__ = "mtalog_rejects"
     __table_args__ = (Index("ix_mtalog_rejects_source_at", "source", "rejected_at"),)
 
-    id: int | None = _id()
+    id: int | None = id_field()
     source: str = Field(max_length=255)
     path: str | None = Field(default=None, max_length=1024)
     offset: int | None = Field(default=None, sa_type=BigId)  # of the line in its file

@@ -9,23 +9,11 @@ a revision of its own branch depending on 0004_health.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Index, Text
 from sqlmodel import Field, SQLModel
 
-from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
-
-
-def _json(default: Any) -> Any:
-    factory = (lambda: list(default)) if isinstance(default, list) else (lambda: dict(default))
-    return Field(default_factory=factory, sa_column=Column(JsonDoc, nullable=False))
-
-
-def _when(nullable: bool = False, default_now: bool = False) -> Any:
-    if default_now:
-        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=nullable)
-    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
+from monitor.core.dbtypes import BigId, json_field, when_field
 
 
 class PolicyAction(SQLModel, table=True):
@@ -49,14 +37,14 @@ class PolicyAction(SQLModel, table=True):
     action: str = Field(max_length=10)  # pause | slow | ramp | suppress | alert
     rule: str = Field(max_length=100)
     created_by: str = Field(default="policy", max_length=100)  # policy | operator:<name>
-    evidence: list = _json([])  # the reasons that made the rule fire
-    params: dict = _json({})  # rate, scope, zone, destinations, evidence counts, ramp step...
+    evidence: list = json_field([])  # the reasons that made the rule fire
+    params: dict = json_field({})  # rate, scope, zone, destinations, evidence counts, ramp step...
     source_ip: str | None = Field(default=None, max_length=64)
-    destinations: list = _json([])  # lane destinations it covers ("*" = all)
+    destinations: list = json_field([])  # lane destinations it covers ("*" = all)
     target: str | None = Field(default=None, max_length=320)  # suppress: recipient or @domain
-    directive_ids: list = _json([])
+    directive_ids: list = json_field([])
     until: str = Field(default="clear", max_length=8)  # clear | expiry | manual
-    started_at: datetime = _when()
-    expires_at: datetime | None = _when(nullable=True)
-    ended_at: datetime | None = _when(nullable=True)
+    started_at: datetime = when_field()
+    expires_at: datetime | None = when_field(nullable=True)
+    ended_at: datetime | None = when_field(nullable=True)
     end_reason: str | None = Field(default=None, sa_type=Text)

@@ -14,22 +14,7 @@ from typing import Any
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
-
-
-def _id() -> Any:
-    return Field(default=None, primary_key=True, sa_type=BigId)
-
-
-def _when(*, nullable: bool = False, default_now: bool = False) -> Any:
-    if default_now:
-        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=nullable)
-    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
-
-
-def _json(default: Any = None) -> Any:
-    factory = (lambda: list(default)) if isinstance(default, list) else (lambda: dict(default or {}))
-    return Field(default_factory=factory, sa_column=Column(JsonDoc, nullable=False))
+from monitor.core.dbtypes import UTCDateTime, id_field, json_field, when_field
 
 
 def _text(nullable: bool = True) -> Any:
@@ -47,15 +32,15 @@ class DnsblState(SQLModel, table=True):
     zone: str = Field(primary_key=True, max_length=255)  # display name, never a DQS key
     target_kind: str = Field(default="ip", max_length=8)
     state: str = Field(default="unknown", max_length=8)
-    codes: list = _json([])
+    codes: list = json_field([])
     reason: str = _text(nullable=False)
     txt: str | None = _text()
     delist_url: str | None = Field(default=None, max_length=500)
     error_streak: int = 0
     last_error: str = _text(nullable=False)
     last_known: str = Field(default="unknown", max_length=8)
-    changed_at: datetime | None = _when(nullable=True)
-    checked_at: datetime | None = _when(nullable=True)
+    changed_at: datetime | None = when_field(nullable=True)
+    checked_at: datetime | None = when_field(nullable=True)
 
     __table_args__ = (Index("ix_dnsbl_states_state", "state"),)
 
@@ -68,8 +53,8 @@ class DnsblZoneHealth(SQLModel, table=True):
     zone: str = Field(primary_key=True, max_length=255)
     status: str = Field(max_length=8)  # ok | broken | dead | error
     detail: str = _text(nullable=False)
-    checked_at: datetime = _when(default_now=True)
-    changed_at: datetime = _when(default_now=True)
+    checked_at: datetime = when_field(default_now=True)
+    changed_at: datetime = when_field(default_now=True)
 
 
 # --- events ------------------------------------------------------------------------------
@@ -81,18 +66,18 @@ class SignalEvent(SQLModel, table=True):
 
     __tablename__ = "signal_events"
 
-    id: int | None = _id()
-    occurred_at: datetime = _when(default_now=True)
+    id: int | None = id_field()
+    occurred_at: datetime = when_field(default_now=True)
     source: str = Field(max_length=16)  # dnsbl | dnsbl_zone | dns_auth | postmaster
     kind: str = Field(max_length=40)  # listed, delisted, unknown, zone_broken, spf_ip_not_covered, ...
     subject: str = Field(max_length=255)  # the IP, domain, zone or feed it is about
     zone: str | None = Field(default=None, max_length=255)
-    codes: list = _json([])
+    codes: list = json_field([])
     reason: str = _text(nullable=False)
     txt: str | None = _text()
     delist_url: str | None = Field(default=None, max_length=500)
     initial: bool = False  # first thing ever known about the subject (alerting may skip it)
-    details: dict = _json()
+    details: dict = json_field()
 
     __table_args__ = (
         Index("ix_signal_events_source_subject_occurred", "source", "subject", "occurred_at"),
@@ -113,16 +98,16 @@ class DnsAuthCheck(SQLModel, table=True):
 
     __tablename__ = "dns_auth_checks"
 
-    id: int | None = _id()
+    id: int | None = id_field()
     domain: str = Field(max_length=255)
-    checked_at: datetime = _when(default_now=True)
+    checked_at: datetime = when_field(default_now=True)
     status: str = Field(max_length=8)  # ok | partial | error
     error: str | None = _text()
-    spf: dict = _json()
-    dmarc: dict = _json()
-    dkim: dict = _json()
-    mta_sts: dict = _json()
-    tls_rpt: dict = _json()
+    spf: dict = json_field()
+    dmarc: dict = json_field()
+    dkim: dict = json_field()
+    mta_sts: dict = json_field()
+    tls_rpt: dict = json_field()
 
     __table_args__ = (Index("ix_dns_auth_checks_domain_checked", "domain", "checked_at"),)
 
@@ -134,7 +119,7 @@ class PostmasterDomainDay(SQLModel, table=True):
 
     __tablename__ = "postmaster_domain_days"
 
-    id: int | None = _id()
+    id: int | None = id_field()
     provider: str = Field(default="google", max_length=16)
     api: str = Field(max_length=4)  # v1 | v2
     domain: str = Field(max_length=255)
@@ -149,11 +134,11 @@ class PostmasterDomainDay(SQLModel, table=True):
     tls_outbound_rate: float | None = None
     delivery_error_rate: float | None = None  # all delivery errors (v2: rejects + temp fails)
     domain_reputation: str | None = Field(default=None, max_length=16)  # v1 only
-    delivery_errors: list = _json([])  # [{"class"/"type", "reason", "rate"|"count"}]
-    ip_reputations: list = _json([])  # v1 only
-    feedback_loops: list = _json([])  # [{"id", "spam_rate"}]
-    metrics: dict = _json()  # every metric as received, by our metric name
-    fetched_at: datetime = _when(default_now=True)
+    delivery_errors: list = json_field([])  # [{"class"/"type", "reason", "rate"|"count"}]
+    ip_reputations: list = json_field([])  # v1 only
+    feedback_loops: list = json_field([])  # [{"id", "spam_rate"}]
+    metrics: dict = json_field()  # every metric as received, by our metric name
+    fetched_at: datetime = when_field(default_now=True)
 
     __table_args__ = (
         UniqueConstraint("provider", "api", "domain", "day", name="uq_postmaster_domain_days_key"),
@@ -166,7 +151,7 @@ class SndsIpDay(SQLModel, table=True):
 
     __tablename__ = "snds_ip_days"
 
-    id: int | None = _id()
+    id: int | None = id_field()
     ip: str = Field(max_length=64)
     day: date
     activity_start: datetime = Field(sa_type=UTCDateTime)
@@ -179,12 +164,12 @@ class SndsIpDay(SQLModel, table=True):
     complaint_rate_text: str = Field(default="", max_length=32)
     complaint_rate_below: bool = False  # the feed only said "< x%"
     trap_hits: int = 0
-    trap_period_start: datetime | None = _when(nullable=True)
-    trap_period_end: datetime | None = _when(nullable=True)
+    trap_period_start: datetime | None = when_field(nullable=True)
+    trap_period_end: datetime | None = when_field(nullable=True)
     sample_helo: str | None = Field(default=None, max_length=255)
     sample_mail_from: str | None = Field(default=None, max_length=320)
     comments: str | None = _text()
-    fetched_at: datetime = _when(default_now=True)
+    fetched_at: datetime = when_field(default_now=True)
 
     __table_args__ = (
         UniqueConstraint("ip", "activity_start", name="uq_snds_ip_days_ip_start"),
@@ -197,13 +182,13 @@ class SndsIpStatus(SQLModel, table=True):
 
     __tablename__ = "snds_ip_status"
 
-    id: int | None = _id()
+    id: int | None = id_field()
     first_ip: str = Field(max_length=64)
     last_ip: str = Field(max_length=64)
     blocked: bool = True
     reason: str = _text(nullable=False)
-    first_seen_at: datetime = _when(default_now=True)
-    fetched_at: datetime = _when(default_now=True)
+    first_seen_at: datetime = when_field(default_now=True)
+    fetched_at: datetime = when_field(default_now=True)
 
     __table_args__ = (UniqueConstraint("first_ip", "last_ip", name="uq_snds_ip_status_range"),)
 
@@ -218,5 +203,5 @@ class SignalFetchState(SQLModel, table=True):
     error: str | None = _text()
     http_status: int | None = None
     consecutive_failures: int = 0
-    last_attempt_at: datetime | None = _when(nullable=True)
-    last_success_at: datetime | None = _when(nullable=True)
+    last_attempt_at: datetime | None = when_field(nullable=True)
+    last_success_at: datetime | None = when_field(nullable=True)

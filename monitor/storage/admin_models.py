@@ -10,18 +10,11 @@ Created by monitor/storage/migrations/0005_suppression_admin.py (branch
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Column, Index
 from sqlmodel import Field, SQLModel
 
-from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
-
-
-def _when(*, nullable: bool = False, default_now: bool = False) -> Any:
-    if default_now:
-        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=nullable)
-    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
+from monitor.core.dbtypes import BigId, JsonDoc, when_field
 
 
 class SuppressionAudit(SQLModel, table=True):
@@ -41,7 +34,7 @@ class SuppressionAudit(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     op: str = Field(max_length=8)  # add | remove
     target: str = Field(max_length=320)
-    at: datetime = _when(default_now=True)
+    at: datetime = when_field(default_now=True)
     actor: str = Field(max_length=100)  # "cli:alice", "api:bob", "web:carol"
     why: str = Field(max_length=500)
     snapshot: dict = Field(default_factory=dict, sa_column=Column(JsonDoc, nullable=False))
@@ -59,5 +52,5 @@ class SuppressedDomain(SQLModel, table=True):
     reason: str = Field(max_length=32)
     detail: str | None = Field(default=None, max_length=255)
     source: str = Field(max_length=64)
-    created_at: datetime = _when(default_now=True)
-    expires_at: datetime | None = _when(nullable=True)
+    created_at: datetime = when_field(default_now=True)
+    expires_at: datetime | None = when_field(nullable=True)

@@ -11,23 +11,11 @@ sending domain, recipient domain, kind) followed by the time column, so
 """
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Column, ForeignKey, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
-
-
-def _id() -> Any:
-    return Field(default=None, primary_key=True, sa_type=BigId)
-
-
-def _when(*, index: bool = False, nullable: bool = False, default_now: bool = False) -> Any:
-    if default_now:
-        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=nullable, index=index)
-    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
-
+from monitor.core.dbtypes import BigId, JsonDoc, id_field, when_field
 
 # --- the ingestion ledger -------------------------------------------------------
 
@@ -43,7 +31,7 @@ class ProcessedMessage(SQLModel, table=True):
 
     __tablename__ = "processed_messages"
 
-    id: int | None = _id()
+    id: int | None = id_field()
     content_sha256: str = Field(max_length=64, unique=True)
     size: int
     source: str = Field(max_length=255)  # "imap:<mailbox name>" or "folder:<name>"
@@ -53,8 +41,8 @@ class ProcessedMessage(SQLModel, table=True):
     outcome: str = Field(max_length=16)  # "stored" | "quarantined"
     event_count: int = 0
     header_message_id: str | None = Field(default=None, sa_type=Text)
-    header_date: datetime | None = _when(nullable=True)
-    processed_at: datetime = _when(index=True, default_now=True)
+    header_date: datetime | None = when_field(nullable=True)
+    processed_at: datetime = when_field(index=True, default_now=True)
 
 
 class MessageFailure(SQLModel, table=True):
@@ -70,8 +58,8 @@ class MessageFailure(SQLModel, table=True):
     uid: int | None = Field(default=None, sa_type=BigId)
     attempts: int = 0
     last_error: str = Field(sa_type=Text)
-    first_failed_at: datetime = _when(default_now=True)
-    last_failed_at: datetime = _when(default_now=True)
+    first_failed_at: datetime = when_field(default_now=True)
+    last_failed_at: datetime = when_field(default_now=True)
 
 
 class QuarantinedMessage(SQLModel, table=True):
@@ -82,7 +70,7 @@ class QuarantinedMessage(SQLModel, table=True):
 
     __tablename__ = "quarantined_messages"
 
-    id: int | None = _id()
+    id: int | None = id_field()
     content_sha256: str = Field(max_length=64, unique=True)
     source: str = Field(max_length=255)
     folder: str | None = Field(default=None, max_length=255)
@@ -93,8 +81,8 @@ class QuarantinedMessage(SQLModel, table=True):
     location: str | None = Field(default=None, sa_type=Text)
     header_message_id: str | None = Field(default=None, sa_type=Text)
     subject: str | None = Field(default=None, sa_type=Text)
-    quarantined_at: datetime = _when(index=True, default_now=True)
-    released_at: datetime | None = _when(nullable=True)
+    quarantined_at: datetime = when_field(index=True, default_now=True)
+    released_at: datetime | None = when_field(nullable=True)
 
 
 # --- where each source has got to ---------------------------------------------
@@ -106,12 +94,12 @@ class SourceCheckpoint(SQLModel, table=True):
     __tablename__ = "source_checkpoints"
     __table_args__ = (UniqueConstraint("source", "folder", name="uq_source_checkpoints_source_folder"),)
 
-    id: int | None = _id()
+    id: int | None = id_field()
     source: str = Field(max_length=255)
     folder: str = Field(max_length=255)
     uidvalidity: int = Field(sa_type=BigId)
     last_uid: int = Field(default=0, sa_type=BigId)
-    updated_at: datetime = _when(default_now=True)
+    updated_at: datetime = when_field(default_now=True)
 
 
 class PendingMove(SQLModel, table=True):
@@ -125,13 +113,13 @@ class PendingMove(SQLModel, table=True):
         UniqueConstraint("source", "folder", "uidvalidity", "uid", name="uq_pending_moves_message"),
     )
 
-    id: int | None = _id()
+    id: int | None = id_field()
     source: str = Field(max_length=255)
     folder: str = Field(max_length=255)
     uidvalidity: int = Field(sa_type=BigId)
     uid: int = Field(sa_type=BigId)
     target: str = Field(max_length=255)  # the folder it goes to
-    created_at: datetime = _when(default_now=True)
+    created_at: datetime = when_field(default_now=True)
 
 
 class FolderFile(SQLModel, table=True):
@@ -141,13 +129,13 @@ class FolderFile(SQLModel, table=True):
     __tablename__ = "folder_files"
     __table_args__ = (UniqueConstraint("source", "path", name="uq_folder_files_source_path"),)
 
-    id: int | None = _id()
+    id: int | None = id_field()
     source: str = Field(max_length=255)
     path: str = Field(max_length=1024)
     size: int = Field(sa_type=BigId)
     mtime_ns: int = Field(sa_type=BigId)
     content_sha256: str = Field(max_length=64)
-    seen_at: datetime = _when(default_now=True)
+    seen_at: datetime = when_field(default_now=True)
 
 
 # --- events ------------------------------------------------------------------------
@@ -171,15 +159,15 @@ class StoredEvent(SQLModel, table=True):
         Index("ix_events_message", "message_id"),
     )
 
-    id: int | None = _id()
+    id: int | None = id_field()
     message_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("processed_messages.id", ondelete="CASCADE"), nullable=True)
     )
     kind: str = Field(max_length=32)  # bounce | feedback | auto_reply | delivery_success | not_bounce
     # When it happened: the feedback message's own Date header (clamped to the
     # time we read it), else the time we read it.
-    occurred_at: datetime = _when(index=True)
-    stored_at: datetime = _when(default_now=True)
+    occurred_at: datetime = when_field(index=True)
+    stored_at: datetime = when_field(default_now=True)
 
     recipient: str | None = Field(default=None, max_length=320)
     recipient_domain: str | None = Field(default=None, max_length=255)
@@ -231,7 +219,7 @@ class DmarcReport(SQLModel, table=True):
         Index("ix_dmarc_reports_domain_begin", "domain", "begin"),
     )
 
-    id: int | None = _id()
+    id: int | None = id_field()
     message_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("processed_messages.id", ondelete="CASCADE"), nullable=True)
     )
@@ -244,10 +232,10 @@ class DmarcReport(SQLModel, table=True):
     adkim: str | None = Field(default=None, max_length=4)
     aspf: str | None = Field(default=None, max_length=4)
     pct: int | None = None
-    begin: datetime = _when()
-    end: datetime = _when()
+    begin: datetime = when_field()
+    end: datetime = when_field()
     errors: list | None = Field(default=None, sa_type=JsonDoc)
-    stored_at: datetime = _when(default_now=True)
+    stored_at: datetime = when_field(default_now=True)
     # SHA-256 of the parsed report (NULL for reports stored before revision 0013), and the
     # id of the report stored first under the same org/domain/id when the content differs.
     content_sha256: str | None = Field(default=None, max_length=64)
@@ -265,11 +253,11 @@ class DmarcRecord(SQLModel, table=True):
         Index("ix_dmarc_records_report", "report_pk"),
     )
 
-    id: int | None = _id()
+    id: int | None = id_field()
     report_pk: int = Field(sa_column=Column(BigId, ForeignKey("dmarc_reports.id", ondelete="CASCADE"), nullable=False))
     domain: str = Field(max_length=255)
-    begin: datetime = _when()
-    end: datetime = _when()
+    begin: datetime = when_field()
+    end: datetime = when_field()
     source_ip: str = Field(max_length=45)
     count: int = Field(sa_type=BigId)  # 64-bit on both databases (revision 0013_hostile_counts)
     disposition: str | None = Field(default=None, max_length=16)
@@ -302,13 +290,13 @@ class DmarcFailure(SQLModel, table=True):
         Index("ix_dmarc_failures_message", "message_id"),
     )
 
-    id: int | None = _id()
+    id: int | None = id_field()
     message_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("processed_messages.id", ondelete="CASCADE"), nullable=True)
     )
-    occurred_at: datetime = _when()
-    stored_at: datetime = _when(default_now=True)
-    arrival_date: datetime | None = _when(nullable=True)
+    occurred_at: datetime = when_field()
+    stored_at: datetime = when_field(default_now=True)
+    arrival_date: datetime | None = when_field(nullable=True)
     reported_domain: str | None = Field(default=None, max_length=255)
     source_ip: str | None = Field(default=None, max_length=45)
     feedback_type: str | None = Field(default=None, max_length=32)
@@ -327,16 +315,16 @@ class TlsReport(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("organization_name", "report_id", "content_sha256",
                                        name="uq_tls_reports_org_report_content"),)
 
-    id: int | None = _id()
+    id: int | None = id_field()
     message_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("processed_messages.id", ondelete="CASCADE"), nullable=True)
     )
     report_id: str = Field(max_length=255)
     organization_name: str = Field(max_length=255)
     contact_info: str | None = Field(default=None, max_length=320)
-    begin: datetime | None = _when(nullable=True, index=True)
-    end: datetime | None = _when(nullable=True)
-    stored_at: datetime = _when(default_now=True)
+    begin: datetime | None = when_field(nullable=True, index=True)
+    end: datetime | None = when_field(nullable=True)
+    stored_at: datetime = when_field(default_now=True)
     content_sha256: str | None = Field(default=None, max_length=64)  # as DmarcReport
     conflict_of: int | None = Field(default=None, sa_type=BigId)
 
@@ -350,7 +338,7 @@ class TlsPolicyResult(SQLModel, table=True):
         Index("ix_tls_policies_report", "report_pk"),
     )
 
-    id: int | None = _id()
+    id: int | None = id_field()
     report_pk: int = Field(sa_column=Column(BigId, ForeignKey("tls_reports.id", ondelete="CASCADE"), nullable=False))
     policy_domain: str = Field(max_length=255)
     policy_type: str | None = Field(default=None, max_length=16)
@@ -373,7 +361,7 @@ class Suppression(SQLModel, table=True):
     __tablename__ = "suppressions"
     __table_args__ = (Index("ix_suppressions_domain", "domain"),)
 
-    id: int | None = _id()
+    id: int | None = id_field()
     address: str = Field(max_length=320, unique=True)
     domain: str = Field(max_length=255)
     reason: str = Field(max_length=32)
@@ -382,7 +370,7 @@ class Suppression(SQLModel, table=True):
     source_event_id: int | None = Field(
         default=None, sa_column=Column(BigId, ForeignKey("events.id", ondelete="SET NULL"), nullable=True)
     )
-    first_seen_at: datetime = _when()
-    last_seen_at: datetime = _when()
+    first_seen_at: datetime = when_field()
+    last_seen_at: datetime = when_field()
     count: int = 1
-    expires_at: datetime | None = _when(nullable=True, index=True)
+    expires_at: datetime | None = when_field(nullable=True, index=True)

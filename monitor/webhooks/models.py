@@ -17,18 +17,11 @@ Created by monitor/webhooks/migrations/0012_webhooks.py (branch "webhooks").
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from monitor.core.dbtypes import BigId, JsonDoc, UTCDateTime, utcnow
-
-
-def _when(*, nullable: bool = False, default_now: bool = False) -> Any:
-    if default_now:
-        return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=nullable)
-    return Field(default=None, sa_type=UTCDateTime, nullable=nullable)
+from monitor.core.dbtypes import BigId, JsonDoc, when_field
 
 
 class WebhookOutbox(SQLModel, table=True):
@@ -44,12 +37,12 @@ class WebhookOutbox(SQLModel, table=True):
     source: str = Field(max_length=16)  # events | suppressions | removals | actions
     source_id: int = Field(sa_type=BigId)
     body: str = Field(sa_column=Column(Text, nullable=False))
-    created_at: datetime = _when(default_now=True)
+    created_at: datetime = when_field(default_now=True)
     attempts: int = 0
-    next_attempt_at: datetime = _when(default_now=True)
+    next_attempt_at: datetime = when_field(default_now=True)
     last_status: int | None = None
     last_error: str | None = Field(default=None, max_length=500)
-    delivered_at: datetime | None = _when(nullable=True)
+    delivered_at: datetime | None = when_field(nullable=True)
 
 
 class WebhookCursor(SQLModel, table=True):
@@ -59,7 +52,7 @@ class WebhookCursor(SQLModel, table=True):
     source: str = Field(primary_key=True, max_length=16)
     last_id: int = Field(default=0, sa_type=BigId)
     gaps: list = Field(default_factory=list, sa_column=Column(JsonDoc, nullable=False))  # [[id, first_missed_epoch]]
-    updated_at: datetime = _when(default_now=True)
+    updated_at: datetime = when_field(default_now=True)
 
 
 class WebhookState(SQLModel, table=True):
@@ -70,6 +63,6 @@ class WebhookState(SQLModel, table=True):
     lease_until: float = 0.0
     delivered_total: int = Field(default=0, sa_type=BigId)
     failed_total: int = Field(default=0, sa_type=BigId)
-    last_success_at: datetime | None = _when(nullable=True)
-    last_failure_at: datetime | None = _when(nullable=True)
+    last_success_at: datetime | None = when_field(nullable=True)
+    last_failure_at: datetime | None = when_field(nullable=True)
     last_error: str | None = Field(default=None, max_length=500)
