@@ -10,46 +10,16 @@ import time
 
 import aiohttp
 
+from tests.fixtures._slow_clients import closed_within, dribble_headers
 from tests.test_api_support import AUTH, TOKEN, api_server
 
 REQUEST_START = b"GET /api/v1/check?address=a@b.example HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
 
-async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            while True:
-                if not await reader.read(4096):
-                    return True
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
-
-
-async def _dribble(host: str, port: int, stop_after_s: float) -> float:
-    """A slowloris client: headers one line every 0.2 s; returns when the server hung up (seconds)."""
-    reader, writer = await asyncio.open_connection(host, port)
-    started = time.monotonic()
-    writer.write(REQUEST_START)
-    try:
-        for i in range(int(stop_after_s / 0.2)):
-            await asyncio.sleep(0.2)
-            if reader.at_eof():
-                break
-            writer.write(f"X-Slow-{i}: {'a' * 10}\r\n".encode())
-            await writer.drain()
-    except (ConnectionResetError, BrokenPipeError):
-        pass
-    await _closed_within(reader, stop_after_s)
-    writer.close()
-    return time.monotonic() - started
-
-
 async def test_slowloris_clients_are_cut_and_others_served(tmp_path):
     async with api_server(tmp_path, header_timeout_s=1.0, max_connections=50) as api:
         host, port = api.server.host, api.server.port
-        slow = [asyncio.create_task(_dribble(host, port, 6.0)) for _ in range(30)]
+        slow = [asyncio.create_task(dribble_headers(host, port, REQUEST_START, 6.0)) for _ in range(30)]
         await asyncio.sleep(0.3)
         async with aiohttp.ClientSession(api.url, headers=AUTH) as http:
             for _ in range(5):
@@ -64,7 +34,7 @@ async def test_idle_connections_are_closed(tmp_path):
     async with api_server(tmp_path, header_timeout_s=1.0) as api:
         reader, writer = await asyncio.open_connection(api.server.host, api.server.port)
         started = time.monotonic()
-        assert await _closed_within(reader, 4.0)
+        assert await closed_within(reader, 4.0)
         assert time.monotonic() - started < 3.0
         writer.close()
 

@@ -25,6 +25,7 @@ from monitor.core.http import HardenedServer, HttpLimits, RateLimitFilter, limit
 from monitor.metrics.server import MetricsServer
 from sender.settings import UnsubscribeConfig
 from sender.unsubscribe import serve, token_maker
+from tests.fixtures._slow_clients import closed_within, dribble_headers
 
 TEST_LIMITS = HttpLimits(header_timeout_s=1.0, body_timeout_s=1.0, max_connections=20, max_body_bytes=4096,
                          log_burst=5, log_window_s=60.0)
@@ -91,36 +92,9 @@ def target(request, sqlite_engine, tmp_path):
     return open_target
 
 
-async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
-    try:
-        async with asyncio.timeout(seconds):
-            while await reader.read(4096):
-                pass
-            return True
-    except TimeoutError:
-        return False
-    except ConnectionResetError:
-        return True
-
-
 async def _dribble(t: Target, wanted_s: float) -> float:
-    """A slowloris client: a header line every 0.2 s for up to `wanted_s`;
-    returns how long the server let it stay connected."""
-    reader, writer = await asyncio.open_connection(t.host, t.port)
-    started = time.monotonic()
-    writer.write(f"GET {t.path} HTTP/1.1\r\nHost: {t.host}\r\n".encode())
-    try:
-        for i in range(int(wanted_s / 0.2)):
-            await asyncio.sleep(0.2)
-            if reader.at_eof():
-                break
-            writer.write(f"X-Slow-{i}: {'a' * 10}\r\n".encode())
-            await writer.drain()
-    except (ConnectionResetError, BrokenPipeError):
-        pass
-    await _closed_within(reader, wanted_s)
-    writer.close()
-    return time.monotonic() - started
+    request_line = f"GET {t.path} HTTP/1.1\r\nHost: {t.host}\r\n".encode()
+    return await dribble_headers(t.host, t.port, request_line, wanted_s)
 
 
 async def _get_ok(t: Target) -> None:
@@ -132,7 +106,7 @@ async def test_idle_connection_is_closed_at_the_header_timeout(target):
     async with target() as t:
         reader, writer = await asyncio.open_connection(t.host, t.port)
         started = time.monotonic()
-        assert await _closed_within(reader, 5.0)
+        assert await closed_within(reader, 5.0)
         assert time.monotonic() - started < 3.0  # 1 s header timeout (+ timer granularity), not minutes
         writer.close()
 

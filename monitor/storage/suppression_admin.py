@@ -209,24 +209,18 @@ def list_suppressions(session: Session, filters: Filters, *, cursor: str | None 
 
 
 def _address_query(filters: Filters, after: int, at: datetime) -> Any:
-    t = _supp
-    query = select(t).where(t.c.id > after).order_by(t.c.id)
-    if not filters.include_expired:
-        query = query.where(or_(t.c.expires_at.is_(None), t.c.expires_at > at))
-    if filters.reason:
-        query = query.where(t.c.reason == filters.reason)
-    if filters.source:
-        query = query.where(_source_clause(t.c.source, filters.source))
-    if filters.since:
-        query = query.where(t.c.first_seen_at >= filters.since)
-    if filters.search:
-        pattern = _like(filters.search)
-        query = query.where(or_(t.c.address.like(pattern, escape="\\"), func.lower(t.c.detail).like(pattern, escape="\\")))
-    return query
+    return _filtered(_supp, filters, after, at, since_column="first_seen_at", name_column="address",
+                     search=filters.search)
 
 
 def _domain_query(filters: Filters, after: int, at: datetime) -> Any:
-    t = _domains
+    return _filtered(_domains, filters, after, at, since_column="created_at", name_column="domain",
+                     search=filters.search.lstrip("@") if filters.search else None)
+
+
+def _filtered(t: Any, filters: Filters, after: int, at: datetime, *, since_column: str, name_column: str,
+              search: str | None) -> Any:
+    """The rows of the address or domain list after `after` that match the filters."""
     query = select(t).where(t.c.id > after).order_by(t.c.id)
     if not filters.include_expired:
         query = query.where(or_(t.c.expires_at.is_(None), t.c.expires_at > at))
@@ -235,10 +229,11 @@ def _domain_query(filters: Filters, after: int, at: datetime) -> Any:
     if filters.source:
         query = query.where(_source_clause(t.c.source, filters.source))
     if filters.since:
-        query = query.where(t.c.created_at >= filters.since)
-    if filters.search:
-        pattern = _like(filters.search.lstrip("@"))
-        query = query.where(or_(t.c.domain.like(pattern, escape="\\"), func.lower(t.c.detail).like(pattern, escape="\\")))
+        query = query.where(t.c[since_column] >= filters.since)
+    if search:
+        pattern = _like(search)
+        query = query.where(or_(t.c[name_column].like(pattern, escape="\\"),
+                                func.lower(t.c.detail).like(pattern, escape="\\")))
     return query
 
 
