@@ -10,8 +10,8 @@ import time
 
 import aiohttp
 
+from tests.fixtures._api import AUTH, TOKEN, api_server
 from tests.fixtures._slow_clients import closed_within, dribble_headers
-from tests.test_api_support import AUTH, TOKEN, api_server
 
 REQUEST_START = b"GET /api/v1/check?address=a@b.example HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 

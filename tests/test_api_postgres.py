@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from tests.test_api_support import AUTH, add_events, add_health_state, api_server
+from tests.fixtures._api import AUTH, add_events, add_health_state, api_server
 
 pytestmark = pytest.mark.postgres
 P = "/api/v1"

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from tests.test_api_support import AUTH, TOKEN, add_events, add_health_state, api_server, operator_suppress_action
+from tests.fixtures._api import AUTH, TOKEN, add_events, add_health_state, api_server, operator_suppress_action
 
 P = "/api/v1"
 

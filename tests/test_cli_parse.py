@@ -15,9 +15,7 @@ from monitor.cli import main
 from parsers import parse_bytes
 from parsers.events import DmarcAggregateEvent
 from parsers.reports.sources import default_enricher
-from tests.test_reports_aggregate import aggregate_xml, record_xml
-from tests.test_reports_containers import make_zip
-from tests.test_reports_mail import REPORT_NAME, attachment, report_mail
+from tests.fixtures._reports import REPORT_NAME, aggregate_xml, attachment, make_zip, record_xml, report_mail
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

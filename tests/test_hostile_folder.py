@@ -17,9 +17,9 @@ from sqlmodel import col
 
 from monitor.core.db import make_engine, session_scope
 from monitor.storage.models import StoredEvent, Suppression
+from tests.fixtures._hostile import mass_dsn
 from tests.fixtures.feedback_messages import BASE_DATE, arf_report, mixed_batch
 from tests.ingest_helpers import expected_events, quarantine_reasons, stored_events
-from tests.test_hostile_suppression import mass_dsn
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,26 +16,10 @@ from monitor.ingest.settings import SuppressionConfig
 from monitor.storage.models import StoredEvent, Suppression
 from parsers import tracking
 from parsers.events import BounceEvent
+from tests.fixtures._hostile import mass_dsn
 from tests.ingest_helpers import make_config, quarantine_reasons
 
 SETTINGS = SuppressionConfig()
-
-
-def mass_dsn(count: int, *, token: str | None = None, first: int = 0) -> bytes:
-    """A DSN naming `count` recipients (100,000 of them: about 7.4 MB)."""
-    blocks = "".join(f"Final-Recipient: rfc822; v{i}@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
-                     for i in range(first, first + count))
-    quoted = ""
-    if token:
-        quoted = (f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: news@news.example.com\r\n"
-                  f"To: v{first}@example.org\r\nMessage-ID: <orig-mass@news.example.com>\r\n"
-                  f"X-Repmon-Track: {token}\r\n\r\n")
-    return (f"From: MAILER-DAEMON@mx.example.net\r\nTo: bounces@news.example.com\r\nSubject: Undelivered\r\n"
-            f"Date: Mon, 01 Dec 2025 10:00:00 +0000\r\nMessage-ID: <mass-{count}-{first}@mx.example.net>\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n"
-            "\r\n--b\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n\r\n"
-            "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n"
-            f"{blocks}{quoted}--b--\r\n").encode()
 
 
 def suppressions(engine) -> int:

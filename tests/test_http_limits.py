@@ -25,6 +25,7 @@ from monitor.core.http import HardenedServer, HttpLimits, RateLimitFilter, limit
 from monitor.metrics.server import MetricsServer
 from sender.settings import UnsubscribeConfig
 from sender.unsubscribe import serve, token_maker
+from tests.fixtures._api import AUTH, api_server
 from tests.fixtures._slow_clients import closed_within, dribble_headers
 
 TEST_LIMITS = HttpLimits(header_timeout_s=1.0, body_timeout_s=1.0, max_connections=20, max_body_bytes=4096,
@@ -72,8 +73,6 @@ async def unsubscribe_target(limits: HttpLimits, engine) -> AsyncIterator[Target
 
 @asynccontextmanager
 async def api_target(limits: HttpLimits, tmp_path: Path) -> AsyncIterator[Target]:
-    from tests.test_api_support import AUTH, api_server
-
     async with api_server(tmp_path, header_timeout_s=limits.header_timeout_s,
                           max_connections=limits.max_connections) as api:
         assert api.server._server is not None

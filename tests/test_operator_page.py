@@ -21,10 +21,10 @@ import pytest
 
 from monitor.core.db import make_engine
 from monitor.parts import upgrade_schema
+from tests.fixtures._api import TOKEN, add_health_state, operator_suppress_action
+from tests.fixtures._webhooks import SECRET, receiver
 from tests.fixtures.databases import free_port
 from tests.fixtures.feedback_messages import dsn_bounce
-from tests.test_api_support import TOKEN, add_health_state, operator_suppress_action
-from tests.test_webhooks_delivery import SECRET, receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

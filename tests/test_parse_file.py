@@ -12,8 +12,7 @@ import pytest
 import parsers
 from parsers import parse_bytes, parse_file
 from parsers.events import DmarcAggregateEvent, UnparseableEvent
-from tests.test_reports_aggregate import aggregate_xml, record_xml
-from tests.test_reports_containers import TLS_REPORT
+from tests.fixtures._reports import TLS_REPORT, aggregate_xml, record_xml
 
 MAIL = b"From: a@example.com\r\nSubject: hello\r\n\r\nhi\r\n"
 

@@ -1,7 +1,5 @@
-"""DMARC aggregate reports: reports built here, read by parsers.reports.
-
-The builders at the top are shared by the other tests/test_reports_*.py files.
-"""
+"""DMARC aggregate reports: reports built by tests/fixtures/_reports.py, read
+by parsers.reports."""
 
 from __future__ import annotations
 
@@ -10,74 +8,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from parsers.events import DmarcAggregateEvent, UnparseableEvent
-from parsers.reports import parse_report_bytes
+from tests.fixtures._reports import aggregate_xml, dkim_xml, parse_one, record_xml, spf_xml, unparseable
 
 DMARC2 = "urn:ietf:params:xml:ns:dmarc-2.0"
-
-
-def record_xml(ip: str = "192.0.2.1", count: int | str = 1, *, disposition: str | None = "none",
-               dkim: str | None = "pass", spf: str | None = "pass", header_from: str | None = "example.com",
-               envelope_from: str | None = None, auth: str = "", reason: str = "") -> str:
-    evaluated = "".join(
-        f"<{name}>{value}</{name}>" for name, value in
-        (("disposition", disposition), ("dkim", dkim), ("spf", spf)) if value is not None
-    )
-    identifiers = ""
-    if envelope_from is not None:
-        identifiers += f"<envelope_from>{envelope_from}</envelope_from>"
-    if header_from is not None:
-        identifiers += f"<header_from>{header_from}</header_from>"
-    return (
-        f"<record><row><source_ip>{ip}</source_ip><count>{count}</count>"
-        f"<policy_evaluated>{evaluated}{reason}</policy_evaluated></row>"
-        f"<identifiers>{identifiers}</identifiers><auth_results>{auth}</auth_results></record>\n"
-    )
-
-
-def dkim_xml(domain: str, result: str = "pass", selector: str | None = "s1") -> str:
-    sel = f"<selector>{selector}</selector>" if selector else ""
-    return f"<dkim><domain>{domain}</domain>{sel}<result>{result}</result></dkim>"
-
-
-def spf_xml(domain: str, result: str = "pass", scope: str | None = "mfrom") -> str:
-    sc = f"<scope>{scope}</scope>" if scope else ""
-    return f"<spf><domain>{domain}</domain>{sc}<result>{result}</result></spf>"
-
-
-def aggregate_xml(records: list[str] | None = None, *, org: str = "receiver.example",
-                  email: str = "dmarc@receiver.example", report_id: str = "rpt-1",
-                  begin: int | str = 1700000000, end: int | str = 1700086399, domain: str = "example.com",
-                  p: str | None = "reject", version: str | None = "1.0", ns: str | None = None,
-                  policy_extra: str = "", metadata_extra: str = "", date_range: str | None = None) -> bytes:
-    if records is None:
-        records = [record_xml()]
-    xmlns = f' xmlns="{ns}"' if ns else ""
-    dates = date_range if date_range is not None else f"<date_range><begin>{begin}</begin><end>{end}</end></date_range>"
-    policy_p = f"<p>{p}</p>" if p is not None else ""
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<feedback{xmlns}>\n"
-        + (f"<version>{version}</version>\n" if version else "")
-        + f"<report_metadata><org_name>{org}</org_name><email>{email}</email>"
-        f"<report_id>{report_id}</report_id>{dates}{metadata_extra}</report_metadata>\n"
-        f"<policy_published><domain>{domain}</domain>{policy_p}{policy_extra}</policy_published>\n"
-        + "".join(records)
-        + "</feedback>\n"
-    ).encode()
-
-
-def parse_one(data: bytes) -> DmarcAggregateEvent:
-    events = parse_report_bytes(data)
-    assert len(events) == 1, events
-    assert isinstance(events[0], DmarcAggregateEvent), events[0]
-    return events[0]
-
-
-def unparseable(data: bytes) -> str:
-    events = parse_report_bytes(data)
-    assert len(events) == 1 and isinstance(events[0], UnparseableEvent), events
-    return events[0].error
 
 
 # --- schema generations ---------------------------------------------------------

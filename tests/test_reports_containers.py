@@ -4,33 +4,16 @@ truncation, corruption, encryption), with archives built here."""
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import tracemalloc
 import zipfile
 import zlib
 from typing import Any
 
 import pytest
 
-from parsers.events import DmarcAggregateEvent, TlsReportEvent, UnparseableEvent
+from parsers.events import DmarcAggregateEvent, TlsReportEvent
 from parsers.reports import Limits, parse_report_bytes
-from tests.test_reports_aggregate import aggregate_xml, record_xml
-
-TLS_REPORT = {
-    "organization-name": "Receiver Inc.", "report-id": "tls-1", "contact-info": "tls@receiver.example",
-    "date-range": {"start-datetime": "2025-01-01T00:00:00Z", "end-datetime": "2025-01-01T23:59:59Z"},
-    "policies": [{"policy": {"policy-type": "sts", "policy-domain": "example.com"},
-                  "summary": {"total-successful-session-count": 10, "total-failure-session-count": 1}}],
-}
-
-
-def make_zip(entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", method) as archive:
-        for name, content in entries.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
+from tests.fixtures._reports import TLS_REPORT, aggregate_xml, error_and_peak, make_zip, only_error, record_xml, zip_bomb
 
 
 def gzip_stream(prefix: bytes, filler: bytes, megabytes: int) -> bytes:
@@ -47,22 +30,6 @@ def gzip_stream(prefix: bytes, filler: bytes, megabytes: int) -> bytes:
 
 def kinds(events: list) -> list[str]:
     return [event.kind for event in events]
-
-
-def only_error(events: list) -> str:
-    assert len(events) == 1 and isinstance(events[0], UnparseableEvent), events
-    return events[0].error
-
-
-def error_and_peak(data: bytes) -> tuple[str, int]:
-    """The refusal of `data` and the most Python memory parsing it took."""
-    tracemalloc.start()
-    try:
-        error = only_error(parse_report_bytes(data))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    return error, peak
 
 
 # --- ordinary containers ---------------------------------------------------------
@@ -218,19 +185,6 @@ def test_gzip_bomb_is_stopped_by_the_ratio_limit_without_expanding() -> None:
     error, peak = error_and_peak(gzip_stream(b"<feedback>", b" ", 64))  # 64 MiB of spaces in about 64 KB
     assert "decompression bomb" in error and "expands more than 250:1" in error
     assert peak < 16 * 1024 * 1024  # streamed: never more than a few chunks in memory
-
-
-def zip_bomb(megabytes: int) -> bytes:
-    """A zip whose one entry expands to <feedback> and `megabytes` MiB of
-    spaces, written through zipfile's streaming writer (never held expanded)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        with archive.open("bomb.xml", "w", force_zip64=True) as entry:
-            entry.write(b"<feedback>")
-            block = b" " * (1024 * 1024)
-            for _ in range(megabytes):
-                entry.write(block)
-    return buffer.getvalue()
 
 
 def test_zip_bomb_is_stopped_without_expanding() -> None:

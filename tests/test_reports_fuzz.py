@@ -13,9 +13,7 @@ from hypothesis import strategies as st
 from parsers.events import DmarcAggregateEvent, DmarcFailureEvent, TlsReportEvent, UnparseableEvent
 from parsers.mime import MimeError, parse_message
 from parsers.reports import parse_report_bytes, parse_report_mail
-from tests.test_reports_aggregate import aggregate_xml, dkim_xml, record_xml, spf_xml
-from tests.test_reports_containers import TLS_REPORT, make_zip
-from tests.test_reports_mail import arf_mail
+from tests.fixtures._reports import TLS_REPORT, aggregate_xml, arf_mail, dkim_xml, make_zip, record_xml, spf_xml
 
 XML = aggregate_xml([record_xml(f"192.0.2.{i}", i, auth=dkim_xml("example.com") + spf_xml("example.com"))
                      for i in range(1, 6)])

@@ -15,8 +15,7 @@ import pytest
 
 from parsers.events import DmarcAggregateEvent, UnparseableEvent
 from parsers.reports import parse_report_bytes
-from tests.test_reports_aggregate import aggregate_xml, record_xml
-from tests.test_reports_containers import error_and_peak, make_zip
+from tests.fixtures._reports import aggregate_xml, error_and_peak, make_zip, record_xml
 
 DOCTYPE_REFUSED = "XML has a DOCTYPE declaration"
 

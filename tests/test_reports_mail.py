@@ -10,8 +10,6 @@ import json
 from datetime import datetime, timezone
 from email import message_from_bytes
 from email.message import EmailMessage
-from email.mime.application import MIMEApplication
-from email.mime.base import MIMEBase
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -22,34 +20,17 @@ import pytest
 from parsers.events import DmarcAggregateEvent, DmarcFailureEvent, TlsReportEvent, UnparseableEvent
 from parsers.mime import parse_message
 from parsers.reports import parse_report_mail
-from tests.test_reports_aggregate import aggregate_xml
-from tests.test_reports_containers import TLS_REPORT, make_zip, zip_bomb
-
-REPORT_NAME = "receiver.example!example.com!1700000000!1700086399"
-
-
-def report_mail(*attachments: MIMEBase, subject: str = "Report Domain: example.com Submitter: receiver.example",
-                body: str = "This is a DMARC aggregate report.") -> bytes:
-    msg = MIMEMultipart("mixed")
-    msg["From"] = "noreply-dmarc@receiver.example"
-    msg["To"] = "dmarc@example.com"
-    msg["Subject"] = subject
-    msg["Date"] = "Wed, 15 Nov 2023 06:00:00 +0000"
-    msg.attach(MIMEText(body))
-    for attachment in attachments:
-        msg.attach(attachment)
-    return msg.as_bytes()
-
-
-def attachment(data: bytes, content_type: str, filename: str | None) -> MIMEBase:
-    main, sub = content_type.split("/")
-    part = MIMEApplication(data, sub) if main == "application" else MIMEBase(main, sub)
-    if main != "application":
-        part.set_payload(base64.b64encode(data).decode())
-        part["Content-Transfer-Encoding"] = "base64"
-    if filename:
-        part.add_header("Content-Disposition", "attachment", filename=filename)
-    return part
+from tests.fixtures._reports import (
+    FEEDBACK_FIELDS,
+    REPORT_NAME,
+    TLS_REPORT,
+    aggregate_xml,
+    arf_mail,
+    attachment,
+    make_zip,
+    report_mail,
+    zip_bomb,
+)
 
 
 def events_of(raw: bytes) -> Any:
@@ -143,48 +124,6 @@ def test_report_inside_an_enclosed_message_is_not_read() -> None:
 
 
 # --- DMARC failure reports ---------------------------------------------------------
-
-FEEDBACK_FIELDS = (
-    "Feedback-Type: auth-failure\r\n"
-    "User-Agent: Receiver-DMARC/2.0\r\n"
-    "Version: 1\r\n"
-    "Original-Mail-From: <bounce@example.com>\r\n"
-    "Original-Rcpt-To: <user@receiver.example>\r\n"
-    "Arrival-Date: Wed, 15 Nov 2023 10:20:30 +0100\r\n"
-    "Source-IP: 198.51.100.23\r\n"
-    "Reported-Domain: Example.com\r\n"
-    "Authentication-Results: receiver.example; dmarc=fail header.from=example.com\r\n"
-    "Auth-Failure: DKIM, spf\r\n"
-    "Delivery-Result: reject\r\n"
-    "DKIM-Domain: example.com\r\n"
-    "Identity-Alignment: none\r\n"
-)
-
-SAMPLE = (
-    "From: Example Shop <news@example.com>\r\nTo: user@receiver.example\r\n"
-    "Subject: Your weekly offers\r\nMessage-ID: <abc@example.com>\r\n\r\nBody\r\n"
-)
-
-
-def arf_mail(fields: str = FEEDBACK_FIELDS, *, encoding: str | None = None, sample: str = SAMPLE) -> bytes:
-    report = MIMEMultipart("report", report_type="feedback-report")
-    report["From"] = "dmarc-ruf@receiver.example"
-    report["To"] = "ruf@example.com"
-    report["Subject"] = "DMARC failure report for example.com"
-    report["Date"] = "Wed, 15 Nov 2023 10:25:00 +0100"
-    report.attach(MIMEText("This is an authentication failure report."))
-    part = MIMEBase("message", "feedback-report")
-    if encoding == "base64":
-        part.set_payload(base64.encodebytes(fields.encode()).decode())
-        part["Content-Transfer-Encoding"] = "base64"
-    else:
-        part.set_payload(fields)
-    report.attach(part)
-    enclosed = MIMEBase("text", "rfc822-headers")
-    enclosed.set_payload(sample)
-    report.attach(enclosed)
-    return report.as_bytes()
-
 
 def test_arf_auth_failure_report() -> None:
     events = events_of(arf_mail())

@@ -24,8 +24,7 @@ import pytest
 
 from parsers import parse_bytes
 from parsers.events import DmarcAggregateEvent, FeedbackEvent, TlsReportEvent, UnparseableEvent
-from tests.test_reports_aggregate import aggregate_xml, dkim_xml, parse_one, record_xml, spf_xml, unparseable
-from tests.test_reports_containers import TLS_REPORT
+from tests.fixtures._reports import TLS_REPORT, aggregate_xml, dkim_xml, parse_one, record_xml, spf_xml, unparseable
 
 
 def test_dkim_result_without_selector_next_to_spf_result_of_the_same_domain() -> None:

@@ -11,7 +11,7 @@ from parsedmarc.utils import get_base_domain
 
 from parsers.events import DmarcAggregateEvent
 from parsers.reports.sources import IpEnricher, default_enricher, enrich_events, parsedmarc_resources
-from tests.test_reports_aggregate import aggregate_xml, parse_one, record_xml
+from tests.fixtures._reports import aggregate_xml, parse_one, record_xml
 
 AMAZON_IP = "100.24.188.149"  # in parsedmarc's sample reports: AS14618, Amazon
 

@@ -14,7 +14,7 @@ import pytest
 
 from parsers.events import DmarcAggregateEvent
 from parsers.reports import parse_report_bytes
-from tests.test_reports_aggregate import aggregate_xml, dkim_xml, record_xml, spf_xml
+from tests.fixtures._reports import aggregate_xml, dkim_xml, record_xml, spf_xml
 
 RECORDS = 10_000
 

@@ -12,8 +12,8 @@ from monitor.core.db import make_engine
 from monitor.parts import upgrade_schema
 from monitor.webhooks import outbox
 from monitor.webhooks.settings import WebhookConfig
+from tests.fixtures._api import add_events
 from tests.fixtures.databases import free_port
-from tests.test_api_support import add_events
 
 ROOT = Path(__file__).resolve().parents[1]
 

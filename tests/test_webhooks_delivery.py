@@ -15,12 +15,10 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData
@@ -32,70 +30,18 @@ from monitor.parts import MIGRATION_DIRS
 from monitor.storage import suppression_admin as admin
 from monitor.storage.suppression import HARD_BOUNCE, suppress
 from monitor.webhooks import outbox
-from monitor.webhooks.deliver import verify
 from monitor.webhooks.jobs import Relay
 from monitor.webhooks.models import WebhookCursor, WebhookOutbox, WebhookState
 from monitor.webhooks.settings import WebhookConfig
-from tests.fixtures.databases import free_port
-from tests.test_api_support import add_events, operator_suppress_action
+from tests.fixtures._api import add_events, operator_suppress_action
+from tests.fixtures._webhooks import SECRET, receiver
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "whsec-0123456789-abcdef"
 WEBHOOKS_DIR = ROOT / "monitor" / "webhooks" / "migrations"
 
 
 def migrate(url: str) -> None:
     db.upgrade_schema(url, tuple(dict.fromkeys((*MIGRATION_DIRS, WEBHOOKS_DIR))))
-
-
-@dataclass
-class Receiver:
-    port: int
-    fail_with: int | None = None
-    delay_s: float = 0.0
-    got: list[dict[str, Any]] = field(default_factory=list)
-    bad_signatures: int = 0
-    _runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook?key=secret-in-url"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if not verify(SECRET, request.headers["X-Repmon-Timestamp"], body, request.headers["X-Repmon-Signature"]):
-            self.bad_signatures += 1
-            return web.Response(status=401)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        if self.fail_with:
-            return web.Response(status=self.fail_with)
-        self.got.append({"delivery": int(request.headers["X-Repmon-Delivery"]),
-                         "event": request.headers["X-Repmon-Event"], **json.loads(body)})
-        return web.Response(status=204)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-
-@asynccontextmanager
-async def receiver(start: bool = True) -> AsyncIterator[Receiver]:
-    r = Receiver(free_port())
-    if start:
-        await r.start()
-    try:
-        yield r
-    finally:
-        await r.stop()
 
 
 def hook(url: str, **extra: Any) -> WebhookConfig:
