@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-import parsers.reports
+import parsers.mail
 from parsers.events import (
     AutoReplyEvent,
     BounceEvent,
@@ -134,7 +134,7 @@ def test_bounce_of_a_complaint_is_a_bounce():
 
 
 def test_a_stage_answering_with_an_empty_list_does_not_swallow_the_mail(monkeypatch):
-    monkeypatch.setattr(parsers.reports, "parse_report_mail", lambda msg: [])
+    monkeypatch.setattr(parsers.mail, "parse_report_mail", lambda msg: [])
     assert kinds(parse_mail(VACATION)) == ["auto_reply"]
     assert kinds(parse_mail(ORDINARY)) == ["not_bounce"]
 
@@ -142,11 +142,11 @@ def test_a_stage_answering_with_an_empty_list_does_not_swallow_the_mail(monkeypa
 def test_unreadable_arf_part_is_dropped_when_the_report_parser_understood_the_mail(monkeypatch):
     failure = DmarcFailureEvent(reported_domain="example.com", source_ip="192.0.2.25", feedback_type="auth-failure",
                                 auth_failure="dmarc")
-    monkeypatch.setattr(parsers.reports, "parse_report_mail", lambda msg: [failure])
+    monkeypatch.setattr(parsers.mail, "parse_report_mail", lambda msg: [failure])
     broken = ARF.format(type="x", fields="").replace("Content-Type: message/feedback-report", "Content-Type: image/png")
     broken = broken.replace("Feedback-Type: x\n", "").replace("Abuse report.", "See attachment.").replace("FW: June", "Report")
     assert parse_mail(broken.encode()) == [failure]
-    monkeypatch.setattr(parsers.reports, "parse_report_mail", lambda msg: None)
+    monkeypatch.setattr(parsers.mail, "parse_report_mail", lambda msg: None)
     assert kinds(parse_mail(broken.encode())) == ["unparseable"]
 
 
