@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from monitor.cluster.models import LaneBudget, LaneConnectionClaim
-from monitor.cluster.rows import ensure_row, lock_clause
+from monitor.cluster.rows import ensure_row, needs_row_lock
 
 BUDGETS = LaneBudget.__table__  # type: ignore[attr-defined]
 CLAIMS = LaneConnectionClaim.__table__  # type: ignore[attr-defined]
@@ -59,6 +59,16 @@ class LaneLimit:
     burst: int
     daily_cap: int | None
 
+    @property
+    def interval(self) -> float:
+        """Seconds between messages at the rate (0: no rate limit)."""
+        return 1.0 / self.rate if self.rate else 0.0
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of its time a message may go: the burst, in seconds."""
+        return self.interval * (self.burst - 1)
+
 
 @dataclass(slots=True)
 class BudgetView:
@@ -79,7 +89,7 @@ def seconds_to_next_day(now: float) -> float:
 def _locked_row(conn: Connection, lane: str, now: float) -> tuple[float, str, int]:
     ensure_row(conn, BUDGETS, {"lane": lane, "tat": 0.0, "day": utc_day(now), "day_count": 0, "updated_at": now})
     query = select(BUDGETS.c.tat, BUDGETS.c.day, BUDGETS.c.day_count).where(BUDGETS.c.lane == lane)
-    if lock_clause(conn):
+    if needs_row_lock(conn):
         query = query.with_for_update()
     row = conn.execute(query).one()
     return float(row.tat), str(row.day), int(row.day_count)
@@ -91,8 +101,7 @@ def slot_times(tat: float, now: float, limit: LaneLimit, want: int, slice_s: flo
     grant share it)."""
     if limit.rate is None:
         return [now] * want, tat
-    interval = 1.0 / limit.rate
-    tolerance = interval * (limit.burst - 1)
+    interval, tolerance = limit.interval, limit.tolerance
     start = max(tat, now)
     fit = math.floor((now + slice_s - (start - tolerance)) / interval + 1e-9) + 1
     count = max(0, min(want, fit))
@@ -113,13 +122,10 @@ def grant_slot(engine: Engine, lane: str, limit: LaneLimit, want: int, now: floa
                 return NoSlot(seconds_to_next_day(now))
         times, new_tat = slot_times(tat, now, limit, want, slice_s)
         if not times:
-            interval = 1.0 / limit.rate if limit.rate else 0.0
-            tolerance = interval * (limit.burst - 1)
-            return NoSlot(max(0.001, max(tat, now) - tolerance - now - slice_s))
+            return NoSlot(max(0.001, max(tat, now) - limit.tolerance - now - slice_s))
         conn.execute(update(BUDGETS).where(BUDGETS.c.lane == lane)
                      .values(tat=new_tat, day=day, day_count=day_count + len(times), updated_at=now))
-    interval = 1.0 / limit.rate if limit.rate else 0.0
-    return Slot(lane, times, new_tat, interval, day)
+    return Slot(lane, times, new_tat, limit.interval, day)
 
 
 def give_back(engine: Engine, slot: Slot, unused: int, now: float) -> None:

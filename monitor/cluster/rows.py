@@ -18,7 +18,7 @@ def ensure_row(conn: Connection, table: Table, values: dict[str, Any]) -> None:
         conn.execute(sqlite.insert(table).values(**values).on_conflict_do_nothing())
 
 
-def lock_clause(conn: Connection) -> bool:
+def needs_row_lock(conn: Connection) -> bool:
     """Whether SELECT ... FOR UPDATE is needed: PostgreSQL locks rows; on SQLite
     every write transaction already holds the database lock (BEGIN IMMEDIATE)."""
     return conn.dialect.name == "postgresql"
